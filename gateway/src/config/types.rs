@@ -1,0 +1,592 @@
+//! Config file shapes, one struct per TOML table of SPEC §2. Every struct
+//! denies unknown fields: a typo in an alarm gateway's config must fail loudly
+//! at load, not silently disable a rule.
+
+use crate::config::duration::Dur;
+use crate::model::{AlarmKind, ChannelKind, ResidentInfo, Role, Severity};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    pub registry: String,
+    pub rules: String,
+    pub routing: String,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    pub site: SiteConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub channels: ChannelsConfig,
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// `[site]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub locale: Locale,
+}
+
+/// Message language; zh-CN unless the site says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+pub enum Locale {
+    #[default]
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default = "default_data_path")]
+    pub path: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: default_data_path(),
+        }
+    }
+}
+
+fn default_data_path() -> String {
+    "data".into()
+}
+
+/// `[mqtt]`: the embedded broker or an external one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    #[serde(default = "yes")]
+    pub embedded: bool,
+    #[serde(default = "default_mqtt_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub external: Option<String>,
+    #[serde(default)]
+    pub users: Vec<MqttUser>,
+    /// Largest accepted uplink payload in bytes.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            embedded: true,
+            listen: default_mqtt_listen(),
+            external: None,
+            users: Vec::new(),
+            max_payload: default_max_payload(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_mqtt_listen() -> String {
+    "0.0.0.0:1883".into()
+}
+fn default_max_payload() -> usize {
+    4096
+}
+
+/// `[[mqtt.users]]`: device credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttUser {
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_http_listen")]
+    pub listen: String,
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_http_listen(),
+            public_url: default_public_url(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+
+/// `[[http.tokens]]`: a bearer token with a role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: ApiRole,
+    pub token: String,
+}
+
+/// Roles of API tokens (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiRole {
+    DutyOfficer,
+    GridWorker,
+    Director,
+    Operator,
+}
+
+/// `[channels]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    #[serde(default)]
+    pub webhook: BTreeMap<String, WebhookConfig>,
+    #[serde(default)]
+    pub sms: Option<SmsConfig>,
+    #[serde(default)]
+    pub mqtt: Option<MqttEventsConfig>,
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+}
+
+/// `[channels.email]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://host:port`, `smtps://host:port`, `smtp://host:port?tls=starttls`; user:pass allowed.
+    pub smtp: String,
+    pub from: String,
+    #[serde(default = "default_send_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_send_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+
+/// `[channels.webhook.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    #[serde(default = "default_send_timeout")]
+    pub timeout: Dur,
+}
+
+/// Body shape of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Wecom,
+    Dingtalk,
+    Feishu,
+}
+
+/// `[channels.sms]`: an HTTP SMS gateway with a body template.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsConfig {
+    pub url: String,
+    /// Template with `{{phone}}` and `{{text}}` (JSON-escaped on substitution).
+    pub body: String,
+    #[serde(default = "default_send_timeout")]
+    pub timeout: Dur,
+}
+
+/// `[channels.mqtt]`: alarm events on the broker; always on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttEventsConfig {
+    #[serde(default = "default_event_topic")]
+    pub topic: String,
+}
+
+/// Default alarm-event topic (SPEC §3).
+pub fn default_event_topic() -> String {
+    "gridwatch/{site}/alarms/{alarm_id}".into()
+}
+
+/// `[channels.console]`: print notifications on stdout (the no-outside-service channel).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// `[upstream]`: forward alarm events to a district/city broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: String,
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+/// `registry.toml`: the compound's ledger (台账).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default)]
+    pub grids: Vec<Grid>,
+    #[serde(default)]
+    pub households: Vec<Household>,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    #[serde(default)]
+    pub contacts: Vec<Contact>,
+}
+
+/// `[[grids]]`: a grid and the people responsible for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub grid_workers: Vec<String>,
+    #[serde(default)]
+    pub directors: Vec<String>,
+    #[serde(default)]
+    pub fire_brigade: Vec<String>,
+}
+
+/// `[[households]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Household {
+    pub id: String,
+    pub address: String,
+    pub grid: String,
+    #[serde(default)]
+    pub residents: Vec<Resident>,
+    #[serde(default)]
+    pub family: Vec<String>,
+    #[serde(default)]
+    pub neighbours: Vec<String>,
+}
+
+/// A resident of a household; their phone makes them reachable as a neighbour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resident {
+    pub name: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub lives_alone: bool,
+    #[serde(default)]
+    pub age: Option<u32>,
+}
+
+impl Resident {
+    /// What messages say about this resident.
+    pub fn info(&self) -> ResidentInfo {
+        ResidentInfo {
+            name: self.name.clone(),
+            lives_alone: self.lives_alone,
+            age: self.age,
+        }
+    }
+}
+
+/// Kinds of device (SPEC §2 `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    Smoke,
+    ResidualCurrent,
+    Temperature,
+    Combo,
+}
+
+/// `[[devices]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    pub kind: DeviceKind,
+    pub household: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub transport: DeviceTransport,
+}
+
+/// How a device reaches the gateway: `"mqtt"` or `{ modbus = {...} }`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceTransport {
+    #[default]
+    Mqtt,
+    Modbus(ModbusDevice),
+}
+
+/// A Modbus-polled device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDevice {
+    /// `tcp://host:port` or `rtu:///dev/ttyX?baud=9600&parity=N`.
+    pub endpoint: String,
+    pub unit: u8,
+    pub profile: String,
+    #[serde(default = "default_poll_every")]
+    pub every: Dur,
+}
+
+fn default_poll_every() -> Dur {
+    Dur::from_secs(2)
+}
+
+/// `[[contacts]]`: a person or a system that can be notified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Name of a `[channels.webhook.*]`.
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+/// `rules.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default = "ResidualCurrentRule::shipped")]
+    pub residual_current: ResidualCurrentRule,
+    #[serde(default = "TemperatureRule::shipped")]
+    pub temperature: TemperatureRule,
+    #[serde(default)]
+    pub smoke: SmokeRule,
+    #[serde(default)]
+    pub heartbeat: HeartbeatRule,
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<Override>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            residual_current: ResidualCurrentRule::shipped(),
+            temperature: TemperatureRule::shipped(),
+            smoke: SmokeRule::default(),
+            heartbeat: HeartbeatRule::default(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// A change of at least `delta` within `within`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trend {
+    pub delta: f64,
+    pub within: Dur,
+}
+
+/// `[residual_current]` (mA). GB 50116 §9.2.3: alarm value 300–500 mA.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidualCurrentRule {
+    pub warning: Option<f64>,
+    pub alarm: f64,
+    pub clear: Option<f64>,
+    #[serde(default = "default_for", rename = "for")]
+    pub hold: Dur,
+    #[serde(default)]
+    pub rise: Option<Trend>,
+    #[serde(default)]
+    pub step: Option<Trend>,
+}
+
+impl ResidualCurrentRule {
+    /// The shipped defaults.
+    pub fn shipped() -> Self {
+        ResidualCurrentRule {
+            warning: Some(200.0),
+            alarm: 300.0,
+            clear: Some(250.0),
+            hold: default_for(),
+            rise: None,
+            step: None,
+        }
+    }
+}
+
+fn default_for() -> Dur {
+    Dur::from_secs(5)
+}
+
+/// `[temperature]` (°C at a cable or terminal).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemperatureRule {
+    pub warning: Option<f64>,
+    pub alarm: f64,
+    #[serde(default)]
+    pub clear: Option<f64>,
+    #[serde(default = "default_for", rename = "for")]
+    pub hold: Dur,
+    #[serde(default)]
+    pub rate_of_rise: Option<Trend>,
+}
+
+impl TemperatureRule {
+    /// The shipped defaults.
+    pub fn shipped() -> Self {
+        TemperatureRule {
+            warning: Some(60.0),
+            alarm: 70.0,
+            clear: None,
+            hold: default_for(),
+            rate_of_rise: None,
+        }
+    }
+}
+
+/// `[smoke]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeRule {
+    #[serde(default = "yes")]
+    pub alarm_flag: bool,
+    #[serde(default = "default_smoke_alarm")]
+    pub alarm: f64,
+    #[serde(default)]
+    pub clear: Option<f64>,
+}
+
+impl Default for SmokeRule {
+    fn default() -> Self {
+        SmokeRule {
+            alarm_flag: true,
+            alarm: default_smoke_alarm(),
+            clear: None,
+        }
+    }
+}
+
+fn default_smoke_alarm() -> f64 {
+    0.15
+}
+
+/// `[heartbeat]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRule {
+    #[serde(default = "default_heartbeat")]
+    pub mqtt: Dur,
+    #[serde(default = "default_modbus_failures")]
+    pub modbus_failures: u32,
+}
+
+impl Default for HeartbeatRule {
+    fn default() -> Self {
+        HeartbeatRule {
+            mqtt: default_heartbeat(),
+            modbus_failures: default_modbus_failures(),
+        }
+    }
+}
+
+fn default_heartbeat() -> Dur {
+    Dur::from_secs(300)
+}
+fn default_modbus_failures() -> u32 {
+    3
+}
+
+/// `[[override]]`: per-device tuning; any field left out keeps the kind's default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub device: String,
+    #[serde(default)]
+    pub residual_current: Option<PartialThreshold>,
+    #[serde(default)]
+    pub temperature: Option<PartialThreshold>,
+    #[serde(default)]
+    pub smoke: Option<PartialThreshold>,
+    #[serde(default)]
+    pub allow_nonstandard: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The threshold fields an override may change.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialThreshold {
+    pub warning: Option<f64>,
+    pub alarm: Option<f64>,
+    pub clear: Option<f64>,
+    #[serde(rename = "for")]
+    pub hold: Option<Dur>,
+}
+
+/// `routing.toml`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default)]
+    pub roles: BTreeMap<Role, Vec<ChannelKind>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// `[[route]]`: which roles hear of which kinds and severities.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub kinds: Vec<AlarmKind>,
+    pub severities: Vec<Severity>,
+    pub notify: Vec<Role>,
+    #[serde(default)]
+    pub escalate_after: Option<Dur>,
+    #[serde(default)]
+    pub escalate_to: Vec<Role>,
+    #[serde(default)]
+    pub repeat: Option<Dur>,
+}

@@ -1,0 +1,10 @@
+//! gridwatch: the alarm gateway of an old residential compound's edge box.
+//!
+//! One straight pipe: sources → rules → alarms → dispatch → channels, each a
+//! tokio task joined by bounded channels, with the pure logic (rule
+//! evaluation, alarm state machine, routing plan, message rendering) kept
+//! apart from I/O.
+
+pub mod config;
+pub mod model;
+pub mod notification;
