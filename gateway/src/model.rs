@@ -454,6 +454,20 @@ pub enum Cause {
     Other,
 }
 
+impl Cause {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Fire => "fire",
+            Cause::ElectricalFault => "electrical_fault",
+            Cause::Cooking => "cooking",
+            Cause::FalseAlarm => "false_alarm",
+            Cause::Test => "test",
+            Cause::Other => "other",
+        }
+    }
+}
+
 /// A resident as the messages describe them (who lives there).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ResidentInfo {

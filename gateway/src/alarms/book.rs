@@ -1,0 +1,498 @@
+//! The alarm state machine (SPEC §8), pure: signals and people's actions in,
+//! transitions out. It owns the rule "one open alarm per (subject, kind)" and
+//! the lifecycle `active_unacked → active_acked → resolved → verified`, with
+//! the condition (`firing`/`cleared`) tracked beside it. A cleared condition
+//! never resolves an alarm: only a person does.
+
+use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, Verification};
+use crate::model::{
+    AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role,
+};
+use crate::rules::Signal;
+use std::collections::HashMap;
+
+/// A verified alarm whose condition fires again within this window reopens.
+pub const REOPEN_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Where an alarm's subject is, for the record (filled from the registry).
+#[derive(Debug, Clone, Default)]
+pub struct Place {
+    pub address: String,
+    pub location: String,
+}
+
+/// A change the rest of the pipe must act on: which alarm, and which event it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub alarm_id: String,
+    pub event: EventKind,
+    /// For acks: the role that acked (reminders for that role stop).
+    pub role: Option<Role>,
+}
+
+/// Why a person's action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("no alarm {0}")]
+    NotFound(String),
+    #[error("{0} is not a contact bound to this alarm, and no role was given")]
+    UnknownActor(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("alarm {id} is {state}; {action} needs {needs}")]
+    WrongState {
+        id: String,
+        state: &'static str,
+        action: &'static str,
+        needs: &'static str,
+    },
+}
+
+/// Subject key: the device, or the household for household-level kinds.
+fn subject(kind: AlarmKind, device_id: &str, household_id: &str) -> String {
+    if kind == AlarmKind::FireConfirmed {
+        format!("hh:{household_id}")
+    } else {
+        format!("dev:{device_id}")
+    }
+}
+
+/// All alarms that can still change, indexed by subject and kind.
+#[derive(Debug, Default)]
+pub struct AlarmBook {
+    alarms: HashMap<String, Alarm>,
+    /// (subject, kind) → id of the latest alarm for it (open, resolved or recently verified).
+    latest: HashMap<(String, AlarmKind), String>,
+    /// Alarms changed since the last `take_dirty`: they must be written to the store.
+    dirty: Vec<String>,
+}
+
+impl AlarmBook {
+    /// Rebuilds the book from stored records (at start).
+    pub fn from_records(records: Vec<Alarm>) -> AlarmBook {
+        let mut book = AlarmBook::default();
+        let mut sorted = records;
+        sorted.sort_by_key(|a| a.opened_at);
+        for a in sorted {
+            let key = (subject(a.kind, &a.device_id, &a.household_id), a.kind);
+            book.latest.insert(key, a.id.clone());
+            book.alarms.insert(a.id.clone(), a);
+        }
+        book
+    }
+
+    /// One alarm.
+    pub fn get(&self, id: &str) -> Option<&Alarm> {
+        self.alarms.get(id)
+    }
+
+    /// Alarms not yet resolved.
+    pub fn open(&self) -> impl Iterator<Item = &Alarm> {
+        self.alarms.values().filter(|a| a.state.is_open())
+    }
+
+    /// Number of alarms not yet resolved.
+    pub fn open_count(&self) -> usize {
+        self.open().count()
+    }
+
+    /// Applies a rule signal. `new_id` is called only when a new alarm is opened.
+    pub fn on_signal(
+        &mut self,
+        s: &Signal,
+        site: &str,
+        place: impl FnOnce() -> Place,
+        new_id: impl FnOnce() -> String,
+    ) -> Option<Transition> {
+        let key = (subject(s.kind, &s.device_id, &s.household_id), s.kind);
+        let existing = self.latest.get(&key).cloned();
+        match s.condition {
+            Condition::Cleared => {
+                let id = existing?;
+                let a = self.alarms.get_mut(&id)?;
+                if a.condition == Condition::Cleared || a.state == AlarmState::Verified {
+                    return None;
+                }
+                a.condition = Condition::Cleared;
+                a.updated_at = s.ts;
+                a.value = s.value.or(a.value);
+                a.timeline.push(TimelineEntry::new(s.ts, "cleared"));
+                self.mark(&id);
+                Some(Transition {
+                    alarm_id: id,
+                    event: EventKind::Cleared,
+                    role: None,
+                })
+            }
+            Condition::Firing => {
+                if let Some(id) = existing {
+                    if let Some(t) = self.fire_existing(&id, s) {
+                        self.mark(&id);
+                        return t;
+                    }
+                }
+                let id = new_id();
+                self.mark(&id);
+                let a = open_alarm(id.clone(), site, s, place());
+                self.latest.insert(key, id.clone());
+                self.alarms.insert(id.clone(), a);
+                Some(Transition {
+                    alarm_id: id,
+                    event: EventKind::Raised,
+                    role: None,
+                })
+            }
+        }
+    }
+
+    /// A firing signal for a subject that has an alarm. `None` means "open a new one".
+    fn fire_existing(&mut self, id: &str, s: &Signal) -> Option<Option<Transition>> {
+        let a = self.alarms.get_mut(id)?;
+        let transition = |event| {
+            Some(Some(Transition {
+                alarm_id: id.to_string(),
+                event,
+                role: None,
+            }))
+        };
+        let started = a.condition == Condition::Cleared;
+        match a.state {
+            AlarmState::Verified => {
+                let verified_at = a.verification.as_ref().map_or(a.updated_at, |v| v.at);
+                if s.ts - verified_at > REOPEN_WINDOW_MS {
+                    return None;
+                }
+                reopen(a, s);
+                transition(EventKind::Raised)
+            }
+            AlarmState::Resolved => {
+                reopen(a, s);
+                transition(EventKind::Raised)
+            }
+            AlarmState::ActiveUnacked | AlarmState::ActiveAcked => {
+                update_reading(a, s);
+                a.condition = Condition::Firing;
+                if started {
+                    a.count += 1;
+                    a.timeline.push(TimelineEntry::new(s.ts, "repeat"));
+                }
+                if s.severity > a.severity {
+                    let from = a.severity;
+                    a.severity = s.severity;
+                    a.timeline.push(
+                        TimelineEntry::new(s.ts, "escalated")
+                            .detail(format!("{} → {}", from, s.severity)),
+                    );
+                    return transition(EventKind::Escalated);
+                }
+                Some(None)
+            }
+        }
+    }
+
+    /// A person acknowledges for a role. Acks are per role: one role's ack
+    /// leaves the others' reminders running. A repeated ack of the same role is
+    /// recorded but is not a new event.
+    pub fn ack(
+        &mut self,
+        id: &str,
+        by: &str,
+        role: Role,
+        note: Option<String>,
+        at: EpochMs,
+    ) -> Result<Option<Transition>, ActionError> {
+        let a = self
+            .alarms
+            .get_mut(id)
+            .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        self.dirty.push(id.to_string());
+        if !a.state.is_open() {
+            return Err(wrong_state(a, "ack", "an open alarm"));
+        }
+        let first_for_role = !a.acked_by_role(role);
+        a.acks.push(RoleAck {
+            role,
+            by: by.to_string(),
+            at,
+            note: note.clone(),
+        });
+        a.timeline.push(TimelineEntry {
+            at,
+            what: "acked".into(),
+            by: Some(by.to_string()),
+            role: Some(role),
+            detail: note,
+        });
+        a.updated_at = at;
+        a.state = AlarmState::ActiveAcked;
+        Ok(first_for_role.then(|| Transition {
+            alarm_id: id.to_string(),
+            event: EventKind::Acked,
+            role: Some(role),
+        }))
+    }
+
+    /// The feedback step: a person says what it was and what was done.
+    pub fn resolve(
+        &mut self,
+        id: &str,
+        by: &str,
+        cause: Cause,
+        note: Option<String>,
+        at: EpochMs,
+    ) -> Result<Transition, ActionError> {
+        let a = self
+            .alarms
+            .get_mut(id)
+            .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        self.dirty.push(id.to_string());
+        if !a.state.is_open() {
+            return Err(wrong_state(a, "resolve", "an open alarm"));
+        }
+        a.state = AlarmState::Resolved;
+        a.resolution = Some(Resolution {
+            by: by.to_string(),
+            cause,
+            note: note.clone(),
+            at,
+        });
+        a.timeline.push(TimelineEntry {
+            at,
+            what: "resolved".into(),
+            by: Some(by.to_string()),
+            role: None,
+            detail: Some(match &note {
+                Some(n) => format!("{}: {n}", cause.as_str()),
+                None => cause.as_str().to_string(),
+            }),
+        });
+        a.updated_at = at;
+        Ok(Transition {
+            alarm_id: id.to_string(),
+            event: EventKind::Resolved,
+            role: None,
+        })
+    }
+
+    /// The verify step (核查) that closes the loop.
+    pub fn verify(
+        &mut self,
+        id: &str,
+        by: &str,
+        note: Option<String>,
+        at: EpochMs,
+    ) -> Result<Transition, ActionError> {
+        let a = self
+            .alarms
+            .get_mut(id)
+            .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        self.dirty.push(id.to_string());
+        if a.state != AlarmState::Resolved {
+            return Err(wrong_state(a, "verify", "a resolved alarm"));
+        }
+        a.state = AlarmState::Verified;
+        a.verification = Some(Verification {
+            by: by.to_string(),
+            note: note.clone(),
+            at,
+        });
+        a.timeline.push(TimelineEntry {
+            at,
+            what: "verified".into(),
+            by: Some(by.to_string()),
+            role: None,
+            detail: note,
+        });
+        a.updated_at = at;
+        Ok(Transition {
+            alarm_id: id.to_string(),
+            event: EventKind::Verified,
+            role: None,
+        })
+    }
+
+    /// Mutable access for the service to record recipients after planning.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Alarm> {
+        self.mark(id);
+        self.alarms.get_mut(id)
+    }
+
+    /// Ids of alarms changed since the last call, each once.
+    pub fn take_dirty(&mut self) -> Vec<String> {
+        let mut d = std::mem::take(&mut self.dirty);
+        d.sort();
+        d.dedup();
+        d
+    }
+
+    fn mark(&mut self, id: &str) {
+        self.dirty.push(id.to_string());
+    }
+}
+
+fn wrong_state(a: &Alarm, action: &'static str, needs: &'static str) -> ActionError {
+    ActionError::WrongState {
+        id: a.id.clone(),
+        state: a.state.as_str(),
+        action,
+        needs,
+    }
+}
+
+fn open_alarm(id: String, site: &str, s: &Signal, place: Place) -> Alarm {
+    Alarm {
+        id,
+        site: site.to_string(),
+        kind: s.kind,
+        severity: s.severity,
+        state: AlarmState::ActiveUnacked,
+        condition: Condition::Firing,
+        device_id: s.device_id.clone(),
+        household_id: s.household_id.clone(),
+        address: place.address,
+        location: place.location,
+        opened_at: s.ts,
+        updated_at: s.ts,
+        value: s.value,
+        threshold: s.threshold,
+        unit: s.unit.to_string(),
+        reading_ts: s.ts,
+        peak: s.value,
+        count: 1,
+        acks: Vec::new(),
+        resolution: None,
+        verification: None,
+        recipients: Vec::new(),
+        timeline: vec![TimelineEntry::new(s.ts, "opened").detail(format!(
+            "{} {}",
+            s.kind, s.severity
+        ))],
+    }
+}
+
+fn update_reading(a: &mut Alarm, s: &Signal) {
+    a.value = s.value.or(a.value);
+    if s.threshold.is_some() {
+        a.threshold = s.threshold;
+    }
+    a.reading_ts = s.ts;
+    a.updated_at = s.ts;
+    if let Some(v) = s.value {
+        a.peak = Some(a.peak.map_or(v, |p| p.max(v)));
+    }
+}
+
+fn reopen(a: &mut Alarm, s: &Signal) {
+    update_reading(a, s);
+    a.state = AlarmState::ActiveUnacked;
+    a.condition = Condition::Firing;
+    a.severity = a.severity.max(s.severity);
+    a.count += 1;
+    a.acks.clear();
+    a.resolution = None;
+    a.verification = None;
+    a.timeline.push(TimelineEntry::new(s.ts, "reopened"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Severity;
+    use crate::rules::SignalCause;
+    use proptest::prelude::*;
+
+    fn sig(kind: AlarmKind, sev: Severity, cond: Condition, ts: EpochMs) -> Signal {
+        Signal {
+            device_id: "smk-1".into(),
+            household_id: "h-1".into(),
+            kind,
+            severity: sev,
+            condition: cond,
+            value: Some(0.2),
+            threshold: Some(0.15),
+            unit: "dB/m",
+            cause: SignalCause::Threshold,
+            ts,
+            received: ts,
+        }
+    }
+
+    fn apply(book: &mut AlarmBook, s: &Signal, n: &mut u32) -> Option<Transition> {
+        book.on_signal(s, "site", Place::default, || {
+            *n += 1;
+            format!("a{n}")
+        })
+    }
+
+    #[test]
+    fn repeat_updates_one_alarm_and_rise_escalates() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        let t = apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Warning, Condition::Firing, 1), &mut n).unwrap();
+        assert_eq!(t.event, EventKind::Raised);
+        assert!(apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Warning, Condition::Cleared, 2), &mut n).is_some());
+        assert_eq!(apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Warning, Condition::Firing, 3), &mut n), None);
+        let t = apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Alarm, Condition::Firing, 4), &mut n).unwrap();
+        assert_eq!(t.event, EventKind::Escalated);
+        assert_eq!(n, 1);
+        let a = b.get("a1").unwrap();
+        assert_eq!(a.count, 2);
+        assert_eq!(a.severity, Severity::Alarm);
+    }
+
+    #[test]
+    fn lifecycle_and_reopen_window() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0), &mut n);
+        assert_eq!(b.verify("a1", "c-li", None, 1).unwrap_err().to_string(), "alarm a1 is active_unacked; verify needs a resolved alarm");
+        let t = b.ack("a1", "c-wang", Role::GridWorker, None, 2).unwrap().unwrap();
+        assert_eq!(t.role, Some(Role::GridWorker));
+        assert_eq!(b.ack("a1", "c-wang", Role::GridWorker, None, 3).unwrap(), None, "second ack of a role is no new event");
+        assert!(b.ack("a1", "c-zhang-son", Role::Family, None, 3).unwrap().is_some());
+        b.resolve("a1", "c-wang", Cause::Cooking, Some("炒菜".into()), 4).unwrap();
+        b.verify("a1", "c-li", None, 5).unwrap();
+        assert!(b.resolve("a1", "c-wang", Cause::Cooking, None, 6).is_err());
+        // fires again within 10 min → the same alarm reopens
+        let t = apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 5 + REOPEN_WINDOW_MS), &mut n).unwrap();
+        assert_eq!((t.alarm_id.as_str(), t.event), ("a1", EventKind::Raised));
+        assert_eq!(b.get("a1").unwrap().state, AlarmState::ActiveUnacked);
+        assert!(b.get("a1").unwrap().acks.is_empty());
+        // after the window a new alarm opens
+        b.resolve("a1", "c-wang", Cause::Cooking, None, 10).unwrap();
+        b.verify("a1", "c-li", None, 11).unwrap();
+        let t = apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 12 + REOPEN_WINDOW_MS), &mut n).unwrap();
+        assert_eq!(t.alarm_id, "a2");
+    }
+
+    #[test]
+    fn cleared_without_alarm_is_nothing() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        assert_eq!(apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 0), &mut n), None);
+    }
+
+    fn arb_signal() -> impl Strategy<Value = (u8, u8, bool)> {
+        (0u8..3, 0u8..4, any::<bool>())
+    }
+
+    proptest! {
+        /// No signal sequence opens two alarms for one (device, kind), and a
+        /// cleared condition never resolves an alarm by itself.
+        #[test]
+        fn one_open_alarm_per_subject_and_no_self_resolve(seq in proptest::collection::vec(arb_signal(), 1..60)) {
+            let mut b = AlarmBook::default();
+            let mut n = 0;
+            for (i, (k, sev, firing)) in seq.into_iter().enumerate() {
+                let kind = [AlarmKind::Smoke, AlarmKind::ResidualCurrent, AlarmKind::Temperature][k as usize];
+                let cond = if firing { Condition::Firing } else { Condition::Cleared };
+                apply(&mut b, &sig(kind, Severity::ALL[sev as usize], cond, i as i64), &mut n);
+                let mut seen = std::collections::HashSet::new();
+                for a in b.open() {
+                    prop_assert!(seen.insert((a.device_id.clone(), a.kind)), "two open alarms for {:?}", a.kind);
+                }
+                prop_assert_eq!(b.alarms.values().filter(|a| !a.state.is_open()).count(), 0);
+            }
+        }
+    }
+}

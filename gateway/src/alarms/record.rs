@@ -1,0 +1,153 @@
+//! The alarm record as stored and served: state, condition, who was told,
+//! who acked for which role, and the timeline of everything that happened.
+
+use crate::model::{
+    rfc3339_ms, AlarmKind, AlarmState, AlarmView, Cause, ChannelKind, Condition, EpochMs, Role,
+    Severity,
+};
+use serde::{Deserialize, Serialize};
+
+/// One alarm: one open alarm per (subject, kind); subject is the device, or the
+/// household for `fire_confirmed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub id: String,
+    pub site: String,
+    pub kind: AlarmKind,
+    pub severity: Severity,
+    pub state: AlarmState,
+    pub condition: Condition,
+    pub device_id: String,
+    pub household_id: String,
+    pub address: String,
+    pub location: String,
+    pub opened_at: EpochMs,
+    pub updated_at: EpochMs,
+    /// The reading that decided the latest change, and its threshold.
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub unit: String,
+    pub reading_ts: EpochMs,
+    /// Highest value seen while open.
+    pub peak: Option<f64>,
+    /// How many times the condition started firing while this alarm was open.
+    pub count: u32,
+    pub acks: Vec<RoleAck>,
+    pub resolution: Option<Resolution>,
+    pub verification: Option<Verification>,
+    /// Everyone who got `alarm.raised` (or an escalation): they all get the all-clear.
+    pub recipients: Vec<Planned>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// An acknowledgement by a person for one role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleAck {
+    pub role: Role,
+    pub by: String,
+    pub at: EpochMs,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The feedback step (反馈): what it was and what was done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub by: String,
+    pub cause: Cause,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub at: EpochMs,
+}
+
+/// The verify step (核查) that closes the loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub by: String,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub at: EpochMs,
+}
+
+/// A recipient resolved by routing, with the channel chosen and the ones to fall back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Planned {
+    pub recipient: crate::model::Recipient,
+    pub channel: ChannelKind,
+    pub address: String,
+    #[serde(default)]
+    pub fallbacks: Vec<(ChannelKind, String)>,
+}
+
+/// One line of the alarm's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: EpochMs,
+    /// `opened`, `escalated`, `repeat`, `cleared`, `acked`, `resolved`, `verified`, `reopened`.
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl TimelineEntry {
+    /// A plain entry.
+    pub fn new(at: EpochMs, what: &str) -> Self {
+        TimelineEntry {
+            at,
+            what: what.to_string(),
+            by: None,
+            role: None,
+            detail: None,
+        }
+    }
+
+    /// With a free-text detail.
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+}
+
+impl Alarm {
+    /// The record as receivers see it (SPEC §5 `alarm`).
+    pub fn view(&self) -> AlarmView {
+        AlarmView {
+            id: self.id.clone(),
+            site: self.site.clone(),
+            kind: self.kind,
+            severity: self.severity,
+            state: self.state,
+            condition: self.condition,
+            device_id: self.device_id.clone(),
+            household_id: self.household_id.clone(),
+            address: self.address.clone(),
+            location: self.location.clone(),
+            opened_at: rfc3339_ms(self.opened_at),
+            value: self.value,
+            threshold: self.threshold,
+            unit: self.unit.clone(),
+        }
+    }
+
+    /// Whether someone of `role` has acked.
+    pub fn acked_by_role(&self, role: Role) -> bool {
+        self.acks.iter().any(|a| a.role == role)
+    }
+
+    /// Adds recipients not yet known (by contact id), keeping the first plan of each.
+    pub fn remember_recipients(&mut self, planned: &[Planned]) {
+        for p in planned {
+            if !self
+                .recipients
+                .iter()
+                .any(|r| r.recipient.contact_id == p.recipient.contact_id)
+            {
+                self.recipients.push(p.clone());
+            }
+        }
+    }
+}

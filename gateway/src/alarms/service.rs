@@ -1,0 +1,331 @@
+//! The alarms stage task. Signals come in their own lane (never behind
+//! telemetry) and are applied in batches: one store transaction and one
+//! flush per batch, so the fsync cost is shared under load while a lone fire
+//! alarm still goes out after exactly one flush.
+
+use super::book::{ActionError, AlarmBook, Place, Transition};
+use crate::ack_link::AckSigner;
+use crate::config::Config;
+use crate::dispatch::{notifications, recipients_for_event, Availability, EventInput, Outgoing};
+use crate::metrics::Metrics;
+use crate::model::{now_ms, AlarmView, Cause, EpochMs, EventKind, Role};
+use crate::rules::Signal;
+use crate::store::{Pending, Store};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Largest batch of signals applied under one flush.
+const BATCH: usize = 256;
+
+/// A person's action, from the API or an ack link.
+pub enum Command {
+    Ack {
+        id: String,
+        by: String,
+        /// The role to ack for when `by` was not notified of this alarm themselves.
+        role: Option<Role>,
+        note: Option<String>,
+        reply: oneshot::Sender<Result<AlarmView, ActionError>>,
+    },
+    Resolve {
+        id: String,
+        by: String,
+        cause: Cause,
+        note: Option<String>,
+        reply: oneshot::Sender<Result<AlarmView, ActionError>>,
+    },
+    Verify {
+        id: String,
+        by: String,
+        note: Option<String>,
+        reply: oneshot::Sender<Result<AlarmView, ActionError>>,
+    },
+}
+
+/// The alarms stage.
+pub struct AlarmsStage {
+    config: watch::Receiver<Arc<Config>>,
+    store: Store,
+    book: AlarmBook,
+    signer: AckSigner,
+    channels: Arc<dyn Availability + Send + Sync>,
+    metrics: Arc<Metrics>,
+    to_sender: mpsc::Sender<Vec<Pending>>,
+}
+
+/// A transition with what started it: the reading's receive time, and who acted.
+struct Happened {
+    t: Transition,
+    received: Option<EpochMs>,
+    actor: Option<String>,
+}
+
+impl AlarmsStage {
+    /// Builds the stage from the stored alarms.
+    pub fn new(
+        config: watch::Receiver<Arc<Config>>,
+        store: Store,
+        signer: AckSigner,
+        channels: Arc<dyn Availability + Send + Sync>,
+        metrics: Arc<Metrics>,
+        to_sender: mpsc::Sender<Vec<Pending>>,
+    ) -> Result<AlarmsStage, crate::store::StoreError> {
+        let book = AlarmBook::from_records(store.alarms()?);
+        metrics.alarms_open.set(book.open_count() as i64);
+        Ok(AlarmsStage {
+            config,
+            store,
+            book,
+            signer,
+            channels,
+            metrics,
+            to_sender,
+        })
+    }
+
+    /// Runs until both inputs close.
+    pub async fn run(
+        mut self,
+        mut signals: mpsc::Receiver<Signal>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut buf = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                n = signals.recv_many(&mut buf, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.on_signals(&buf).await;
+                    buf.clear();
+                }
+                Some(cmd) = commands.recv() => self.on_command(cmd).await,
+            }
+        }
+    }
+
+    async fn on_signals(&mut self, signals: &[Signal]) {
+        let cfg = self.config.borrow().clone();
+        let site = cfg.gateway.site.id.clone();
+        let mut happened = Vec::new();
+        for s in signals {
+            let t = self.book.on_signal(
+                s,
+                &site,
+                || place(&cfg, s),
+                || ulid::Ulid::new().to_string(),
+            );
+            if let Some(t) = t {
+                happened.push(Happened {
+                    t,
+                    received: Some(s.received),
+                    actor: None,
+                });
+            }
+        }
+        if let Err(e) = self.commit(&cfg, &happened).await {
+            tracing::error!(error = %e, "cannot store alarm changes");
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        let cfg = self.config.borrow().clone();
+        let now = now_ms();
+        let (id, by, result, reply) = match cmd {
+            Command::Ack {
+                id,
+                by,
+                role,
+                note,
+                reply,
+            } => {
+                let r = self.ack(&id, &by, role, note, now);
+                (id, by, r, reply)
+            }
+            Command::Resolve {
+                id,
+                by,
+                cause,
+                note,
+                reply,
+            } => {
+                let r = self.book.resolve(&id, &by, cause, note, now).map(Some);
+                (id, by, r, reply)
+            }
+            Command::Verify {
+                id,
+                by,
+                note,
+                reply,
+            } => {
+                let r = self.book.verify(&id, &by, note, now).map(Some);
+                (id, by, r, reply)
+            }
+        };
+        let answer = match result {
+            Ok(t) => {
+                let happened: Vec<Happened> = t
+                    .into_iter()
+                    .map(|t| Happened {
+                        t,
+                        received: None,
+                        actor: Some(display_actor(&cfg, &by)),
+                    })
+                    .collect();
+                match self.commit(&cfg, &happened).await {
+                    Ok(()) => self
+                        .book
+                        .get(&id)
+                        .map(|a| a.view())
+                        .ok_or(ActionError::NotFound(id)),
+                    Err(e) => Err(ActionError::Store(e.to_string())),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Applies an ack and observes time-to-ack for the role's first ack.
+    fn ack(
+        &mut self,
+        id: &str,
+        by: &str,
+        role: Option<Role>,
+        note: Option<String>,
+        now: EpochMs,
+    ) -> Result<Option<Transition>, ActionError> {
+        let role = self.ack_role(id, by, role)?;
+        let t = self.book.ack(id, by, role, note, now)?;
+        if let (Some(_), Some(a)) = (&t, self.book.get(id)) {
+            let secs = (now - a.opened_at).max(0) as f64 / 1000.0;
+            self.metrics
+                .time_to_ack_seconds
+                .with_label_values(&[role.as_str()])
+                .observe(secs);
+        }
+        Ok(t)
+    }
+
+    /// The role an ack is for: the one `by` was notified in, else the caller's role.
+    fn ack_role(&self, id: &str, by: &str, role: Option<Role>) -> Result<Role, ActionError> {
+        let a = self
+            .book
+            .get(id)
+            .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        a.recipients
+            .iter()
+            .find(|p| p.recipient.contact_id == by)
+            .map(|p| p.recipient.role)
+            .or(role)
+            .ok_or_else(|| ActionError::UnknownActor(by.to_string()))
+    }
+
+    /// Plans the notifications of `happened`, writes the changed alarms and the
+    /// outbox entries in one transaction, flushes, then hands them to the sender.
+    async fn commit(
+        &mut self,
+        cfg: &Config,
+        happened: &[Happened],
+    ) -> Result<(), crate::store::StoreError> {
+        let now = now_ms();
+        let mut outgoing = Vec::new();
+        for h in happened {
+            outgoing.extend(self.plan(cfg, h, now));
+        }
+        let dirty = self.book.take_dirty();
+        if dirty.is_empty() && outgoing.is_empty() {
+            return Ok(());
+        }
+        let alarms: Vec<_> = dirty
+            .iter()
+            .filter_map(|id| self.book.get(id).cloned())
+            .collect();
+        let pending = self.store.commit(&alarms, outgoing)?;
+        self.store.flush().await?;
+        let handed = now_ms();
+        for h in happened {
+            if let (EventKind::Raised, Some(r)) = (h.t.event, h.received) {
+                let secs = (handed - r).max(0) as f64 / 1000.0;
+                self.metrics.alarm_dispatch_seconds.observe(secs);
+            }
+        }
+        self.metrics.alarms_open.set(self.book.open_count() as i64);
+        if !pending.is_empty() && self.to_sender.send(pending).await.is_err() {
+            tracing::error!("sender stopped; notifications stay in the outbox for the next start");
+        }
+        Ok(())
+    }
+
+    fn plan(&mut self, cfg: &Config, h: &Happened, now: EpochMs) -> Vec<Outgoing> {
+        let Some(alarm) = self.book.get(&h.t.alarm_id) else {
+            return Vec::new();
+        };
+        tracing::info!(
+            alarm = %alarm.id,
+            event = h.t.event.as_str(),
+            kind = alarm.kind.as_str(),
+            severity = alarm.severity.as_str(),
+            state = alarm.state.as_str(),
+            device = %alarm.device_id,
+            household = %alarm.household_id,
+            "alarm event"
+        );
+        if h.t.event == EventKind::Raised {
+            self.metrics
+                .alarms_total
+                .with_label_values(&[alarm.kind.as_str(), alarm.severity.as_str()])
+                .inc();
+        }
+        let planned = recipients_for_event(cfg, alarm, h.t.event, self.channels.as_ref());
+        let input = EventInput {
+            alarm,
+            event: h.t.event,
+            at: now,
+            actor: h.actor.clone(),
+        };
+        let ns = notifications(cfg, &self.signer, &input, &planned);
+        if matches!(h.t.event, EventKind::Raised | EventKind::Escalated) {
+            if let Some(a) = self.book.get_mut(&h.t.alarm_id) {
+                a.remember_recipients(&planned);
+            }
+        }
+        ns.into_iter()
+            .map(|n| {
+                let fallbacks = planned
+                    .iter()
+                    .find(|p| {
+                        p.recipient.contact_id == n.recipient.contact_id && p.channel == n.channel
+                    })
+                    .map(|p| p.fallbacks.clone())
+                    .unwrap_or_default();
+                Outgoing {
+                    notification: n,
+                    fallbacks,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Address and location of a signal's subject.
+fn place(cfg: &Config, s: &Signal) -> Place {
+    Place {
+        address: cfg
+            .household(&s.household_id)
+            .map(|h| h.address.clone())
+            .unwrap_or_default(),
+        location: cfg
+            .device(&s.device_id)
+            .map(|d| d.location.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// A contact's display name, or the id as given.
+fn display_actor(cfg: &Config, by: &str) -> String {
+    cfg.contact(by)
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| by.to_string())
+}

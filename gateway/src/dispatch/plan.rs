@@ -1,0 +1,272 @@
+//! The routing plan, pure: which people hear of an alarm event, on which
+//! channel, with what to fall back to. Roles come from the matching
+//! `[[route]]`s, people from the registry (the household's grid, family and
+//! neighbours), channels from `[roles]` in order of preference, limited by
+//! what is configured and what the person can be reached on.
+
+use crate::ack_link::{AckClaims, AckSigner, LINK_TTL_MS};
+use crate::alarms::{Alarm, Planned};
+use crate::config::Config;
+use crate::model::{ChannelKind, EpochMs, EventKind, Recipient, Role};
+use crate::notification::{MessageContext, Notification};
+
+/// Whether a channel is usable (configured), asked per channel and webhook name.
+pub trait Availability {
+    /// True when `kind` (and for webhooks, the named hook) can be used.
+    fn is_available(&self, kind: ChannelKind, webhook: Option<&str>) -> bool;
+}
+
+impl Availability for crate::channels::Channels {
+    fn is_available(&self, kind: ChannelKind, webhook: Option<&str>) -> bool {
+        self.is_configured(kind, webhook)
+    }
+}
+
+/// A reachable person, from a contact or a neighbour's resident entry.
+struct Reach<'a> {
+    id: String,
+    name: &'a str,
+    phone: Option<&'a str>,
+    email: Option<&'a str>,
+    webhook: Option<&'a str>,
+}
+
+impl Reach<'_> {
+    fn address(&self, kind: ChannelKind) -> Option<&str> {
+        match kind {
+            ChannelKind::Sms => self.phone,
+            ChannelKind::Email => self.email,
+            ChannelKind::Webhook => self.webhook,
+            ChannelKind::Console => Some(self.name),
+            ChannelKind::Mqtt => None,
+        }
+    }
+}
+
+/// Roles that the matching routes notify for this alarm's kind and severity.
+pub fn roles_for(cfg: &Config, alarm: &Alarm) -> Vec<Role> {
+    let mut roles: Vec<Role> = cfg
+        .routing
+        .routes
+        .iter()
+        .filter(|r| r.kinds.contains(&alarm.kind) && r.severities.contains(&alarm.severity))
+        .flat_map(|r| r.notify.iter().copied())
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// People of one role for the alarm's household.
+fn people<'a>(cfg: &'a Config, alarm: &Alarm, role: Role) -> Vec<Reach<'a>> {
+    let Some(hh) = cfg.household(&alarm.household_id) else {
+        return Vec::new();
+    };
+    let contact_ids: Vec<&String> = match role {
+        Role::Family => hh.family.iter().collect(),
+        Role::Neighbour => return neighbours(cfg, &hh.neighbours),
+        Role::GridWorker | Role::Director | Role::FireBrigade => match cfg.grid(&hh.grid) {
+            Some(g) => match role {
+                Role::GridWorker => g.grid_workers.iter().collect(),
+                Role::Director => g.directors.iter().collect(),
+                _ => g.fire_brigade.iter().collect(),
+            },
+            None => Vec::new(),
+        },
+    };
+    contact_ids
+        .into_iter()
+        .filter_map(|id| cfg.contact(id))
+        .map(|c| Reach {
+            id: c.id.clone(),
+            name: &c.name,
+            phone: c.phone.as_deref(),
+            email: c.email.as_deref(),
+            webhook: c.webhook.as_deref(),
+        })
+        .collect()
+}
+
+/// Residents of the neighbour households: contact id `{household}.r{n}` (1-based).
+fn neighbours<'a>(cfg: &'a Config, households: &[String]) -> Vec<Reach<'a>> {
+    households
+        .iter()
+        .filter_map(|id| cfg.household(id))
+        .flat_map(|h| {
+            h.residents.iter().enumerate().map(move |(i, r)| Reach {
+                id: format!("{}.r{}", h.id, i + 1),
+                name: &r.name,
+                phone: r.phone.as_deref(),
+                email: r.email.as_deref(),
+                webhook: None,
+            })
+        })
+        .collect()
+}
+
+/// Channels for one person of one role: first usable preference, then fallbacks;
+/// the console when nothing else reaches them (so nobody is silently skipped).
+fn choose(cfg: &Config, role: Role, p: &Reach, avail: &dyn Availability) -> Option<Planned> {
+    let prefs = cfg.routing.roles.get(&role).map(Vec::as_slice).unwrap_or(&[]);
+    let mut usable = prefs.iter().filter_map(|&kind| {
+        let addr = p.address(kind)?;
+        let hook = (kind == ChannelKind::Webhook).then_some(addr);
+        avail
+            .is_available(kind, hook)
+            .then(|| (kind, addr.to_string()))
+    });
+    let (channel, address) = usable.next().or_else(|| {
+        avail
+            .is_available(ChannelKind::Console, None)
+            .then(|| (ChannelKind::Console, p.name.to_string()))
+    })?;
+    Some(Planned {
+        recipient: Recipient {
+            contact_id: p.id.clone(),
+            role,
+            name: p.name.to_string(),
+        },
+        channel,
+        address,
+        fallbacks: usable.collect(),
+    })
+}
+
+/// Everyone the routes name for this alarm, one entry per person (first role wins).
+pub fn route_recipients(cfg: &Config, alarm: &Alarm, avail: &dyn Availability) -> Vec<Planned> {
+    let mut out: Vec<Planned> = Vec::new();
+    for role in roles_for(cfg, alarm) {
+        for p in people(cfg, alarm, role) {
+            if out.iter().any(|o| o.recipient.contact_id == p.id) {
+                continue;
+            }
+            match choose(cfg, role, &p, avail) {
+                Some(planned) => out.push(planned),
+                None => tracing::warn!(
+                    alarm = %alarm.id,
+                    contact = %p.id,
+                    role = %role,
+                    "recipient has no usable channel"
+                ),
+            }
+        }
+    }
+    out
+}
+
+/// Who hears of an event: route recipients for raise/escalate/remind, everyone
+/// who was told for the all-clear, webhook systems for the other state changes.
+pub fn recipients_for_event(
+    cfg: &Config,
+    alarm: &Alarm,
+    event: EventKind,
+    avail: &dyn Availability,
+) -> Vec<Planned> {
+    match event {
+        EventKind::Raised | EventKind::Escalated | EventKind::Reminder => {
+            route_recipients(cfg, alarm, avail)
+        }
+        EventKind::Resolved => alarm.recipients.clone(),
+        EventKind::Acked | EventKind::Cleared | EventKind::Verified => alarm
+            .recipients
+            .iter()
+            .filter(|p| p.channel == ChannelKind::Webhook)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Everything a notification needs besides the recipient.
+pub struct EventInput<'a> {
+    pub alarm: &'a Alarm,
+    pub event: EventKind,
+    pub at: EpochMs,
+    pub actor: Option<String>,
+}
+
+/// Builds one notification per planned recipient, plus the broker event.
+/// Delivery ids are fresh ULIDs: they are fixed here, stored with the entry,
+/// and so stay the same across retries and restarts.
+pub fn notifications(
+    cfg: &Config,
+    signer: &AckSigner,
+    input: &EventInput,
+    planned: &[Planned],
+) -> Vec<Notification> {
+    let alarm = input.alarm;
+    let residents = cfg
+        .household(&alarm.household_id)
+        .map(|h| h.residents.iter().map(|r| r.info()).collect())
+        .unwrap_or_default();
+    let (cause, note) = match &alarm.resolution {
+        Some(r) if input.event == EventKind::Resolved => {
+            (Some(r.cause.as_str().to_string()), r.note.clone())
+        }
+        _ => (None, None),
+    };
+    let context = MessageContext {
+        locale: cfg.gateway.site.locale,
+        site_name: cfg.gateway.site.name.clone(),
+        residents,
+        others_notified: Vec::new(),
+        reading_ts: alarm.reading_ts,
+        peak: alarm.peak,
+        count: alarm.count,
+        actor: input.actor.clone(),
+        cause,
+        note,
+    };
+    let view = alarm.view();
+    let base_url = cfg.gateway.http.public_url.trim_end_matches('/');
+    let mut out: Vec<Notification> = planned
+        .iter()
+        .map(|p| {
+            let token = signer.sign(&AckClaims {
+                alarm_id: alarm.id.clone(),
+                contact_id: p.recipient.contact_id.clone(),
+                role: p.recipient.role,
+                expires: input.at + LINK_TTL_MS,
+            });
+            let mut ctx = context.clone();
+            ctx.others_notified = planned
+                .iter()
+                .filter(|o| o.recipient.contact_id != p.recipient.contact_id)
+                .map(|o| o.recipient.name.clone())
+                .collect();
+            Notification {
+                delivery_id: ulid::Ulid::new().to_string(),
+                event: input.event,
+                alarm: view.clone(),
+                recipient: p.recipient.clone(),
+                channel: p.channel,
+                address: p.address.clone(),
+                ack_url: format!("{base_url}/ack/{token}"),
+                context: ctx,
+                created: input.at,
+            }
+        })
+        .collect();
+    let mut ctx = context;
+    ctx.others_notified = planned.iter().map(|o| o.recipient.name.clone()).collect();
+    out.push(Notification {
+        delivery_id: ulid::Ulid::new().to_string(),
+        event: input.event,
+        alarm: view,
+        recipient: broker_recipient(),
+        channel: ChannelKind::Mqtt,
+        address: String::new(),
+        ack_url: format!("{base_url}/"),
+        context: ctx,
+        created: input.at,
+    });
+    out
+}
+
+/// The pseudo-recipient of broker events (the district platform listens there).
+pub fn broker_recipient() -> Recipient {
+    Recipient {
+        contact_id: "mqtt".into(),
+        role: Role::Director,
+        name: "MQTT".into(),
+    }
+}

@@ -1,0 +1,216 @@
+//! The sender: every outbox entry gets its own task, so one slow SMTP server
+//! or webhook never delays another channel or another alarm. Retries use
+//! capped exponential backoff with jitter; a permanent failure (or a channel
+//! that keeps failing) moves the recipient to their next channel.
+
+use super::{DeliveryRecord, DeliveryStatus, Outgoing};
+use crate::channels::{self, Channels, SendError};
+use crate::metrics::{Metrics, Outcome};
+use crate::model::{now_ms, ChannelKind};
+use crate::notification::Notification;
+use crate::store::{Pending, Store};
+use rand::Rng;
+use rumqttc::{AsyncClient, QoS};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Tries on one channel before a recipient with a fallback is moved to it.
+const TRIES_BEFORE_FALLBACK: u32 = 3;
+/// Most sends in flight at once (bounded like everything else in the pipe).
+const MAX_IN_FLIGHT: usize = 512;
+
+/// Publishes alarm events on the broker (SPEC §3), QoS 1.
+#[derive(Clone)]
+pub struct EventPublisher {
+    client: AsyncClient,
+    topic: String,
+    site: String,
+}
+
+impl EventPublisher {
+    /// `topic` may hold `{site}` and `{alarm_id}`.
+    pub fn new(client: AsyncClient, topic: String, site: String) -> EventPublisher {
+        EventPublisher {
+            client,
+            topic,
+            site,
+        }
+    }
+
+    /// The topic of one alarm's events.
+    pub fn topic_for(&self, alarm_id: &str) -> String {
+        self.topic
+            .replace("{site}", &self.site)
+            .replace("{alarm_id}", alarm_id)
+    }
+
+    /// Publishes the event body (the webhook JSON without a recipient).
+    pub async fn publish(&self, n: &Notification) -> Result<(), SendError> {
+        let mut body = channels::render::webhook_json(n);
+        if let Some(obj) = body.as_object_mut() {
+            obj.remove("recipient");
+        }
+        let payload = serde_json::to_vec(&body).map_err(|e| SendError {
+            retryable: false,
+            reason: e.to_string(),
+        })?;
+        self.client
+            .publish(self.topic_for(&n.alarm.id), QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|e| SendError {
+                retryable: true,
+                reason: format!("mqtt publish: {e}"),
+            })
+    }
+}
+
+/// Drains the outbox.
+#[derive(Clone)]
+pub struct Sender {
+    channels: Arc<Channels>,
+    events: EventPublisher,
+    store: Store,
+    metrics: Arc<Metrics>,
+    limit: Arc<Semaphore>,
+}
+
+impl Sender {
+    /// A sender over the configured channels.
+    pub fn new(
+        channels: Arc<Channels>,
+        events: EventPublisher,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Sender {
+        Sender {
+            channels,
+            events,
+            store,
+            metrics,
+            limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    /// Sends what was pending at start, then every batch the alarms stage hands over.
+    pub async fn run(self, initial: Vec<Pending>, mut rx: mpsc::Receiver<Vec<Pending>>) {
+        if !initial.is_empty() {
+            tracing::info!(count = initial.len(), "resuming pending notifications");
+        }
+        self.spawn_all(initial).await;
+        while let Some(batch) = rx.recv().await {
+            self.spawn_all(batch).await;
+        }
+    }
+
+    async fn spawn_all(&self, batch: Vec<Pending>) {
+        for p in batch {
+            let Ok(permit) = self.limit.clone().acquire_owned().await else {
+                return;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.deliver(p).await;
+                drop(permit);
+            });
+        }
+        self.metrics.outbox_pending.set(self.store.pending_len() as i64);
+    }
+
+    async fn send_once(&self, n: &Notification) -> Result<(), SendError> {
+        match n.channel {
+            ChannelKind::Mqtt => self.events.publish(n).await,
+            _ => self.channels.send(n).await,
+        }
+    }
+
+    /// Delivers one entry until it is sent or has definitely failed.
+    async fn deliver(&self, p: Pending) {
+        let Pending { key, item } = p;
+        let Outgoing {
+            notification: mut n,
+            mut fallbacks,
+        } = item;
+        let role = (n.channel != ChannelKind::Mqtt).then_some(n.recipient.role);
+        let mut record = DeliveryRecord::pending(&n);
+        let mut tries_here = 0u32;
+        loop {
+            record.attempts += 1;
+            tries_here += 1;
+            let result = self.send_once(&n).await;
+            record.at = now_ms();
+            match result {
+                Ok(()) => {
+                    self.metrics.notification(n.channel, role, Outcome::Sent);
+                    record.status = DeliveryStatus::Sent;
+                    record.last_error = None;
+                    self.finish(key, &record, true);
+                    return;
+                }
+                Err(e) => {
+                    let reason = channels::mask(&e.reason);
+                    record.last_error = Some(reason.clone());
+                    let move_on = !fallbacks.is_empty()
+                        && (!e.retryable || tries_here >= TRIES_BEFORE_FALLBACK);
+                    if move_on {
+                        self.metrics.notification(n.channel, role, Outcome::Failed);
+                        record.status = DeliveryStatus::Failed;
+                        self.finish(key, &record, false);
+                        let (channel, address) = fallbacks.remove(0);
+                        tracing::warn!(delivery = %n.delivery_id, from = n.channel.as_str(), to = channel.as_str(), error = %reason, "falling back to next channel");
+                        n.channel = channel;
+                        n.address = address;
+                        record = DeliveryRecord::pending(&n);
+                        tries_here = 0;
+                        continue;
+                    }
+                    if !e.retryable {
+                        self.metrics.notification(n.channel, role, Outcome::Failed);
+                        record.status = DeliveryStatus::Failed;
+                        tracing::error!(delivery = %n.delivery_id, channel = n.channel.as_str(), error = %reason, "notification failed permanently");
+                        self.finish(key, &record, true);
+                        return;
+                    }
+                    self.metrics.notification(n.channel, role, Outcome::Retried);
+                    self.finish(key, &record, false);
+                    let wait = backoff(record.attempts);
+                    tracing::warn!(delivery = %n.delivery_id, channel = n.channel.as_str(), error = %reason, retry_in_ms = wait.as_millis() as u64, "notification failed; will retry");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn finish(&self, key: u64, record: &DeliveryRecord, done: bool) {
+        if let Err(e) = self.store.record_delivery(key, record, done) {
+            tracing::error!(error = %e, delivery = %record.delivery_id, "cannot record delivery");
+        }
+        if done {
+            self.metrics.outbox_pending.set(self.store.pending_len() as i64);
+        }
+    }
+}
+
+/// Capped exponential backoff with ±20 % jitter: 0.5 s, 1 s, 2 s … 30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base_ms = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    let capped = base_ms.min(30_000) as f64;
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    Duration::from_millis((capped * jitter) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let first = backoff(1).as_millis();
+        assert!((400..=600).contains(&first), "{first}");
+        let fourth = backoff(4).as_millis();
+        assert!((3200..=4800).contains(&fourth), "{fourth}");
+        for a in [20, 64, u32::MAX] {
+            assert!(backoff(a).as_millis() <= 36_000);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The MQTT source: one rumqttc connection to the embedded or an external
+//! broker. The event loop is polled in its own task and never awaits
+//! anything but the network and a bounded hand-off; subscriptions are renewed
+//! on every ConnAck (a clean session forgets them); reconnects back off with
+//! jitter; QoS-1 readings are acked only after they are in the rules stage's
+//! queue, so a crash before that makes the broker deliver them again.
+
+use super::payload::{self, TopicKind};
+use super::{Input, Lanes};
+use crate::config::{Config, MqttConfig};
+use crate::metrics::{Metrics, RejectReason};
+use crate::model::{now_ms, EpochMs, Transport};
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Why the MQTT connection settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttSetupError {
+    #[error("mqtt.external {0:?}: expected mqtt://[user:pass@]host:port")]
+    BadUrl(String),
+    #[error("mqtt.embedded = false needs mqtt.external")]
+    NoExternal,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+}
+
+/// Parses `mqtt://[user:pass@]host:port`.
+pub fn parse_url(url: &str) -> Result<Endpoint, MqttSetupError> {
+    let bad = || MqttSetupError::BadUrl(crate::channels::mask(url));
+    let rest = url.strip_prefix("mqtt://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let (creds, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) => {
+            let (u, p) = c.split_once(':').unwrap_or((c, ""));
+            (Some((u.to_string(), p.to_string())), h)
+        }
+        None => (None, rest),
+    };
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(Endpoint {
+        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        port,
+        credentials: creds,
+    })
+}
+
+/// The endpoint the gateway's own client uses.
+pub fn endpoint(cfg: &MqttConfig, embedded_at: Option<SocketAddr>) -> Result<Endpoint, MqttSetupError> {
+    match embedded_at {
+        Some(a) => Ok(Endpoint {
+            host: a.ip().to_string(),
+            port: a.port(),
+            credentials: None,
+        }),
+        None => parse_url(cfg.external.as_deref().ok_or(MqttSetupError::NoExternal)?),
+    }
+}
+
+/// Builds the client and its event loop.
+pub fn client(ep: &Endpoint, client_id: &str) -> (AsyncClient, EventLoop) {
+    let mut o = MqttOptions::new(client_id, ep.host.clone(), ep.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    o.set_max_packet_size(512 * 1024, 512 * 1024);
+    o.set_inflight(200);
+    if let Some((u, p)) = &ep.credentials {
+        o.set_credentials(u.clone(), p.clone());
+    }
+    let (client, mut el) = AsyncClient::new(o, 1024);
+    let mut net = el.network_options();
+    net.set_tcp_nodelay(true);
+    el.set_network_options(net);
+    (client, el)
+}
+
+/// Connection state, for `/readyz`.
+pub type Connected = watch::Sender<bool>;
+
+/// Polls the event loop forever: forwards incoming publishes to the handler.
+pub async fn run_event_loop(
+    client: AsyncClient,
+    mut el: EventLoop,
+    to_handler: mpsc::Sender<Publish>,
+    connected: Arc<Connected>,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                connected.send_replace(true);
+                tracing::info!("connected to MQTT broker");
+                for t in ["sensors/+/reading", "sensors/+/status"] {
+                    if let Err(e) = client.try_subscribe(t, QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, topic = t, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if to_handler.send(p).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                connected.send_replace(false);
+                failures = failures.saturating_add(1);
+                let wait = reconnect_delay(failures);
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// 100 ms doubling to 10 s, with ±25 % jitter so a fleet does not reconnect in step.
+fn reconnect_delay(failures: u32) -> Duration {
+    let ms = (100u64 << failures.saturating_sub(1).min(7)).min(10_000) as f64;
+    Duration::from_millis((ms * rand::thread_rng().gen_range(0.75..1.25)) as u64)
+}
+
+/// Turns publishes into inputs: checks topic, size, JSON and device, counts
+/// what it refuses, and acks each message after it is queued (or refused).
+pub struct Handler {
+    client: AsyncClient,
+    lanes: Lanes,
+    config: watch::Receiver<Arc<Config>>,
+    metrics: Arc<Metrics>,
+    max_payload: usize,
+    quiet: RejectLog,
+}
+
+impl Handler {
+    /// A handler feeding `lanes`.
+    pub fn new(
+        client: AsyncClient,
+        lanes: Lanes,
+        config: watch::Receiver<Arc<Config>>,
+        metrics: Arc<Metrics>,
+    ) -> Handler {
+        let max_payload = config.borrow().gateway.mqtt.max_payload;
+        Handler {
+            client,
+            lanes,
+            config,
+            metrics,
+            max_payload,
+            quiet: RejectLog::default(),
+        }
+    }
+
+    /// Runs until the event loop stops.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Publish>) {
+        while let Some(p) = rx.recv().await {
+            let input = self.accept(&p, now_ms());
+            if let Some(input) = input {
+                if !self.lanes.send(input).await {
+                    return;
+                }
+            }
+            if let Err(e) = self.client.ack(&p).await {
+                tracing::warn!(error = %e, "cannot ack MQTT message");
+            }
+        }
+    }
+
+    /// Validates one publish; `None` when it is refused (and counted).
+    fn accept(&mut self, p: &Publish, now: EpochMs) -> Option<Input> {
+        let Some((device_id, kind)) = payload::parse_topic(&p.topic) else {
+            return self.refuse(&p.topic, RejectReason::BadTopic, now);
+        };
+        if self.config.borrow().device(device_id).is_none() {
+            return self.refuse(device_id, RejectReason::UnknownDevice, now);
+        }
+        match kind {
+            TopicKind::Status => match payload::parse_status(&p.payload) {
+                Some(online) => Some(Input::Status {
+                    device_id: device_id.to_string(),
+                    online,
+                    at: now,
+                }),
+                None => self.refuse(device_id, RejectReason::InvalidField, now),
+            },
+            TopicKind::Reading => {
+                match payload::parse_reading(
+                    device_id,
+                    &p.payload,
+                    now,
+                    self.max_payload,
+                    Transport::Mqtt,
+                ) {
+                    Ok(parsed) => {
+                        self.metrics.readings_total.with_label_values(&["mqtt"]).inc();
+                        if parsed.unknown_keys > 0 {
+                            self.metrics
+                                .readings_unknown_keys_total
+                                .inc_by(u64::from(parsed.unknown_keys));
+                        }
+                        if parsed.clock_skewed {
+                            self.metrics.readings_clock_skew_total.inc();
+                        }
+                        Some(Input::Reading(parsed.reading))
+                    }
+                    Err(reason) => self.refuse(device_id, reason, now),
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, who: &str, reason: RejectReason, now: EpochMs) -> Option<Input> {
+        self.metrics.rejected(reason);
+        if self.quiet.should_log(who, now) {
+            tracing::warn!(source = %who.chars().take(80).collect::<String>(), reason = reason.as_str(), "uplink message rejected (logged once per source per minute)");
+        }
+        None
+    }
+}
+
+/// Logs a rejection once per source per minute, with bounded memory.
+#[derive(Default)]
+pub struct RejectLog {
+    last: HashMap<String, EpochMs>,
+}
+
+impl RejectLog {
+    const EVERY_MS: EpochMs = 60_000;
+    const MAX_SOURCES: usize = 10_000;
+
+    /// True when `who` has not been logged within the last minute.
+    pub fn should_log(&mut self, who: &str, now: EpochMs) -> bool {
+        if let Some(t) = self.last.get(who) {
+            if now - *t < Self::EVERY_MS {
+                return false;
+            }
+        }
+        if self.last.len() >= Self::MAX_SOURCES {
+            self.last.retain(|_, t| now - *t < Self::EVERY_MS);
+            if self.last.len() >= Self::MAX_SOURCES {
+                return false;
+            }
+        }
+        self.last.insert(who.to_string(), now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("mqtt://gw:secret@127.0.0.1:1884").unwrap(),
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 1884,
+                credentials: Some(("gw".into(), "secret".into()))
+            }
+        );
+        assert_eq!(parse_url("mqtt://broker:1883/").unwrap().port, 1883);
+        for bad in ["http://x:1", "mqtt://x", "mqtt://:1883", "mqtt://x:99999"] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reject_log_is_once_per_minute_per_source() {
+        let mut l = RejectLog::default();
+        assert!(l.should_log("a", 0));
+        assert!(!l.should_log("a", 59_999));
+        assert!(l.should_log("b", 1));
+        assert!(l.should_log("a", 60_000));
+    }
+
+    #[test]
+    fn reconnect_delay_is_capped() {
+        assert!(reconnect_delay(1) <= Duration::from_millis(125));
+        assert!(reconnect_delay(100) <= Duration::from_millis(12_500));
+    }
+}

@@ -1,0 +1,257 @@
+//! Prometheus metrics (SPEC §7: names and labels are part of the contract).
+//! One registry per process, handed to every stage; label values are fixed
+//! sets (never a phone number, address or device id), so cardinality stays
+//! bounded and no personal data reaches `/metrics`.
+
+use crate::model::{AlarmKind, ChannelKind, Role, Severity, Transport};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::Arc;
+
+/// Why an uplink message was refused; the `reason` label of `gridwatch_readings_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Not JSON, not UTF-8, or a NaN/Infinity literal.
+    InvalidJson,
+    /// JSON, but a field has the wrong type or shape.
+    InvalidField,
+    /// A number that is not finite (e.g. `1e999`).
+    NonFinite,
+    /// A device id that is not in the registry.
+    UnknownDevice,
+    /// Payload larger than `[mqtt] max_payload`.
+    TooLarge,
+    /// A topic that is not `sensors/{device_id}/reading|status` with a valid id.
+    BadTopic,
+    /// A value outside what the sensor can physically measure.
+    OutOfRange,
+}
+
+impl RejectReason {
+    /// Every reason, so each label exists (at 0) from the start.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::InvalidJson,
+        RejectReason::InvalidField,
+        RejectReason::NonFinite,
+        RejectReason::UnknownDevice,
+        RejectReason::TooLarge,
+        RejectReason::BadTopic,
+        RejectReason::OutOfRange,
+    ];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::InvalidField => "invalid_field",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::UnknownDevice => "unknown_device",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::BadTopic => "bad_topic",
+            RejectReason::OutOfRange => "out_of_range",
+        }
+    }
+}
+
+/// Outcome label of `gridwatch_notifications_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    Failed,
+    Retried,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Failed => "failed",
+            Outcome::Retried => "retried",
+        }
+    }
+}
+
+/// All gridwatch metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub readings_total: IntCounterVec,
+    pub readings_rejected_total: IntCounterVec,
+    pub readings_unknown_keys_total: IntCounter,
+    pub readings_clock_skew_total: IntCounter,
+    pub alarms_total: IntCounterVec,
+    pub alarms_open: IntGauge,
+    pub notifications_total: IntCounterVec,
+    pub alarm_dispatch_seconds: Histogram,
+    pub time_to_ack_seconds: HistogramVec,
+    pub devices: IntGaugeVec,
+    pub outbox_pending: IntGauge,
+    pub upstream_pending: IntGauge,
+    pub store_recovered_total: IntCounter,
+}
+
+/// Buckets from 0.5 ms to 10 s: the dispatch path is measured in milliseconds.
+const DISPATCH_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+/// Buckets from 10 s to 2 h: people answer in seconds to minutes.
+const ACK_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
+impl Metrics {
+    /// Registers every family; label values known in advance are created at 0 so
+    /// dashboards and alert rules see them before the first event.
+    pub fn new() -> Arc<Metrics> {
+        let registry = Registry::new();
+        let m = Metrics {
+            readings_total: IntCounterVec::new(
+                Opts::new("gridwatch_readings_total", "Readings accepted, by transport"),
+                &["transport"],
+            )
+            .expect("static metric"),
+            readings_rejected_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_readings_rejected_total",
+                    "Uplink messages refused, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("static metric"),
+            readings_unknown_keys_total: IntCounter::new(
+                "gridwatch_readings_unknown_keys_total",
+                "Unknown keys in readings' values (ignored)",
+            )
+            .expect("static metric"),
+            readings_clock_skew_total: IntCounter::new(
+                "gridwatch_readings_clock_skew_total",
+                "Readings whose ts was more than 5 min off and was replaced by receive time",
+            )
+            .expect("static metric"),
+            alarms_total: IntCounterVec::new(
+                Opts::new("gridwatch_alarms_total", "Alarms opened, by kind and severity"),
+                &["kind", "severity"],
+            )
+            .expect("static metric"),
+            alarms_open: IntGauge::new("gridwatch_alarms_open", "Alarms not yet resolved")
+                .expect("static metric"),
+            notifications_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_notifications_total",
+                    "Notification attempts by channel, role and outcome",
+                ),
+                &["channel", "role", "outcome"],
+            )
+            .expect("static metric"),
+            alarm_dispatch_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "gridwatch_alarm_dispatch_seconds",
+                    "From the reading's receipt to the first send started",
+                )
+                .buckets(DISPATCH_BUCKETS.to_vec()),
+            )
+            .expect("static metric"),
+            time_to_ack_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "gridwatch_time_to_ack_seconds",
+                    "From alarm opened to the first ack of a role",
+                )
+                .buckets(ACK_BUCKETS.to_vec()),
+                &["role"],
+            )
+            .expect("static metric"),
+            devices: IntGaugeVec::new(
+                Opts::new("gridwatch_devices", "Registered devices by state"),
+                &["state"],
+            )
+            .expect("static metric"),
+            outbox_pending: IntGauge::new(
+                "gridwatch_outbox_pending",
+                "Notifications stored and not yet delivered",
+            )
+            .expect("static metric"),
+            upstream_pending: IntGauge::new(
+                "gridwatch_upstream_pending",
+                "Alarm events waiting for the upstream broker's PUBACK",
+            )
+            .expect("static metric"),
+            store_recovered_total: IntCounter::new(
+                "gridwatch_store_recovered_total",
+                "Times the store could not be opened and was moved aside",
+            )
+            .expect("static metric"),
+            registry,
+        };
+        m.register_all();
+        m.touch_labels();
+        Arc::new(m)
+    }
+
+    fn register_all(&self) {
+        let r = &self.registry;
+        let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.readings_total.clone()),
+            Box::new(self.readings_rejected_total.clone()),
+            Box::new(self.readings_unknown_keys_total.clone()),
+            Box::new(self.readings_clock_skew_total.clone()),
+            Box::new(self.alarms_total.clone()),
+            Box::new(self.alarms_open.clone()),
+            Box::new(self.notifications_total.clone()),
+            Box::new(self.alarm_dispatch_seconds.clone()),
+            Box::new(self.time_to_ack_seconds.clone()),
+            Box::new(self.devices.clone()),
+            Box::new(self.outbox_pending.clone()),
+            Box::new(self.upstream_pending.clone()),
+            Box::new(self.store_recovered_total.clone()),
+        ];
+        for c in all {
+            // Names are static and unique: registering cannot fail.
+            let _ = r.register(c);
+        }
+    }
+
+    fn touch_labels(&self) {
+        for t in [Transport::Mqtt, Transport::Modbus] {
+            self.readings_total.with_label_values(&[t.as_str()]);
+        }
+        for r in RejectReason::ALL {
+            self.readings_rejected_total.with_label_values(&[r.as_str()]);
+        }
+        for s in ["online", "offline"] {
+            self.devices.with_label_values(&[s]);
+        }
+        for role in Role::ALL {
+            self.time_to_ack_seconds.with_label_values(&[role.as_str()]);
+        }
+        for k in [AlarmKind::Smoke, AlarmKind::FireConfirmed] {
+            self.alarms_total
+                .with_label_values(&[k.as_str(), Severity::Critical.as_str()]);
+        }
+    }
+
+    /// Counts a refused uplink message.
+    pub fn rejected(&self, reason: RejectReason) {
+        self.readings_rejected_total
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Counts a notification attempt. `role` is `None` for broker events.
+    pub fn notification(&self, channel: ChannelKind, role: Option<Role>, outcome: Outcome) {
+        let role = role.map(Role::as_str).unwrap_or("none");
+        self.notifications_total
+            .with_label_values(&[channel.as_str(), role, outcome.as_str()])
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if enc.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

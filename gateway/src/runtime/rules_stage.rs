@@ -1,0 +1,88 @@
+//! The rules stage task: drains the priority lane before telemetry, runs the
+//! rule engine, and sends condition signals to the alarms stage on their own
+//! channel. A one-second clock drives heartbeat and hold checks, so offline
+//! alarms fire even when nothing else arrives.
+
+use super::devices::DeviceTable;
+use crate::config::Config;
+use crate::ingest::Input;
+use crate::model::{now_ms, AlarmKind, Condition, Flag};
+use crate::rules::{RuleEngine, Signal};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Inputs of the stage.
+pub struct RulesInputs {
+    pub priority: mpsc::Receiver<Input>,
+    pub normal: mpsc::Receiver<Input>,
+    pub config: watch::Receiver<Arc<Config>>,
+}
+
+/// Runs the stage until the lanes close.
+pub async fn run(
+    mut inputs: RulesInputs,
+    mut engine: RuleEngine,
+    devices: DeviceTable,
+    signals: mpsc::Sender<Signal>,
+    alive: Arc<std::sync::atomic::AtomicI64>,
+) {
+    let mut out: Vec<Signal> = Vec::with_capacity(8);
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let input = tokio::select! {
+            biased;
+            Some(i) = inputs.priority.recv() => i,
+            Some(i) = inputs.normal.recv() => i,
+            _ = clock.tick() => {
+                let now = now_ms();
+                alive.store(now, std::sync::atomic::Ordering::Relaxed);
+                engine.tick(now, &mut out);
+                if !apply(&mut out, &devices, &signals).await { return; }
+                continue;
+            }
+            changed = inputs.config.changed() => {
+                if changed.is_err() { return; }
+                let cfg = inputs.config.borrow_and_update().clone();
+                engine.reload(&cfg.rules, &cfg.registry);
+                tracing::info!("rules reloaded");
+                continue;
+            }
+            else => return,
+        };
+        match input {
+            Input::Reading(r) => {
+                if r.flags.has(Flag::Test) {
+                    tracing::info!(device = %r.device_id, "test reading (test button): logged, never dispatched");
+                }
+                devices.seen(&r.device_id, r.ts, r.values, r.flags);
+                engine.evaluate(&r, &mut out);
+            }
+            Input::Status { device_id, online, at } => {
+                if online {
+                    devices.set_online(&device_id, true);
+                } else {
+                    engine.status_offline(&device_id, at, &mut out);
+                }
+            }
+            Input::PollFailed { device_id, at } => engine.poll_failed(&device_id, at, &mut out),
+        }
+        if !apply(&mut out, &devices, &signals).await {
+            return;
+        }
+    }
+}
+
+/// Forwards signals and mirrors offline conditions into the device table.
+async fn apply(out: &mut Vec<Signal>, devices: &DeviceTable, signals: &mpsc::Sender<Signal>) -> bool {
+    for s in out.drain(..) {
+        if s.kind == AlarmKind::Offline {
+            devices.set_online(&s.device_id, s.condition == Condition::Cleared);
+        }
+        if signals.send(s).await.is_err() {
+            return false;
+        }
+    }
+    true
+}

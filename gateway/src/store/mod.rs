@@ -1,0 +1,286 @@
+//! The durable store: alarm records, the notification outbox and delivery
+//! records, in sled, behind one small type so nothing else sees sled.
+//!
+//! sled acknowledges writes before they reach the disk (it flushes every
+//! 500 ms by itself), so callers `flush().await` before they treat an alarm
+//! or an outbox entry as safe; one flush covers every write before it, which
+//! is how the alarms stage batches under load. An alarm and the notifications
+//! of its event are written in one transaction, so a crash never keeps one
+//! without the other.
+
+use crate::alarms::Alarm;
+use crate::dispatch::{DeliveryRecord, Outgoing};
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+/// Store failures, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open store at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot move broken store {path} aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store {op}: {source}")]
+    Sled {
+        op: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store record {key} in {tree} is unreadable: {source}")]
+    Decode {
+        tree: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("store encode: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Sled { op, source }
+}
+
+/// An outbox entry with its queue key (FIFO by key).
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub key: u64,
+    pub item: Outgoing,
+}
+
+/// The gateway's durable state.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    alarms: sled::Tree,
+    outbox: sled::Tree,
+    deliveries: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// What `open` had to do to give a usable store.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Set when the existing store could not be opened and was moved here.
+    pub moved_aside: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) the store. If sled cannot open an existing directory
+    /// (spacejam/sled#1533: corruption after abrupt stops is reported), the
+    /// directory is moved aside and an empty store is started: an alarm gateway
+    /// that refuses to start protects nobody. The caller must say so loudly.
+    pub fn open(path: &Path) -> Result<(Store, OpenReport), StoreError> {
+        match Self::open_at(path) {
+            Ok(s) => Ok((s, OpenReport::default())),
+            Err(first) if path.exists() => {
+                let aside = aside_path(path);
+                std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                tracing::error!(error = %first, moved_to = %aside.display(), "store unreadable; moved aside, starting empty");
+                let s = Self::open_at(path)?;
+                Ok((
+                    s,
+                    OpenReport {
+                        moved_aside: Some(aside),
+                    },
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_at(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .map_err(open_err)?;
+        let tree = |name: &str| db.open_tree(name).map_err(open_err);
+        Ok(Store {
+            alarms: tree("alarms")?,
+            outbox: tree("outbox")?,
+            deliveries: tree("deliveries")?,
+            meta: tree("meta")?,
+            db,
+        })
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map_err(sled_err("flush"))?;
+        Ok(())
+    }
+
+    /// Writes alarm records and the notifications of their events atomically
+    /// (not yet flushed). Returns the outbox entries with their queue keys.
+    pub fn commit(
+        &self,
+        alarms: &[Alarm],
+        notifications: Vec<Outgoing>,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let mut alarm_rows = Vec::with_capacity(alarms.len());
+        for a in alarms {
+            alarm_rows.push((a.id.as_bytes().to_vec(), serde_json::to_vec(a)?));
+        }
+        let mut pending = Vec::with_capacity(notifications.len());
+        let mut rows = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            let key = self.db.generate_id().map_err(sled_err("generate id"))?;
+            let delivery = DeliveryRecord::pending(&n.notification);
+            rows.push((
+                key.to_be_bytes(),
+                serde_json::to_vec(&n)?,
+                delivery.key(),
+                serde_json::to_vec(&delivery)?,
+            ));
+            pending.push(Pending { key, item: n });
+        }
+        let res: Result<(), TransactionError<()>> = (&self.alarms, &self.outbox, &self.deliveries)
+            .transaction(|(ta, to, td)| {
+                for (k, v) in &alarm_rows {
+                    ta.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v, dk, dv) in &rows {
+                    to.insert(k, v.as_slice())?;
+                    td.insert(dk.as_slice(), dv.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| match e {
+            TransactionError::Storage(source) => StoreError::Sled {
+                op: "commit",
+                source,
+            },
+            TransactionError::Abort(()) => StoreError::Sled {
+                op: "commit aborted",
+                source: sled::Error::Unsupported("transaction aborted".into()),
+            },
+        })?;
+        Ok(pending)
+    }
+
+    /// Every alarm record.
+    pub fn alarms(&self) -> Result<Vec<Alarm>, StoreError> {
+        self.alarms
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(sled_err("read alarms"))?;
+                decode("alarms", &k, &v)
+            })
+            .collect()
+    }
+
+    /// One alarm record.
+    pub fn alarm(&self, id: &str) -> Result<Option<Alarm>, StoreError> {
+        match self.alarms.get(id).map_err(sled_err("read alarm"))? {
+            Some(v) => decode("alarms", id.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Pending notifications in FIFO order.
+    pub fn pending(&self) -> Result<Vec<Pending>, StoreError> {
+        self.outbox
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(sled_err("read outbox"))?;
+                let key = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                Ok(Pending {
+                    key,
+                    item: decode("outbox", &k, &v)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Number of pending notifications.
+    pub fn pending_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Records a delivery outcome and, when final, removes the outbox entry.
+    pub fn record_delivery(
+        &self,
+        key: u64,
+        record: &DeliveryRecord,
+        done: bool,
+    ) -> Result<(), StoreError> {
+        self.deliveries
+            .insert(record.key(), serde_json::to_vec(record)?)
+            .map_err(sled_err("write delivery"))?;
+        if done {
+            self.outbox
+                .remove(key.to_be_bytes())
+                .map_err(sled_err("remove outbox entry"))?;
+        }
+        Ok(())
+    }
+
+    /// Delivery records of one alarm, oldest first.
+    pub fn deliveries(&self, alarm_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let prefix = format!("{alarm_id}/");
+        self.deliveries
+            .scan_prefix(prefix.as_bytes())
+            .map(|kv| {
+                let (k, v) = kv.map_err(sled_err("read deliveries"))?;
+                decode("deliveries", &k, &v)
+            })
+            .collect()
+    }
+
+    /// A 32-byte secret generated on first use and kept (e.g. the ack-link HMAC key).
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        if let Some(v) = self.meta.get(name).map_err(sled_err("read meta"))? {
+            return Ok(v.to_vec());
+        }
+        let key: [u8; 32] = rand::random();
+        self.meta
+            .compare_and_swap(name, None as Option<&[u8]>, Some(&key[..]))
+            .map_err(sled_err("write meta"))?
+            .ok();
+        let v = self
+            .meta
+            .get(name)
+            .map_err(sled_err("read meta"))?
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| key.to_vec());
+        Ok(v)
+    }
+
+    /// Bytes on disk, for the size metric.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|source| StoreError::Decode {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn aside_path(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".broken-{stamp}"));
+    path.with_file_name(name)
+}
