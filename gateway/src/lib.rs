@@ -5,6 +5,16 @@
 //! evaluation, alarm state machine, routing plan, message rendering) kept
 //! apart from I/O.
 
+pub mod ack_link;
+pub mod alarms;
+pub mod api;
+pub mod channels;
 pub mod config;
+pub mod dispatch;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod notification;
+pub mod rules;
+pub mod runtime;
+pub mod store;
