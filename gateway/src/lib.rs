@@ -5,6 +5,7 @@
 //! evaluation, alarm state machine, routing plan, message rendering) kept
 //! apart from I/O.
 
+pub mod channels;
 pub mod config;
 pub mod model;
 pub mod notification;
