@@ -27,3 +27,20 @@ pub(super) fn block(n: &Notification) -> String {
         render::text(n)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Locale;
+
+    #[test]
+    fn block_has_header_then_full_text() {
+        let n = render::tests::smoke(Locale::ZhCn);
+        let b = block(&n);
+        let (first, rest) = b.split_once('\n').unwrap();
+        assert!(first.contains("01JDDELIVERY0000000000001"), "{first}");
+        assert!(first.contains("西湖消防中队值班室"), "{first}");
+        assert!(first.contains("alarm.raised"), "{first}");
+        assert!(rest.starts_with(&render::text(&n)), "{b}");
+    }
+}

@@ -112,9 +112,11 @@ fn to_lettre_url(url: &str) -> Result<String, String> {
                 pairs.push("tls=required")
             }
             Some(("tls", "opportunistic")) if scheme == "smtp" => pairs.push("tls=opportunistic"),
-            Some(("tls", v)) => return Err(format!(
+            Some(("tls", v)) => {
+                return Err(format!(
                 "tls={v} is not supported with {scheme}:// (use smtp://…?tls=starttls or smtps://)"
-            )),
+            ))
+            }
             _ => return Err(format!("unknown parameter {pair:?} (only tls=starttls)")),
         }
     }

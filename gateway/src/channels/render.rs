@@ -728,7 +728,7 @@ fn truncate_bytes(s: &str, max: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{Recipient, Role};
     use crate::notification::MessageContext;
