@@ -266,6 +266,17 @@ mod tests {
         assert!(!err.to_string().contains("secret"), "{err}");
     }
 
+    /// Dispatch shares one `Channels` behind an `Arc` and spawns sends on tokio tasks.
+    #[test]
+    fn channels_can_be_shared_and_sends_spawned() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send_future<F: std::future::Future + Send>(_: F) {}
+        let ch = Channels::new(&ChannelsConfig::default(), &site()).unwrap();
+        send_sync(&ch);
+        let n = render::tests::smoke(Locale::En);
+        send_future(ch.send(&n));
+    }
+
     #[test]
     fn send_error_reasons_are_masked() {
         let e = SendError::permanent("550 no such user wang@example.org +8613800000001");
