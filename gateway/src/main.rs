@@ -3,11 +3,16 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridwatch::config::Config;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gridwatch", version, about = "Alarm gateway for the fire-safety sensors of old residential compounds (老旧小区)")]
+#[command(
+    name = "gridwatch",
+    version,
+    about = "Alarm gateway for the fire-safety sensors of old residential compounds (老旧小区)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -29,9 +34,12 @@ enum Cmd {
 
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+        // rumqttd logs every client disconnect as an error; broker health is
+        // watched through /readyz instead. RUST_LOG=rumqttd=info brings it back.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

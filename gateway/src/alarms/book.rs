@@ -5,9 +5,8 @@
 //! never resolves an alarm: only a person does.
 
 use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, Verification};
-use crate::model::{
-    AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role,
-};
+use crate::config::Route;
+use crate::model::{AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role};
 use crate::rules::Signal;
 use std::collections::HashMap;
 
@@ -28,6 +27,8 @@ pub struct Transition {
     pub event: EventKind,
     /// For acks: the role that acked (reminders for that role stop).
     pub role: Option<Role>,
+    /// For timer events: only these roles hear of it (empty: the event's usual audience).
+    pub roles: Vec<Role>,
 }
 
 /// Why a person's action was refused.
@@ -122,6 +123,7 @@ impl AlarmBook {
                     alarm_id: id,
                     event: EventKind::Cleared,
                     role: None,
+                    roles: Vec::new(),
                 })
             }
             Condition::Firing => {
@@ -140,6 +142,7 @@ impl AlarmBook {
                     alarm_id: id,
                     event: EventKind::Raised,
                     role: None,
+                    roles: Vec::new(),
                 })
             }
         }
@@ -153,6 +156,7 @@ impl AlarmBook {
                 alarm_id: id.to_string(),
                 event,
                 role: None,
+                roles: Vec::new(),
             }))
         };
         let started = a.condition == Condition::Cleared;
@@ -229,6 +233,7 @@ impl AlarmBook {
             alarm_id: id.to_string(),
             event: EventKind::Acked,
             role: Some(role),
+            roles: Vec::new(),
         }))
     }
 
@@ -271,6 +276,7 @@ impl AlarmBook {
             alarm_id: id.to_string(),
             event: EventKind::Resolved,
             role: None,
+            roles: Vec::new(),
         })
     }
 
@@ -308,6 +314,7 @@ impl AlarmBook {
             alarm_id: id.to_string(),
             event: EventKind::Verified,
             role: None,
+            roles: Vec::new(),
         })
     }
 
@@ -315,6 +322,35 @@ impl AlarmBook {
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Alarm> {
         self.mark(id);
         self.alarms.get_mut(id)
+    }
+
+    /// Escalation and reminders due at `now` (SPEC §2 `escalate_after`, `repeat`):
+    /// when a role of a matching route has not acked within `escalate_after`,
+    /// `escalate_to` is notified once and the unacked roles are reminded; then
+    /// the unacked roles are reminded every `repeat` until they ack — no cap.
+    /// Runs on the clock, so it needs no reading to arrive.
+    pub fn due_timers(&mut self, routes: &[Route], now: EpochMs) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let mut changed = Vec::new();
+        for a in self.alarms.values_mut().filter(|a| a.state.is_open()) {
+            let before = out.len();
+            timers_of(a, routes, now, &mut out);
+            if out.len() > before {
+                changed.push(a.id.clone());
+            }
+        }
+        self.dirty.extend(changed);
+        out
+    }
+
+    /// Records that roles were told now (raise, escalation or reminder).
+    pub fn told(&mut self, id: &str, roles: &[Role], at: EpochMs) {
+        if let Some(a) = self.alarms.get_mut(id) {
+            for r in roles {
+                a.told_at.insert(*r, at);
+            }
+            self.dirty.push(id.to_string());
+        }
     }
 
     /// Ids of alarms changed since the last call, each once.
@@ -327,6 +363,81 @@ impl AlarmBook {
 
     fn mark(&mut self, id: &str) {
         self.dirty.push(id.to_string());
+    }
+}
+
+fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transition>) {
+    let matching = routes
+        .iter()
+        .filter(|r| r.kinds.contains(&a.kind) && r.severities.contains(&a.severity));
+    let mut remind: Vec<Role> = Vec::new();
+    let mut escalate_to: Vec<Role> = Vec::new();
+    for r in matching {
+        let unacked: Vec<Role> = r
+            .notify
+            .iter()
+            .copied()
+            .filter(|role| !a.acked_by_role(*role))
+            .collect();
+        if unacked.is_empty() {
+            continue;
+        }
+        let escalate_due = r
+            .escalate_after
+            .is_some_and(|d| now - a.opened_at >= d.as_ms());
+        if escalate_due && !a.escalated && !r.escalate_to.is_empty() {
+            escalate_to.extend(r.escalate_to.iter().copied());
+            remind.extend(unacked.iter().copied());
+            continue;
+        }
+        // Reminders start after the escalation (or at once when the route has none).
+        let reminding = r.escalate_after.is_none() || a.escalated;
+        if let (Some(every), true) = (r.repeat, reminding) {
+            for role in unacked {
+                let last = a.told_at.get(&role).copied().unwrap_or(a.opened_at);
+                if now - last >= every.as_ms() {
+                    remind.push(role);
+                }
+            }
+        }
+    }
+    remind.sort();
+    remind.dedup();
+    escalate_to.sort();
+    escalate_to.dedup();
+    if !escalate_to.is_empty() {
+        a.escalated = true;
+        a.timeline
+            .push(TimelineEntry::new(now, "escalated").detail(format!(
+                "unacked after escalate_after → {}",
+                escalate_to.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+            )));
+        out.push(Transition {
+            alarm_id: a.id.clone(),
+            event: EventKind::Escalated,
+            role: None,
+            roles: escalate_to,
+        });
+    }
+    if !remind.is_empty() {
+        for r in &remind {
+            a.told_at.insert(*r, now);
+        }
+        a.timeline.push(
+            TimelineEntry::new(now, "reminder").detail(
+                remind
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        );
+        out.push(Transition {
+            alarm_id: a.id.clone(),
+            event: EventKind::Reminder,
+            role: None,
+            roles: remind,
+        });
     }
 }
 
@@ -363,10 +474,11 @@ fn open_alarm(id: String, site: &str, s: &Signal, place: Place) -> Alarm {
         resolution: None,
         verification: None,
         recipients: Vec::new(),
-        timeline: vec![TimelineEntry::new(s.ts, "opened").detail(format!(
-            "{} {}",
-            s.kind, s.severity
-        ))],
+        escalated: false,
+        told_at: Default::default(),
+        timeline: vec![
+            TimelineEntry::new(s.ts, "opened").detail(format!("{} {}", s.kind, s.severity))
+        ],
     }
 }
 
@@ -389,6 +501,8 @@ fn reopen(a: &mut Alarm, s: &Signal) {
     a.severity = a.severity.max(s.severity);
     a.count += 1;
     a.acks.clear();
+    a.escalated = false;
+    a.told_at.clear();
     a.resolution = None;
     a.verification = None;
     a.timeline.push(TimelineEntry::new(s.ts, "reopened"));
@@ -428,11 +542,53 @@ mod tests {
     fn repeat_updates_one_alarm_and_rise_escalates() {
         let mut b = AlarmBook::default();
         let mut n = 0;
-        let t = apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Warning, Condition::Firing, 1), &mut n).unwrap();
+        let t = apply(
+            &mut b,
+            &sig(
+                AlarmKind::ResidualCurrent,
+                Severity::Warning,
+                Condition::Firing,
+                1,
+            ),
+            &mut n,
+        )
+        .unwrap();
         assert_eq!(t.event, EventKind::Raised);
-        assert!(apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Warning, Condition::Cleared, 2), &mut n).is_some());
-        assert_eq!(apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Warning, Condition::Firing, 3), &mut n), None);
-        let t = apply(&mut b, &sig(AlarmKind::ResidualCurrent, Severity::Alarm, Condition::Firing, 4), &mut n).unwrap();
+        assert!(apply(
+            &mut b,
+            &sig(
+                AlarmKind::ResidualCurrent,
+                Severity::Warning,
+                Condition::Cleared,
+                2
+            ),
+            &mut n
+        )
+        .is_some());
+        assert_eq!(
+            apply(
+                &mut b,
+                &sig(
+                    AlarmKind::ResidualCurrent,
+                    Severity::Warning,
+                    Condition::Firing,
+                    3
+                ),
+                &mut n
+            ),
+            None
+        );
+        let t = apply(
+            &mut b,
+            &sig(
+                AlarmKind::ResidualCurrent,
+                Severity::Alarm,
+                Condition::Firing,
+                4,
+            ),
+            &mut n,
+        )
+        .unwrap();
         assert_eq!(t.event, EventKind::Escalated);
         assert_eq!(n, 1);
         let a = b.get("a1").unwrap();
@@ -444,24 +600,62 @@ mod tests {
     fn lifecycle_and_reopen_window() {
         let mut b = AlarmBook::default();
         let mut n = 0;
-        apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0), &mut n);
-        assert_eq!(b.verify("a1", "c-li", None, 1).unwrap_err().to_string(), "alarm a1 is active_unacked; verify needs a resolved alarm");
-        let t = b.ack("a1", "c-wang", Role::GridWorker, None, 2).unwrap().unwrap();
+        apply(
+            &mut b,
+            &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0),
+            &mut n,
+        );
+        assert_eq!(
+            b.verify("a1", "c-li", None, 1).unwrap_err().to_string(),
+            "alarm a1 is active_unacked; verify needs a resolved alarm"
+        );
+        let t = b
+            .ack("a1", "c-wang", Role::GridWorker, None, 2)
+            .unwrap()
+            .unwrap();
         assert_eq!(t.role, Some(Role::GridWorker));
-        assert_eq!(b.ack("a1", "c-wang", Role::GridWorker, None, 3).unwrap(), None, "second ack of a role is no new event");
-        assert!(b.ack("a1", "c-zhang-son", Role::Family, None, 3).unwrap().is_some());
-        b.resolve("a1", "c-wang", Cause::Cooking, Some("炒菜".into()), 4).unwrap();
+        assert_eq!(
+            b.ack("a1", "c-wang", Role::GridWorker, None, 3).unwrap(),
+            None,
+            "second ack of a role is no new event"
+        );
+        assert!(b
+            .ack("a1", "c-zhang-son", Role::Family, None, 3)
+            .unwrap()
+            .is_some());
+        b.resolve("a1", "c-wang", Cause::Cooking, Some("炒菜".into()), 4)
+            .unwrap();
         b.verify("a1", "c-li", None, 5).unwrap();
         assert!(b.resolve("a1", "c-wang", Cause::Cooking, None, 6).is_err());
         // fires again within 10 min → the same alarm reopens
-        let t = apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 5 + REOPEN_WINDOW_MS), &mut n).unwrap();
+        let t = apply(
+            &mut b,
+            &sig(
+                AlarmKind::Smoke,
+                Severity::Critical,
+                Condition::Firing,
+                5 + REOPEN_WINDOW_MS,
+            ),
+            &mut n,
+        )
+        .unwrap();
         assert_eq!((t.alarm_id.as_str(), t.event), ("a1", EventKind::Raised));
         assert_eq!(b.get("a1").unwrap().state, AlarmState::ActiveUnacked);
         assert!(b.get("a1").unwrap().acks.is_empty());
         // after the window a new alarm opens
         b.resolve("a1", "c-wang", Cause::Cooking, None, 10).unwrap();
         b.verify("a1", "c-li", None, 11).unwrap();
-        let t = apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 12 + REOPEN_WINDOW_MS), &mut n).unwrap();
+        let t = apply(
+            &mut b,
+            &sig(
+                AlarmKind::Smoke,
+                Severity::Critical,
+                Condition::Firing,
+                12 + REOPEN_WINDOW_MS,
+            ),
+            &mut n,
+        )
+        .unwrap();
         assert_eq!(t.alarm_id, "a2");
     }
 
@@ -469,7 +663,100 @@ mod tests {
     fn cleared_without_alarm_is_nothing() {
         let mut b = AlarmBook::default();
         let mut n = 0;
-        assert_eq!(apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 0), &mut n), None);
+        assert_eq!(
+            apply(
+                &mut b,
+                &sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 0),
+                &mut n
+            ),
+            None
+        );
+    }
+
+    fn route() -> Route {
+        Route {
+            kinds: vec![AlarmKind::Smoke],
+            severities: vec![Severity::Critical],
+            notify: vec![Role::GridWorker, Role::Family],
+            escalate_after: Some(crate::config::Dur::from_secs(60)),
+            escalate_to: vec![Role::Director],
+            repeat: Some(crate::config::Dur::from_secs(180)),
+        }
+    }
+
+    fn events(ts: &[Transition]) -> Vec<(EventKind, Vec<Role>)> {
+        ts.iter().map(|t| (t.event, t.roles.clone())).collect()
+    }
+
+    #[test]
+    fn escalation_then_reminders_to_unacked_roles_only_without_cap() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        apply(
+            &mut b,
+            &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0),
+            &mut n,
+        );
+        let routes = [route()];
+        assert!(b.due_timers(&routes, 59_999).is_empty());
+        assert_eq!(
+            events(&b.due_timers(&routes, 60_000)),
+            vec![
+                (EventKind::Escalated, vec![Role::Director]),
+                (EventKind::Reminder, vec![Role::GridWorker, Role::Family]),
+            ]
+        );
+        assert!(
+            b.due_timers(&routes, 60_001).is_empty(),
+            "escalation happens once"
+        );
+        b.ack("a1", "c-zhang-son", Role::Family, None, 100_000)
+            .unwrap();
+        assert!(b.due_timers(&routes, 239_999).is_empty());
+        assert_eq!(
+            events(&b.due_timers(&routes, 240_000)),
+            vec![(EventKind::Reminder, vec![Role::GridWorker])],
+            "the family's ack stops only the family's reminders"
+        );
+        for k in 2..30 {
+            let at = 60_000 + k * 180_000;
+            assert_eq!(
+                events(&b.due_timers(&routes, at)).len(),
+                1,
+                "reminder {k} still comes"
+            );
+        }
+        b.ack("a1", "c-wang", Role::GridWorker, None, 10_000_000)
+            .unwrap();
+        assert!(
+            b.due_timers(&routes, 20_000_000).is_empty(),
+            "all roles acked: silence"
+        );
+        assert!(b.take_dirty().contains(&"a1".to_string()));
+    }
+
+    #[test]
+    fn timers_survive_a_rebuild_from_records() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        apply(
+            &mut b,
+            &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0),
+            &mut n,
+        );
+        let routes = [route()];
+        b.due_timers(&routes, 60_000);
+        let records: Vec<Alarm> = b.alarms.values().cloned().collect();
+        let json = serde_json::to_string(&records).unwrap();
+        let mut again = AlarmBook::from_records(serde_json::from_str(&json).unwrap());
+        assert!(
+            again.due_timers(&routes, 61_000).is_empty(),
+            "no second escalation after restart"
+        );
+        assert_eq!(
+            events(&again.due_timers(&routes, 240_000)),
+            vec![(EventKind::Reminder, vec![Role::GridWorker, Role::Family])]
+        );
     }
 
     fn arb_signal() -> impl Strategy<Value = (u8, u8, bool)> {

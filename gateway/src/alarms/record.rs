@@ -37,6 +37,13 @@ pub struct Alarm {
     pub verification: Option<Verification>,
     /// Everyone who got `alarm.raised` (or an escalation): they all get the all-clear.
     pub recipients: Vec<Planned>,
+    /// Whether `escalate_to` has been notified for this episode.
+    #[serde(default)]
+    pub escalated: bool,
+    /// When each role was last told (raise or reminder): the repeat clock. Persisted, so
+    /// timers survive restarts.
+    #[serde(default)]
+    pub told_at: std::collections::BTreeMap<Role, EpochMs>,
     pub timeline: Vec<TimelineEntry>,
 }
 

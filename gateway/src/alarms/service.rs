@@ -90,6 +90,8 @@ impl AlarmsStage {
         mut commands: mpsc::Receiver<Command>,
     ) {
         let mut buf = Vec::with_capacity(BATCH);
+        let mut clock = tokio::time::interval(std::time::Duration::from_secs(1));
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -101,7 +103,29 @@ impl AlarmsStage {
                     buf.clear();
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd).await,
+                _ = clock.tick() => self.on_clock(now_ms()).await,
             }
+        }
+    }
+
+    /// Escalations and reminders that fell due.
+    async fn on_clock(&mut self, now: EpochMs) {
+        let cfg = self.config.borrow().clone();
+        let happened: Vec<Happened> = self
+            .book
+            .due_timers(&cfg.routing.routes, now)
+            .into_iter()
+            .map(|t| Happened {
+                t,
+                received: None,
+                actor: None,
+            })
+            .collect();
+        if happened.is_empty() {
+            return;
+        }
+        if let Err(e) = self.commit(&cfg, &happened).await {
+            tracing::error!(error = %e, "cannot store escalations");
         }
     }
 
@@ -278,7 +302,8 @@ impl AlarmsStage {
                 .with_label_values(&[alarm.kind.as_str(), alarm.severity.as_str()])
                 .inc();
         }
-        let planned = recipients_for_event(cfg, alarm, h.t.event, self.channels.as_ref());
+        let planned =
+            recipients_for_event(cfg, alarm, h.t.event, &h.t.roles, self.channels.as_ref());
         let input = EventInput {
             alarm,
             event: h.t.event,
@@ -287,6 +312,9 @@ impl AlarmsStage {
         };
         let ns = notifications(cfg, &self.signer, &input, &planned);
         if matches!(h.t.event, EventKind::Raised | EventKind::Escalated) {
+            let mut roles: Vec<_> = planned.iter().map(|p| p.recipient.role).collect();
+            roles.dedup();
+            self.book.told(&h.t.alarm_id, &roles, now);
             if let Some(a) = self.book.get_mut(&h.t.alarm_id) {
                 a.remember_recipients(&planned);
             }

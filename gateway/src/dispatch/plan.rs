@@ -107,7 +107,12 @@ fn neighbours<'a>(cfg: &'a Config, households: &[String]) -> Vec<Reach<'a>> {
 /// Channels for one person of one role: first usable preference, then fallbacks;
 /// the console when nothing else reaches them (so nobody is silently skipped).
 fn choose(cfg: &Config, role: Role, p: &Reach, avail: &dyn Availability) -> Option<Planned> {
-    let prefs = cfg.routing.roles.get(&role).map(Vec::as_slice).unwrap_or(&[]);
+    let prefs = cfg
+        .routing
+        .roles
+        .get(&role)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let mut usable = prefs.iter().filter_map(|&kind| {
         let addr = p.address(kind)?;
         let hook = (kind == ChannelKind::Webhook).then_some(addr);
@@ -134,8 +139,18 @@ fn choose(cfg: &Config, role: Role, p: &Reach, avail: &dyn Availability) -> Opti
 
 /// Everyone the routes name for this alarm, one entry per person (first role wins).
 pub fn route_recipients(cfg: &Config, alarm: &Alarm, avail: &dyn Availability) -> Vec<Planned> {
+    people_of_roles(cfg, alarm, &roles_for(cfg, alarm), avail)
+}
+
+/// The people of the given roles for this alarm's household, one entry per person.
+pub fn people_of_roles(
+    cfg: &Config,
+    alarm: &Alarm,
+    roles: &[Role],
+    avail: &dyn Availability,
+) -> Vec<Planned> {
     let mut out: Vec<Planned> = Vec::new();
-    for role in roles_for(cfg, alarm) {
+    for &role in roles {
         for p in people(cfg, alarm, role) {
             if out.iter().any(|o| o.recipient.contact_id == p.id) {
                 continue;
@@ -154,14 +169,19 @@ pub fn route_recipients(cfg: &Config, alarm: &Alarm, avail: &dyn Availability) -
     out
 }
 
-/// Who hears of an event: route recipients for raise/escalate/remind, everyone
-/// who was told for the all-clear, webhook systems for the other state changes.
+/// Who hears of an event: the targeted roles for timer events, route
+/// recipients for raise/escalate, everyone who was told for the all-clear,
+/// webhook systems for the other state changes.
 pub fn recipients_for_event(
     cfg: &Config,
     alarm: &Alarm,
     event: EventKind,
+    roles: &[Role],
     avail: &dyn Availability,
 ) -> Vec<Planned> {
+    if !roles.is_empty() {
+        return people_of_roles(cfg, alarm, roles, avail);
+    }
     match event {
         EventKind::Raised | EventKind::Escalated | EventKind::Reminder => {
             route_recipients(cfg, alarm, avail)

@@ -56,7 +56,12 @@ impl EventPublisher {
             reason: e.to_string(),
         })?;
         self.client
-            .publish(self.topic_for(&n.alarm.id), QoS::AtLeastOnce, false, payload)
+            .publish(
+                self.topic_for(&n.alarm.id),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
             .await
             .map_err(|e| SendError {
                 retryable: true,
@@ -114,7 +119,9 @@ impl Sender {
                 drop(permit);
             });
         }
-        self.metrics.outbox_pending.set(self.store.pending_len() as i64);
+        self.metrics
+            .outbox_pending
+            .set(self.store.pending_len() as i64);
     }
 
     async fn send_once(&self, n: &Notification) -> Result<(), SendError> {
@@ -186,7 +193,9 @@ impl Sender {
             tracing::error!(error = %e, delivery = %record.delivery_id, "cannot record delivery");
         }
         if done {
-            self.metrics.outbox_pending.set(self.store.pending_len() as i64);
+            self.metrics
+                .outbox_pending
+                .set(self.store.pending_len() as i64);
         }
     }
 }

@@ -20,7 +20,10 @@ pub enum Input {
         at: EpochMs,
     },
     /// A failed Modbus poll.
-    PollFailed { device_id: String, at: EpochMs },
+    PollFailed {
+        device_id: String,
+        at: EpochMs,
+    },
 }
 
 /// Bounded channels from the sources to the rules stage.

@@ -53,14 +53,20 @@ pub fn parse_url(url: &str) -> Result<Endpoint, MqttSetupError> {
         return Err(bad());
     }
     Ok(Endpoint {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         port,
         credentials: creds,
     })
 }
 
 /// The endpoint the gateway's own client uses.
-pub fn endpoint(cfg: &MqttConfig, embedded_at: Option<SocketAddr>) -> Result<Endpoint, MqttSetupError> {
+pub fn endpoint(
+    cfg: &MqttConfig,
+    embedded_at: Option<SocketAddr>,
+) -> Result<Endpoint, MqttSetupError> {
     match embedded_at {
         Some(a) => Ok(Endpoint {
             host: a.ip().to_string(),
@@ -206,7 +212,10 @@ impl Handler {
                     Transport::Mqtt,
                 ) {
                     Ok(parsed) => {
-                        self.metrics.readings_total.with_label_values(&["mqtt"]).inc();
+                        self.metrics
+                            .readings_total
+                            .with_label_values(&["mqtt"])
+                            .inc();
                         if parsed.unknown_keys > 0 {
                             self.metrics
                                 .readings_unknown_keys_total

@@ -98,6 +98,13 @@ pub fn parse_reading(
 
 /// Parses the JSON body alone.
 pub fn parse_payload(bytes: &[u8]) -> Result<Payload, RejectReason> {
+    // serde's derived struct visitor also takes a JSON array; a reading is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
+            Ok(_) => RejectReason::InvalidField,
+            Err(e) => classify(e),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let wire = Wire::deserialize(&mut de).map_err(classify)?;
     de.end().map_err(classify)?;
@@ -273,8 +280,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_flags_are_ignored_and_counted() {
-        let p = parse(r#"{"values":{"humidity":40,"fw":"1.2","smoke_db_m":0.01},"flags":["weird"]}"#)
-            .unwrap();
+        let p =
+            parse(r#"{"values":{"humidity":40,"fw":"1.2","smoke_db_m":0.01},"flags":["weird"]}"#)
+                .unwrap();
         assert_eq!(p.unknown_keys, 2);
         assert_eq!(p.reading.values.get(Metric::SmokeDbM), Some(0.01));
     }
