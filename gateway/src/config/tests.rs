@@ -1,0 +1,859 @@
+//! Load tests: a small valid compound written to a tempdir, broken one way per
+//! test; each asserts the file AND line of the error.
+
+use super::*;
+use std::collections::HashMap;
+
+const GATEWAY: &str = r#"registry = "registry.toml"
+rules = "rules.toml"
+routing = "routing.toml"
+
+[site]
+id = "t-site"
+name = "Test"
+
+[mqtt]
+listen = "127.0.0.1:1883"
+
+[http]
+listen = "127.0.0.1:8080"
+
+[[http.tokens]]
+name = "ops"
+role = "operator"
+token = "${GW_T}"
+
+[channels.console]
+enabled = true
+
+[channels.webhook.fire119]
+url = "http://127.0.0.1:9/x"
+"#;
+
+const REGISTRY: &str = r#"[[grids]]
+id = "g1"
+name = "G1"
+grid_workers = ["c-a"]
+directors = ["c-a"]
+fire_brigade = ["c-119"]
+
+[[households]]
+id = "h1"
+address = "1"
+grid = "g1"
+residents = [{ name = "A", phone = "+8613800000001" }]
+family = ["c-a"]
+neighbours = ["h2"]
+
+[[households]]
+id = "h2"
+address = "2"
+grid = "g1"
+
+[[devices]]
+id = "d1"
+kind = "smoke"
+household = "h1"
+
+[[devices]]
+id = "rcm1"
+kind = "residual_current"
+household = "h1"
+transport = { modbus = { endpoint = "tcp://127.0.0.1:5020", unit = 1, profile = "generic-rcm" } }
+
+[[contacts]]
+id = "c-a"
+name = "A"
+phone = "+8613800000002"
+
+[[contacts]]
+id = "c-119"
+name = "119"
+webhook = "fire119"
+"#;
+
+const RULES: &str = r#"[residual_current]
+warning = 200
+alarm = 300
+clear = 250
+for = "5s"
+
+[temperature]
+warning = 60
+alarm = 70
+
+[heartbeat]
+mqtt = "5m"
+
+[[override]]
+device = "rcm1"
+residual_current = { alarm = 400, clear = 350 }
+"#;
+
+const ROUTING: &str = r#"[roles]
+grid_worker = ["console"]
+director = ["console"]
+fire_brigade = ["webhook"]
+family = ["console"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["alarm", "critical"]
+notify = ["grid_worker", "director", "fire_brigade", "family"]
+escalate_after = "60s"
+escalate_to = ["director"]
+"#;
+
+/// The four files of a test compound.
+#[derive(Clone)]
+struct Files {
+    gateway: String,
+    registry: String,
+    rules: String,
+    routing: String,
+}
+
+impl Files {
+    fn valid() -> Files {
+        Files {
+            gateway: GATEWAY.into(),
+            registry: REGISTRY.into(),
+            rules: RULES.into(),
+            routing: ROUTING.into(),
+        }
+    }
+
+    fn text(&self, file: &str) -> &str {
+        match file {
+            "gateway.toml" => &self.gateway,
+            "registry.toml" => &self.registry,
+            "rules.toml" => &self.rules,
+            _ => &self.routing,
+        }
+    }
+
+    /// Replaces the one occurrence of `from` in `file`.
+    fn edit(mut self, file: &str, from: &str, to: &str) -> Files {
+        let text = match file {
+            "gateway.toml" => &mut self.gateway,
+            "registry.toml" => &mut self.registry,
+            "rules.toml" => &mut self.rules,
+            _ => &mut self.routing,
+        };
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{from:?} must occur once in {file}"
+        );
+        *text = text.replacen(from, to, 1);
+        self
+    }
+
+    fn load_env(&self, env: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("gateway.toml", &self.gateway),
+            ("registry.toml", &self.registry),
+            ("rules.toml", &self.rules),
+            ("routing.toml", &self.routing),
+        ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let res = Config::load_with_env(&dir.path().join("gateway.toml"), &|n| env.get(n).cloned());
+        (dir, res)
+    }
+
+    fn load(&self) -> Result<Config, ConfigErrors> {
+        self.load_env(&[("GW_T", "s3cret")]).1
+    }
+
+    fn errors(&self) -> Vec<ConfigError> {
+        match self.load() {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.0,
+        }
+    }
+
+    /// 1-based line of the one line of `file` containing `needle`.
+    fn line_of(&self, file: &str, needle: &str) -> usize {
+        let hits: Vec<usize> = self
+            .text(file)
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i + 1)
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "{needle:?} must be on exactly one line of {file}"
+        );
+        hits[0]
+    }
+
+    /// Asserts an error in `file` on the line holding `needle`, whose message contains `msg`.
+    fn expect(&self, file: &str, needle: &str, msg: &str) -> ConfigError {
+        let errs = self.errors();
+        self.find(&errs, file, needle, msg)
+    }
+
+    fn find(&self, list: &[ConfigError], file: &str, needle: &str, msg: &str) -> ConfigError {
+        let line = self.line_of(file, needle);
+        list.iter()
+            .find(|e| e.file.ends_with(file) && e.line == Some(line) && e.message.contains(msg))
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no error in {file}:{line} containing {msg:?}; got:\n{}",
+                    ConfigErrors(list.to_vec())
+                )
+            })
+    }
+}
+
+#[test]
+fn fixture_is_valid_and_clean() {
+    let cfg = Files::valid().load().unwrap();
+    assert!(
+        cfg.warnings.is_empty(),
+        "{}",
+        ConfigErrors(cfg.warnings.clone())
+    );
+    assert_eq!(cfg.gateway.http.tokens[0].token, "s3cret");
+    assert_eq!(cfg.device("rcm1").map(|d| d.household.as_str()), Some("h1"));
+    assert_eq!(cfg.household("h2").map(|h| h.address.as_str()), Some("2"));
+    assert_eq!(
+        cfg.contact("c-119").and_then(|c| c.webhook.as_deref()),
+        Some("fire119")
+    );
+    assert_eq!(cfg.grid("g1").map(|g| g.name.as_str()), Some("G1"));
+    assert!(cfg.device("nope").is_none());
+    assert_eq!(cfg.data_dir(), cfg.path.parent().unwrap().join("data"));
+    assert_eq!(
+        cfg.summary(),
+        "site t-site (Test): 1 grids, 2 households, 2 devices, 2 contacts, 1 routes"
+    );
+}
+
+#[test]
+fn shipped_config_loads_without_env() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+    let cfg = Config::load_with_env(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.summary(),
+        format!(
+            "site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 8 contacts, {} routes",
+            cfg.routing.routes.len()
+        )
+    );
+    assert_eq!(cfg.routing.routes.len(), 4);
+    let h = cfg.household("h-3-2-501").unwrap();
+    assert_eq!(h.residents[0].name, "张奶奶");
+    assert!(h.residents[0].lives_alone);
+    assert_eq!(
+        cfg.device("rcm-3-2-db").map(|d| d.kind),
+        Some(DeviceKind::ResidualCurrent)
+    );
+    assert_eq!(cfg.rules.overrides[0].device, "rcm-3-2-db");
+    assert!(cfg
+        .gateway
+        .channels
+        .console
+        .as_ref()
+        .is_some_and(|c| c.enabled));
+    // Demo tokens fall back to their defaults, and the loader says so.
+    assert_eq!(cfg.gateway.http.tokens[0].token, "demo-duty");
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("GW_TOKEN_DUTY")));
+    // sms/email are not configured: warnings, not errors.
+    assert!(cfg.warnings.iter().any(|w| w
+        .message
+        .contains("role grid_worker uses channel(s) sms, email")));
+    for h in &cfg.registry.households {
+        assert!(
+            h.residents.iter().any(|r| r
+                .phone
+                .as_deref()
+                .is_some_and(|p| p.starts_with("+86138000000"))),
+            "{} has no resident phone",
+            h.id
+        );
+    }
+}
+
+#[test]
+fn shipped_config_takes_env_tokens() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+    let cfg = Config::load_with_env(&path, &|n| {
+        (n == "GW_TOKEN_DUTY").then(|| "real".to_string())
+    })
+    .unwrap();
+    assert_eq!(cfg.gateway.http.tokens[0].token, "real");
+    assert!(!cfg
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("GW_TOKEN_DUTY")));
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let f = Files::valid().edit("registry.toml", "id = \"h2\"", "id = \"h2");
+    let e = f.expect("registry.toml", "id = \"h2", "TOML syntax error");
+    assert!(e.column.is_some());
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let f = Files::valid().edit("gateway.toml", "[site]", "colour = \"red\"\n\n[site]");
+    f.expect("gateway.toml", "colour", "unknown field `colour`");
+}
+
+#[test]
+fn unknown_nested_key_in_table_and_array_entry() {
+    let f = Files::valid().edit(
+        "gateway.toml",
+        "name = \"Test\"",
+        "name = \"Test\"\nnmae = \"x\"",
+    );
+    f.expect("gateway.toml", "nmae", "unknown field `nmae`");
+
+    let f = Files::valid().edit(
+        "registry.toml",
+        "household = \"h1\"\n\n[[devices]]",
+        "househld = \"h1\"\n\n[[devices]]",
+    );
+    let e = f.expect("registry.toml", "househld", "unknown field `househld`");
+    assert_eq!(e.column, Some(1));
+}
+
+#[test]
+fn several_typos_in_one_ledger_are_all_reported() {
+    let f = Files::valid()
+        .edit(
+            "registry.toml",
+            "household = \"h1\"\n\n[[devices]]",
+            "househld = \"h1\"\n\n[[devices]]",
+        )
+        .edit("registry.toml", "name = \"119\"", "nam = \"119\"");
+    let errs = f.errors();
+    f.find(&errs, "registry.toml", "househld", "unknown field");
+    f.find(&errs, "registry.toml", "nam = \"119\"", "unknown field");
+}
+
+#[test]
+fn wrong_type() {
+    let f = Files::valid().edit(
+        "registry.toml",
+        "grid = \"g1\"\nresidents",
+        "grid = 3\nresidents",
+    );
+    f.expect("registry.toml", "grid = 3", "invalid type");
+    let f = Files::valid().edit("rules.toml", "alarm = 70", "alarm = \"hot\"");
+    f.expect("rules.toml", "alarm = \"hot\"", "invalid type");
+}
+
+#[test]
+fn bad_duration_and_enum() {
+    let f = Files::valid().edit("rules.toml", "for = \"5s\"", "for = \"5\"");
+    f.expect("rules.toml", "for = \"5\"", "invalid duration");
+    let f = Files::valid().edit(
+        "routing.toml",
+        "escalate_after = \"60s\"",
+        "escalate_after = \"soon\"",
+    );
+    f.expect("routing.toml", "escalate_after", "invalid duration");
+    let f = Files::valid().edit("registry.toml", "kind = \"smoke\"", "kind = \"gas\"");
+    f.expect("registry.toml", "kind = \"gas\"", "unknown variant `gas`");
+}
+
+#[test]
+fn dangling_references() {
+    let base = Files::valid();
+    let cases: [(&str, &str, &str, &str); 9] = [
+        (
+            "registry.toml",
+            "grid = \"g1\"\nresidents",
+            "grid = \"g99\"\nresidents",
+            "unknown grid \"g99\" for household \"h1\"",
+        ),
+        (
+            "registry.toml",
+            "household = \"h1\"\n\n[[devices]]",
+            "household = \"h9\"\n\n[[devices]]",
+            "unknown household \"h9\" for device \"d1\"",
+        ),
+        (
+            "registry.toml",
+            "grid_workers = [\"c-a\"]",
+            "grid_workers = [\"c-x\"]",
+            "unknown contact \"c-x\" in grid_workers",
+        ),
+        (
+            "registry.toml",
+            "directors = [\"c-a\"]",
+            "directors = [\"c-x\"]",
+            "unknown contact \"c-x\" in directors",
+        ),
+        (
+            "registry.toml",
+            "fire_brigade = [\"c-119\"]",
+            "fire_brigade = [\"c-x\"]",
+            "unknown contact \"c-x\" in fire_brigade",
+        ),
+        (
+            "registry.toml",
+            "family = [\"c-a\"]",
+            "family = [\"c-x\"]",
+            "unknown contact \"c-x\" in family",
+        ),
+        (
+            "registry.toml",
+            "neighbours = [\"h2\"]",
+            "neighbours = [\"h7\"]",
+            "unknown household \"h7\" in neighbours",
+        ),
+        (
+            "registry.toml",
+            "webhook = \"fire119\"",
+            "webhook = \"fire120\"",
+            "unknown webhook \"fire120\"",
+        ),
+        (
+            "rules.toml",
+            "device = \"rcm1\"",
+            "device = \"rcm9\"",
+            "unknown device \"rcm9\"",
+        ),
+    ];
+    for (file, from, to, msg) in cases {
+        let f = base.clone().edit(file, from, to);
+        let needle = to.lines().next().unwrap();
+        f.expect(file, needle, msg);
+    }
+    let f = base.edit(
+        "registry.toml",
+        "neighbours = [\"h2\"]",
+        "neighbours = [\"h2\", \"h1\"]",
+    );
+    let e = f.expect("registry.toml", "neighbours", "its own neighbour");
+    // Points at the offending element, not the key.
+    assert_eq!(e.column, Some("neighbours = [\"h2\", ".chars().count() + 1));
+}
+
+#[test]
+fn duplicate_ids() {
+    let base = Files::valid();
+    let cases = [
+        (
+            "id = \"h2\"",
+            "id = \"h1\"",
+            "duplicate household id \"h1\"",
+        ),
+        ("id = \"rcm1\"", "id = \"d1\"", "duplicate device id \"d1\""),
+        (
+            "id = \"c-119\"",
+            "id = \"c-a\"",
+            "duplicate contact id \"c-a\"",
+        ),
+    ];
+    for (from, to, msg) in cases {
+        let f = base.clone().edit("registry.toml", from, to);
+        // The second occurrence is reported; find its line.
+        let second = f
+            .text("registry.toml")
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| *l == to)
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        let errs = f.errors();
+        assert!(
+            errs.iter().any(|e| e.file.ends_with("registry.toml")
+                && e.line == Some(second)
+                && e.message.contains(msg)),
+            "{msg} at {second}: {}",
+            ConfigErrors(errs.clone())
+        );
+    }
+    let f = base.edit(
+        "registry.toml",
+        "[[households]]\nid = \"h1\"",
+        "[[grids]]\nid = \"g1\"\nname = \"again\"\n\n[[households]]\nid = \"h1\"",
+    );
+    let second = f
+        .text("registry.toml")
+        .lines()
+        .position(|l| l == "name = \"again\"")
+        .unwrap();
+    let errs = f.errors();
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("duplicate grid id \"g1\"") && e.line == Some(second)),
+        "{}",
+        ConfigErrors(errs)
+    );
+}
+
+#[test]
+fn missing_env_var_is_reported_at_its_value() {
+    let (_d, res) = Files::valid().load_env(&[]);
+    let errs = res.unwrap_err().0;
+    Files::valid().find(&errs, "gateway.toml", "${GW_T}", "GW_T is not set");
+
+    let f = Files::valid().edit(
+        "registry.toml",
+        "phone = \"+8613800000002\"",
+        "phone = \"${PHONE_A}\"",
+    );
+    f.expect("registry.toml", "${PHONE_A}", "PHONE_A is not set");
+}
+
+#[test]
+fn env_values_cannot_break_toml_and_keep_positions() {
+    // A value with quotes, backslash and newline; a multi-line literal before a later error.
+    let f = Files::valid()
+        .edit(
+            "registry.toml",
+            "name = \"A\"\nphone",
+            "name = \"\"\"${NAME}\n\"\"\"\nphone",
+        )
+        .edit(
+            "registry.toml",
+            "name = \"119\"",
+            "name = \"${NAME}\"\nbogus = 1",
+        );
+    let (_d, res) = f.load_env(&[("GW_T", "x"), ("NAME", "a\"b\\c\nd = 1")]);
+    let errs = res.unwrap_err().0;
+    let e = f.find(&errs, "registry.toml", "bogus", "unknown field `bogus`");
+    assert_eq!(e.column, Some(1));
+    let f = f.edit("registry.toml", "\nbogus = 1", "");
+    let (_d, res) = f.load_env(&[("GW_T", "x"), ("NAME", "a\"b\\c\nd = 1")]);
+    let cfg = res.unwrap();
+    // The multi-line literal keeps its own trailing newline.
+    assert_eq!(cfg.contact("c-a").unwrap().name, "a\"b\\c\nd = 1\n");
+    assert_eq!(cfg.contact("c-119").unwrap().name, "a\"b\\c\nd = 1");
+}
+
+#[test]
+fn base_standards_violations() {
+    let base = Files::valid();
+    let cases = [
+        ("alarm = 300", "alarm = 1200", "GB 14287.2"),
+        ("alarm = 300", "alarm = 10", "GB 14287.2"),
+        (
+            "for = \"5s\"",
+            "for = \"30s\"",
+            "GB 14287 requires an alarm within 30 s",
+        ),
+        ("alarm = 70", "alarm = 150", "GB 14287.4"),
+        ("mqtt = \"5m\"", "mqtt = \"26h\"", "over 25 h"),
+        (
+            "clear = 250",
+            "clear = 300",
+            "clear 300 must be below alarm 300",
+        ),
+        (
+            "warning = 60",
+            "warning = 80",
+            "warning 80 must be at or below alarm 70",
+        ),
+    ];
+    for (from, to, msg) in cases {
+        base.clone()
+            .edit("rules.toml", from, to)
+            .expect("rules.toml", to, msg);
+    }
+    // allow_nonstandard is not a key of the base tables.
+    base.edit(
+        "rules.toml",
+        "alarm = 300",
+        "alarm = 1200\nallow_nonstandard = true",
+    )
+    .expect("rules.toml", "allow_nonstandard", "unknown field");
+}
+
+#[test]
+fn override_standards_need_allow_and_reason() {
+    let base = Files::valid();
+    let bad = [
+        (
+            "residual_current = { alarm = 400, clear = 350 }",
+            "residual_current = { alarm = 1200, clear = 350 }",
+            "GB 14287.2",
+        ),
+        (
+            "residual_current = { alarm = 400, clear = 350 }",
+            "residual_current = { alarm = 400, clear = 350, for = \"40s\" }",
+            "GB 14287 requires",
+        ),
+        (
+            "residual_current = { alarm = 400, clear = 350 }",
+            "temperature = { alarm = 150 }",
+            "GB 14287.4",
+        ),
+    ];
+    for (from, to, msg) in bad {
+        let f = base.clone().edit("rules.toml", from, to);
+        let e = f.expect("rules.toml", to, msg);
+        assert!(e.message.contains("allow_nonstandard = true"), "{e}");
+
+        let f2 = f
+            .clone()
+            .edit("rules.toml", to, &format!("{to}\nallow_nonstandard = true"));
+        f2.expect("rules.toml", to, msg);
+        let f3 = f.clone().edit(
+            "rules.toml",
+            to,
+            &format!("{to}\nallow_nonstandard = true\nreason = \"  \""),
+        );
+        f3.expect("rules.toml", to, msg);
+
+        let ok = f.edit(
+            "rules.toml",
+            to,
+            &format!("{to}\nallow_nonstandard = true\nreason = \"rewiring\""),
+        );
+        let cfg = ok.load().unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("nonstandard setting allowed") && w.message.contains(msg)));
+    }
+    // Hysteresis is never allowed, and is judged on the merged values.
+    let f = base.edit(
+        "rules.toml",
+        "residual_current = { alarm = 400, clear = 350 }",
+        "residual_current = { alarm = 240 }\nallow_nonstandard = true\nreason = \"x\"",
+    );
+    f.expect(
+        "rules.toml",
+        "alarm = 240",
+        "clear 250 must be below alarm 240",
+    );
+}
+
+#[test]
+fn mqtt_embedded_false_needs_external() {
+    let f = Files::valid().edit("gateway.toml", "[mqtt]\n", "[mqtt]\nembedded = false\n");
+    f.expect("gateway.toml", "embedded = false", "needs `external");
+    let ok = Files::valid().edit(
+        "gateway.toml",
+        "[mqtt]\n",
+        "[mqtt]\nembedded = false\nexternal = \"mqtt://127.0.0.1:1883\"\n",
+    );
+    assert!(ok.load().is_ok());
+}
+
+#[test]
+fn gateway_value_checks() {
+    let base = Files::valid();
+    let cases = [
+        ("id = \"t-site\"", "id = \"T Site\"", "site id"),
+        (
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"localhost\"",
+            "not a socket address",
+        ),
+        (
+            "listen = \"127.0.0.1:1883\"",
+            "listen = \"1883\"",
+            "not a socket address",
+        ),
+        (
+            "[http]\n",
+            "[http]\npublic_url = \"ftp://x\"\n",
+            "public_url",
+        ),
+    ];
+    for (from, to, msg) in cases {
+        let f = base.clone().edit("gateway.toml", from, to);
+        f.expect("gateway.toml", to.lines().last().unwrap(), msg);
+    }
+}
+
+#[test]
+fn missing_named_file_points_at_gateway_line() {
+    let f = Files::valid().edit(
+        "gateway.toml",
+        "rules = \"rules.toml\"",
+        "rules = \"rulez.toml\"",
+    );
+    f.expect("gateway.toml", "rulez", "cannot read rules file");
+}
+
+#[test]
+fn routing_checks() {
+    let f = Files::valid().edit("routing.toml", "family = [\"console\"]\n", "");
+    f.expect(
+        "routing.toml",
+        "notify =",
+        "role family in notify of route #1 has no channels",
+    );
+    let f = Files::valid().edit("routing.toml", "kinds = [\"smoke\"]", "kinds = []");
+    f.expect("routing.toml", "kinds = []", "empty kinds");
+    let f = Files::valid().edit(
+        "routing.toml",
+        "notify = [\"grid_worker\", \"director\", \"fire_brigade\", \"family\"]",
+        "notify = []",
+    );
+    f.expect("routing.toml", "notify = []", "empty notify");
+
+    let warn = Files::valid().edit(
+        "routing.toml",
+        "grid_worker = [\"console\"]",
+        "grid_worker = [\"sms\", \"console\"]",
+    );
+    let cfg = warn.load().unwrap();
+    let w = &cfg.warnings[0];
+    assert_eq!(
+        w.line,
+        Some(warn.line_of("routing.toml", "grid_worker = [\"sms\""))
+    );
+    assert!(w.message.contains("sms not configured"), "{w}");
+}
+
+#[test]
+fn secrets_in_clear_warn() {
+    let f = Files::valid()
+        .edit("gateway.toml", "token = \"${GW_T}\"", "token = \"plain\"")
+        .edit(
+            "gateway.toml",
+            "[channels.console]",
+            "[upstream]\nurl = \"mqtt://gw:hunter2@127.0.0.1:1884\"\n\n[channels.console]",
+        );
+    let cfg = f.load().unwrap();
+    let lines: Vec<_> = cfg
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("secret written in clear"))
+        .map(|w| w.line)
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            Some(f.line_of("gateway.toml", "token = \"plain\"")),
+            Some(f.line_of("gateway.toml", "hunter2"))
+        ]
+    );
+    let f = Files::valid().edit(
+        "gateway.toml",
+        "[channels.console]",
+        "[upstream]\nurl = \"mqtt://gw:${UP}@127.0.0.1:1884\"\n\n[channels.console]",
+    );
+    let (_d, res) = f.load_env(&[("GW_T", "x"), ("UP", "p")]);
+    assert!(res.unwrap().warnings.is_empty());
+}
+
+#[test]
+fn device_checks() {
+    let base = Files::valid();
+    let cases = [
+        (
+            "profile = \"generic-rcm\"",
+            "profile = \"acrel\"",
+            "only the built-in generic-rcm",
+        ),
+        (
+            "endpoint = \"tcp://127.0.0.1:5020\"",
+            "endpoint = \"udp://x\"",
+            "tcp:// or rtu://",
+        ),
+        ("id = \"d1\"", "id = \"d 1/x\"", "device id"),
+    ];
+    for (from, to, msg) in cases {
+        base.clone()
+            .edit("registry.toml", from, to)
+            .expect("registry.toml", to, msg);
+    }
+    let long = format!("id = \"{}\"", "d".repeat(65));
+    let f = base.clone().edit("registry.toml", "id = \"d1\"", &long);
+    f.expect("registry.toml", &long, "1 to 64");
+    let f = base.edit("registry.toml", "phone = \"+8613800000002\"", "");
+    let cfg = f.load().unwrap();
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("contact \"c-a\" has no phone")));
+}
+
+#[test]
+fn errors_in_all_files_come_together_sorted() {
+    let f = Files::valid()
+        .edit("gateway.toml", "id = \"t-site\"", "id = \"T!\"")
+        .edit(
+            "registry.toml",
+            "grid = \"g1\"\nresidents",
+            "grid = \"g2\"\nresidents",
+        )
+        .edit(
+            "registry.toml",
+            "household = \"h1\"\n\n[[devices]]",
+            "household = \"h3\"\n\n[[devices]]",
+        )
+        .edit("rules.toml", "for = \"5s\"", "for = \"1m\"")
+        .edit("routing.toml", "kinds = [\"smoke\"]", "kinds = [\"smok\"]");
+    let errs = f.errors();
+    f.find(&errs, "gateway.toml", "id = \"T!\"", "site id");
+    f.find(&errs, "registry.toml", "grid = \"g2\"", "unknown grid");
+    f.find(
+        &errs,
+        "registry.toml",
+        "household = \"h3\"",
+        "unknown household",
+    );
+    f.find(&errs, "rules.toml", "for = \"1m\"", "GB 14287");
+    f.find(&errs, "routing.toml", "smok", "unknown variant");
+    let keys: Vec<_> = errs.iter().map(|e| (e.file.clone(), e.line)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(errs.len(), 5, "{}", ConfigErrors(errs.clone()));
+}
+
+#[test]
+fn other_files_checked_when_gateway_has_a_typo() {
+    let f = Files::valid()
+        .edit("gateway.toml", "[site]", "typo = 1\n[site]")
+        .edit("rules.toml", "alarm = 70", "alarm = 150");
+    let errs = f.errors();
+    f.find(&errs, "gateway.toml", "typo", "unknown field");
+    f.find(&errs, "rules.toml", "alarm = 150", "GB 14287.4");
+}
+
+#[test]
+fn display_format() {
+    let e = ConfigError {
+        file: "config/registry.toml".into(),
+        line: Some(12),
+        column: Some(1),
+        message: "unknown grid \"g99\" for household \"h-3-2-501\"".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "config/registry.toml:12:1: unknown grid \"g99\" for household \"h-3-2-501\""
+    );
+    let no_pos = ConfigError {
+        line: None,
+        column: None,
+        ..e.clone()
+    };
+    assert_eq!(
+        no_pos.to_string(),
+        "config/registry.toml: unknown grid \"g99\" for household \"h-3-2-501\""
+    );
+    assert_eq!(
+        ConfigErrors(vec![e.clone(), no_pos])
+            .to_string()
+            .lines()
+            .count(),
+        2
+    );
+}
