@@ -8,3 +8,4 @@
 pub mod config;
 pub mod model;
 pub mod notification;
+pub mod rules;
