@@ -236,8 +236,14 @@ impl RuleEngine {
                 None => slot.st.watch_from = self.now,
             }
         }
+        let by_id: HashMap<String, usize> = fresh
+            .households
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.id.clone(), i))
+            .collect();
         for mut old in std::mem::take(&mut self.households) {
-            let Some(new) = fresh.households.iter_mut().find(|h| h.id == old.id) else {
+            let Some(new) = by_id.get(&old.id).map(|&i| &mut fresh.households[i]) else {
                 continue;
             };
             old.remap(|o| old_to_new.get(o).copied().flatten());
