@@ -36,9 +36,14 @@ use std::collections::HashMap;
 /// A change in an alarm condition; the alarms stage turns these into alarm records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
+    /// The device the condition is about; for FireConfirmed (keyed by household)
+    /// the device whose reading completed or ended the confirmation.
     pub device_id: String,
+    /// The device's household: whom to notify, and FireConfirmed's key.
     pub household_id: String,
+    /// What the condition is about.
     pub kind: crate::model::AlarmKind,
+    /// Severity now (Firing) or the severity in force when it stopped (Cleared).
     pub severity: crate::model::Severity,
     /// Firing (started or changed severity) or Cleared (stopped).
     pub condition: crate::model::Condition,
@@ -48,6 +53,7 @@ pub struct Signal {
     pub threshold: Option<f64>,
     /// `Metric::unit()` of `value`, or "".
     pub unit: &'static str,
+    /// What decided the change (for Cleared: what had raised it).
     pub cause: SignalCause,
     /// Reading time (or tick time).
     pub ts: crate::model::EpochMs,
