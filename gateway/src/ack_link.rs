@@ -69,8 +69,12 @@ impl AckSigner {
     /// Checks signature (constant time) and expiry.
     pub fn verify(&self, token: &str, now: EpochMs) -> Result<AckClaims, LinkError> {
         let (p, s) = token.split_once('.').ok_or(LinkError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| LinkError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| LinkError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| LinkError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| LinkError::Malformed)?;
         self.mac(&payload)
             .verify_slice(&sig)
             .map_err(|_| LinkError::BadSignature)?;

@@ -107,7 +107,10 @@ impl Metrics {
         let registry = Registry::new();
         let m = Metrics {
             readings_total: IntCounterVec::new(
-                Opts::new("gridwatch_readings_total", "Readings accepted, by transport"),
+                Opts::new(
+                    "gridwatch_readings_total",
+                    "Readings accepted, by transport",
+                ),
                 &["transport"],
             )
             .expect("static metric"),
@@ -130,7 +133,10 @@ impl Metrics {
             )
             .expect("static metric"),
             alarms_total: IntCounterVec::new(
-                Opts::new("gridwatch_alarms_total", "Alarms opened, by kind and severity"),
+                Opts::new(
+                    "gridwatch_alarms_total",
+                    "Alarms opened, by kind and severity",
+                ),
                 &["kind", "severity"],
             )
             .expect("static metric"),
@@ -216,7 +222,8 @@ impl Metrics {
             self.readings_total.with_label_values(&[t.as_str()]);
         }
         for r in RejectReason::ALL {
-            self.readings_rejected_total.with_label_values(&[r.as_str()]);
+            self.readings_rejected_total
+                .with_label_values(&[r.as_str()]);
         }
         for s in ["online", "offline"] {
             self.devices.with_label_values(&[s]);

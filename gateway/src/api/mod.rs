@@ -181,11 +181,8 @@ async fn show_alarm(
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no alarm {id}")))?;
     let mut out = AlarmOut::from(&a);
-    let mut timeline: Vec<(i64, serde_json::Value)> = a
-        .timeline
-        .iter()
-        .map(|t| (t.at, json!(t)))
-        .collect();
+    let mut timeline: Vec<(i64, serde_json::Value)> =
+        a.timeline.iter().map(|t| (t.at, json!(t))).collect();
     for d in s.store.deliveries(&id).map_err(internal)? {
         timeline.push((
             d.at,
@@ -350,7 +347,10 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
         Err(e) => {
             return (
                 StatusCode::FORBIDDEN,
-                plain_page("链接无效 / Invalid link", &format!("<h1>链接无效</h1><p>{e}</p>")),
+                plain_page(
+                    "链接无效 / Invalid link",
+                    &format!("<h1>链接无效</h1><p>{e}</p>"),
+                ),
             )
                 .into_response()
         }
@@ -381,7 +381,10 @@ async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
         Err(e) => {
             return (
                 StatusCode::FORBIDDEN,
-                plain_page("链接无效 / Invalid link", &format!("<h1>链接无效</h1><p>{e}</p>")),
+                plain_page(
+                    "链接无效 / Invalid link",
+                    &format!("<h1>链接无效</h1><p>{e}</p>"),
+                ),
             )
                 .into_response()
         }
@@ -395,10 +398,15 @@ async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
     })
     .await;
     match res {
-        Ok(_) => plain_page("已确认 / Acknowledged", "<h1>已确认 ✓</h1><p>Acknowledged.</p>")
+        Ok(_) => plain_page(
+            "已确认 / Acknowledged",
+            "<h1>已确认 ✓</h1><p>Acknowledged.</p>",
+        )
+        .into_response(),
+        Err(ApiError(code, msg)) => (
+            code,
+            plain_page("无法确认", &format!("<p>{}</p>", escape(&msg))),
+        )
             .into_response(),
-        Err(ApiError(code, msg)) => {
-            (code, plain_page("无法确认", &format!("<p>{}</p>", escape(&msg)))).into_response()
-        }
     }
 }

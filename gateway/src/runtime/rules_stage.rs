@@ -59,7 +59,11 @@ pub async fn run(
                 devices.seen(&r.device_id, r.ts, r.values, r.flags);
                 engine.evaluate(&r, &mut out);
             }
-            Input::Status { device_id, online, at } => {
+            Input::Status {
+                device_id,
+                online,
+                at,
+            } => {
                 if online {
                     devices.set_online(&device_id, true);
                 } else {
@@ -75,7 +79,11 @@ pub async fn run(
 }
 
 /// Forwards signals and mirrors offline conditions into the device table.
-async fn apply(out: &mut Vec<Signal>, devices: &DeviceTable, signals: &mpsc::Sender<Signal>) -> bool {
+async fn apply(
+    out: &mut Vec<Signal>,
+    devices: &DeviceTable,
+    signals: &mpsc::Sender<Signal>,
+) -> bool {
     for s in out.drain(..) {
         if s.kind == AlarmKind::Offline {
             devices.set_online(&s.device_id, s.condition == Condition::Cleared);
