@@ -1,0 +1,13 @@
+//! firmware-sim: simulated smoke detectors and current-leak monitors that talk
+//! to gridwatch over MQTT exactly as field devices do (SPEC §1, §3).
+//!
+//! The pure parts (scenario expansion, load pacing, payloads, registry output)
+//! are apart from the I/O (`mqtt`, `run`) so they can be tested without a broker.
+
+pub mod duration;
+pub mod mqtt;
+pub mod payload;
+pub mod registry;
+pub mod run;
+pub mod scenario;
+pub mod schedule;
