@@ -277,6 +277,22 @@ async fn wait_until_names_what_it_waited_for() {
 }
 
 #[tokio::test]
+#[should_panic(expected = "last seen: 41 apples")]
+async fn wait_until_quotes_the_last_state_seen() {
+    let mut n = 0;
+    wait_until(
+        "42 apples",
+        Duration::from_millis(50),
+        Duration::from_millis(10),
+        || {
+            n = 41;
+            Err::<(), _>(format!("{n} apples"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn wait_until_returns_the_probe_value() {
     let mut n = 0;
     let got = wait_until("n reaches 3", WAIT, Duration::from_millis(1), || {

@@ -94,7 +94,8 @@ pub fn smoke_reading(smoke_db_m: f64) -> String {
 /// The one place that knows the scenario format, so a format change is a one-line fix.
 pub fn smoke_scenario(device_id: &str, smoke_db_m: f64) -> String {
     format!(
-        r#"# one smoke reading with the detector's own alarm flag
+        r#"name = "e2e: one smoke reading of {device_id}"
+
 [[step]]
 at = "0s"
 device = "{device_id}"

@@ -71,17 +71,7 @@ impl GatewayBuilder {
         let dir = temp_dir();
         let http_port = free_port();
         let mqtt_port = free_port();
-        for name in ["registry.toml", "rules.toml", "routing.toml"] {
-            std::fs::copy(compound::fixture_dir().join(name), dir.path().join(name))
-                .unwrap_or_else(|e| panic!("copy fixture {name}: {e}"));
-        }
-        for (name, content) in &self.fixture_overrides {
-            std::fs::write(dir.path().join(name), content)
-                .unwrap_or_else(|e| panic!("write fixture {name}: {e}"));
-        }
-        let config = dir.path().join("gateway.toml");
-        std::fs::write(&config, self.gateway_toml(http_port, mqtt_port))
-            .expect("write gateway.toml");
+        let config = self.write_config(dir.path(), http_port, mqtt_port);
         let mut gateway = Gateway {
             config,
             logs: dir.path().to_path_buf(),
@@ -97,6 +87,22 @@ impl GatewayBuilder {
         };
         gateway.spawn_and_wait_ready().await;
         gateway
+    }
+
+    /// Writes the fixture files and gateway.toml into `dir`; returns gateway.toml's path.
+    pub fn write_config(&self, dir: &Path, http_port: u16, mqtt_port: u16) -> PathBuf {
+        for name in ["registry.toml", "rules.toml", "routing.toml"] {
+            std::fs::copy(compound::fixture_dir().join(name), dir.join(name))
+                .unwrap_or_else(|e| panic!("copy fixture {name}: {e}"));
+        }
+        for (name, content) in &self.fixture_overrides {
+            std::fs::write(dir.join(name), content)
+                .unwrap_or_else(|e| panic!("write fixture {name}: {e}"));
+        }
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, self.gateway_toml(http_port, mqtt_port))
+            .expect("write gateway.toml");
+        config
     }
 
     /// The gateway.toml text for these ports.
@@ -361,4 +367,16 @@ impl Drop for Gateway {
             }
         }
     }
+}
+
+/// Runs `gridwatch check-config --config PATH` with extra environment variables; returns its output.
+pub fn check_config(config: &Path, env: &[(String, String)]) -> std::process::Output {
+    Command::new(gridwatch_bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run gridwatch check-config: {e}"))
 }

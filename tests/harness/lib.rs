@@ -18,7 +18,7 @@ pub mod smtp;
 
 pub use api::{parse_metric, Api};
 pub use bins::{firmware_sim_bin, gridwatch_bin, repo_root};
-pub use gateway::{Gateway, GatewayBuilder};
+pub use gateway::{check_config, Gateway, GatewayBuilder, DUTY_TOKEN};
 pub use http_sink::{HttpBehaviour, HttpSink, RecordedRequest};
 pub use mqtt::{firmware_sim_scenario, mosquitto_pub, MqttWatcher};
 pub use smtp::{SmtpBehaviour, SmtpMessage, SmtpSink};
@@ -52,25 +52,45 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("create a temp dir")
 }
 
-/// What a `wait_until` probe returns: `true`/`Some(x)` when the awaited thing happened.
+/// What a `wait_until` probe returns: `true`, `Some(x)` or `Ok(x)` once the
+/// awaited thing happened; an `Err(state)` says what was seen instead, and
+/// the last one is quoted if the wait times out.
 pub trait Ready {
     /// The value handed back once ready.
     type Output;
-    /// `Some` once ready.
-    fn ready(self) -> Option<Self::Output>;
+    /// `Ok` once ready, else what was seen (if the probe says).
+    fn ready(self) -> Result<Self::Output, Option<String>>;
 }
 
 impl Ready for bool {
     type Output = ();
-    fn ready(self) -> Option<()> {
-        self.then_some(())
+    fn ready(self) -> Result<(), Option<String>> {
+        if self {
+            Ok(())
+        } else {
+            Err(None)
+        }
     }
 }
 
 impl<T> Ready for Option<T> {
     type Output = T;
-    fn ready(self) -> Option<T> {
-        self
+    fn ready(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T> Ready for Result<T, String> {
+    type Output = T;
+    fn ready(self) -> Result<T, Option<String>> {
+        self.map_err(Some)
+    }
+}
+
+fn timed_out(what: &str, timeout: Duration, last: Option<String>) -> ! {
+    match last {
+        Some(seen) => panic!("timed out after {timeout:?} waiting for: {what}\nlast seen: {seen}"),
+        None => panic!("timed out after {timeout:?} waiting for: {what}"),
     }
 }
 
@@ -83,11 +103,12 @@ pub async fn wait_until<R: Ready>(
 ) -> R::Output {
     let start = Instant::now();
     loop {
-        if let Some(out) = probe().ready() {
-            return out;
-        }
+        let last = match probe().ready() {
+            Ok(out) => return out,
+            Err(last) => last,
+        };
         if start.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            timed_out(what, timeout, last);
         }
         tokio::time::sleep(poll).await;
     }
@@ -102,11 +123,12 @@ pub async fn wait_until_async<R: Ready, F: Future<Output = R>>(
 ) -> R::Output {
     let start = Instant::now();
     loop {
-        if let Some(out) = probe().await.ready() {
-            return out;
-        }
+        let last = match probe().await.ready() {
+            Ok(out) => return out,
+            Err(last) => last,
+        };
         if start.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting for: {what}");
+            timed_out(what, timeout, last);
         }
         tokio::time::sleep(poll).await;
     }
