@@ -112,10 +112,10 @@ pub async fn run_event_loop(
                 failures = 0;
                 connected.send_replace(true);
                 tracing::info!("connected to MQTT broker");
-                for t in ["sensors/+/reading", "sensors/+/status"] {
-                    if let Err(e) = client.try_subscribe(t, QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, topic = t, "cannot subscribe");
-                    }
+                // All of `sensors/#`, so that a device publishing on a wrong
+                // topic is counted (bad_topic) instead of silently unheard.
+                if let Err(e) = client.try_subscribe("sensors/#", QoS::AtLeastOnce) {
+                    tracing::error!(error = %e, "cannot subscribe");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -188,6 +188,10 @@ impl Handler {
 
     /// Validates one publish; `None` when it is refused (and counted).
     fn accept(&mut self, p: &Publish, now: EpochMs) -> Option<Input> {
+        if p.topic.ends_with("/command") {
+            // Our own downlink (linked sounders), seen because we listen on sensors/#.
+            return None;
+        }
         let Some((device_id, kind)) = payload::parse_topic(&p.topic) else {
             return self.refuse(&p.topic, RejectReason::BadTopic, now);
         };

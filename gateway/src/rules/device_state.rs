@@ -371,9 +371,22 @@ impl Slot {
         match kind {
             AlarmKind::Smoke => {
                 let analog = self.metric_verdict(kind);
+                // The detector's own decision; when it also reports an analog value,
+                // the message shows that value against our threshold (SPEC §5 example).
+                let analog_threshold = analog.value.and_then(|_| {
+                    self.rules
+                        .metrics
+                        .iter()
+                        .find(|m| m.metric == Metric::SmokeDbM)
+                        .map(|m| m.levels.alarm)
+                });
                 let flag = self
                     .flag_hit(Flag::SmokeAlarm, Severity::Critical)
-                    .filter(|_| self.rules.smoke_flag);
+                    .filter(|_| self.rules.smoke_flag)
+                    .map(|h| Hit {
+                        threshold: h.threshold.or(analog_threshold),
+                        ..h
+                    });
                 Verdict {
                     hit: strongest([flag, analog.hit]),
                     ..analog

@@ -165,7 +165,9 @@ impl RuleEngine {
             ts: reading.ts,
             received: reading.received,
         };
-        slot.seen(reading.ts);
+        // Liveness runs on the gateway's clock (receive time): a device whose own clock
+        // lags must not look silent. Replay sets `received = ts`, so it behaves the same.
+        slot.seen(reading.received);
         slot.set_offline(None, &at, out);
         if reading.flags.has(Flag::Test) {
             return;

@@ -6,8 +6,8 @@
 use super::devices::DeviceTable;
 use crate::config::Config;
 use crate::ingest::Input;
-use crate::model::{now_ms, AlarmKind, Condition, Flag};
-use crate::rules::{RuleEngine, Signal};
+use crate::model::{now_ms, AlarmKind, Condition, Flag, Metric, Reading};
+use crate::rules::{RuleEngine, Signal, SignalCause};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -58,6 +58,7 @@ pub async fn run(
                 }
                 devices.seen(&r.device_id, r.ts, r.values, r.flags);
                 engine.evaluate(&r, &mut out);
+                repeat_updates(&engine, &inputs.config, &r, &mut out);
             }
             Input::Status {
                 device_id,
@@ -75,6 +76,61 @@ pub async fn run(
         if !apply(&mut out, &devices, &signals).await {
             return;
         }
+    }
+}
+
+/// The metric whose value an alarm kind reports.
+fn metric_of(kind: AlarmKind) -> Option<Metric> {
+    match kind {
+        AlarmKind::Smoke => Some(Metric::SmokeDbM),
+        AlarmKind::ResidualCurrent => Some(Metric::ResidualCurrentMa),
+        AlarmKind::Temperature => Some(Metric::TemperatureC),
+        AlarmKind::LowBattery => Some(Metric::BatteryPct),
+        _ => None,
+    }
+}
+
+/// A reading of a device whose condition is already firing is a repeat: the
+/// rules emit nothing (no transition), but the open alarm's value and peak must
+/// follow it (SPEC §8), so the stage forwards it as a same-severity signal.
+/// Only firing devices pay for this; the common path is one map lookup.
+fn repeat_updates(
+    engine: &RuleEngine,
+    config: &watch::Receiver<Arc<Config>>,
+    r: &Reading,
+    out: &mut Vec<Signal>,
+) {
+    let firing = engine.firing(&r.device_id);
+    if firing.is_empty() {
+        return;
+    }
+    let cfg = config.borrow().clone();
+    for (kind, severity) in firing {
+        if out
+            .iter()
+            .any(|s| s.kind == kind && s.device_id == r.device_id)
+        {
+            continue;
+        }
+        let Some(value) = metric_of(kind).and_then(|m| r.values.get(m)) else {
+            continue;
+        };
+        let Some(dev) = cfg.device(&r.device_id) else {
+            continue;
+        };
+        out.push(Signal {
+            device_id: r.device_id.clone(),
+            household_id: dev.household.clone(),
+            kind,
+            severity,
+            condition: Condition::Firing,
+            value: Some(value),
+            threshold: None,
+            unit: metric_of(kind).map_or("", Metric::unit),
+            cause: SignalCause::Threshold,
+            ts: r.ts,
+            received: r.received,
+        });
     }
 }
 
