@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod notification;
+pub mod replay;
 pub mod rules;
 pub mod runtime;
 pub mod store;

@@ -213,6 +213,32 @@ impl Config {
         }
     }
 
+    /// Reads another rules file (e.g. a proposed change for `replay --against`),
+    /// with the same checks as at load, against this config's registry.
+    pub fn load_rules(&self, path: &Path) -> Result<Rules, ConfigErrors> {
+        let env = |name: &str| std::env::var(name).ok();
+        let mut rep = Report::default();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: format!("cannot read rules: {e}"),
+            }])
+        })?;
+        let src = Source::new(path, text, &mut rep.errors);
+        let rules: Option<Rules> =
+            src.deserialize(&env, &[entry::<Override>("override")], &mut rep.errors);
+        if let Some(r) = &rules {
+            check::rules(&src, r, Some(&self.registry), &mut rep);
+        }
+        sort(&mut rep.errors);
+        match rules {
+            Some(r) if rep.errors.is_empty() => Ok(r),
+            _ => Err(ConfigErrors(rep.errors)),
+        }
+    }
+
     fn assemble(
         gateway: GatewayFile,
         registry: Registry,
