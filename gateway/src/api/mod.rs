@@ -35,6 +35,8 @@ pub struct ApiState {
     pub broker_connected: watch::Receiver<bool>,
     /// Epoch ms of the rules stage's last clock tick.
     pub rules_alive: Arc<AtomicI64>,
+    /// Where a reload publishes the new config (every stage watches it).
+    pub reload: Arc<watch::Sender<Arc<Config>>>,
 }
 
 /// The router.
@@ -49,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/:id/resolve", post(resolve))
         .route("/api/v1/alarms/:id/verify", post(verify))
         .route("/api/v1/devices", get(devices))
+        .route("/api/v1/reload", post(reload))
         .route("/ack/:token", get(ack_page).post(ack_link))
         .with_state(state)
 }
@@ -322,6 +325,42 @@ async fn devices(_c: Caller, State(s): State<ApiState>) -> Json<serde_json::Valu
         })
         .collect();
     Json(json!({ "devices": list }))
+}
+
+/// Re-reads the config from disk: a bad one is refused with all its errors and
+/// the running one stays. Registry, rules and routing change at once (rule
+/// state of devices that still exist is kept); listeners, storage and
+/// channel settings are read at start only.
+async fn reload(c: Caller, State(s): State<ApiState>) -> Response {
+    if c.role != ApiRole::Operator {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "reload needs an operator token".into(),
+        )
+        .into_response();
+    }
+    let reload = s.reload.clone();
+    let loaded = tokio::task::spawn_blocking(move || crate::runtime::reload(&reload)).await;
+    match loaded {
+        Ok(Ok(cfg)) => {
+            let warnings: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();
+            tracing::info!(by = %c.name, "config reloaded over the API");
+            Json(json!({ "reloaded": true, "summary": cfg.summary(), "warnings": warnings }))
+                .into_response()
+        }
+        Ok(Err(errors)) => {
+            let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+            tracing::warn!(by = %c.name, errors = list.len(), "config reload over the API refused");
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(
+                    json!({ "error": "config refused; the running config stays", "errors": list }),
+                ),
+            )
+                .into_response()
+        }
+        Err(e) => internal(e).into_response(),
+    }
 }
 
 fn plain_page(title: &str, body: &str) -> Html<String> {

@@ -76,6 +76,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .unwrap_or_else(default_event_topic);
     let http_listen = config.gateway.http.listen.clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let config_tx = Arc::new(config_tx);
 
     // MQTT source.
     let (client, event_loop) = mqtt::client(&endpoint, &format!("gridwatch-{}", site.id));
@@ -144,6 +145,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         signer,
         broker_connected: connected_rx,
         rules_alive,
+        reload: config_tx.clone(),
     };
     let listener = tokio::net::TcpListener::bind(&http_listen)
         .await
@@ -170,7 +172,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is
 /// refused with its errors and the running one stays).
-async fn wait_for_shutdown(config_tx: watch::Sender<Arc<Config>>) {
+async fn wait_for_shutdown(config_tx: Arc<watch::Sender<Arc<Config>>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -185,23 +187,32 @@ async fn wait_for_shutdown(config_tx: watch::Sender<Arc<Config>>) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload(&config_tx),
+            _ = hup.recv() => {
+                let _ = reload(&config_tx);
+            }
         }
     }
 }
 
-/// Re-reads the config from the path it was loaded from.
-pub fn reload(config_tx: &watch::Sender<Arc<Config>>) {
+/// Re-reads the config from the path it was loaded from and publishes it to
+/// every stage; a config with errors is refused and the running one stays.
+/// SIGHUP and `POST /api/v1/reload` both come here.
+pub fn reload(
+    config_tx: &watch::Sender<Arc<Config>>,
+) -> Result<Arc<Config>, crate::config::ConfigErrors> {
     let path: PathBuf = config_tx.borrow().path.clone();
     match Config::load(&path) {
         Ok(cfg) => {
-            config_tx.send_replace(Arc::new(cfg));
+            let cfg = Arc::new(cfg);
+            config_tx.send_replace(cfg.clone());
             tracing::info!(path = %path.display(), "config reloaded");
+            Ok(cfg)
         }
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(error = %e, "config reload refused; the running config stays");
             }
+            Err(errors)
         }
     }
 }
