@@ -343,17 +343,24 @@ pub enum ChannelKind {
     Email,
     Webhook,
     Console,
+    /// Alarm events on the local broker (`gridwatch/{site}/alarms/{id}`).
     Mqtt,
+    /// A `sound` command to a detector (linked alarm, 联动).
+    Sounder,
+    /// Alarm events forwarded to the district/city broker, in order.
+    Upstream,
 }
 
 impl ChannelKind {
     /// All channel kinds.
-    pub const ALL: [ChannelKind; 5] = [
+    pub const ALL: [ChannelKind; 7] = [
         ChannelKind::Sms,
         ChannelKind::Email,
         ChannelKind::Webhook,
         ChannelKind::Console,
         ChannelKind::Mqtt,
+        ChannelKind::Sounder,
+        ChannelKind::Upstream,
     ];
 
     /// Wire and config name, and the `channel` metric label.
@@ -364,12 +371,22 @@ impl ChannelKind {
             ChannelKind::Webhook => "webhook",
             ChannelKind::Console => "console",
             ChannelKind::Mqtt => "mqtt",
+            ChannelKind::Sounder => "sounder",
+            ChannelKind::Upstream => "upstream",
         }
     }
 
     /// Parses a config name.
     pub fn parse(s: &str) -> Option<ChannelKind> {
         ChannelKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Channels to systems and devices rather than to a person.
+    pub fn is_machine(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream
+        )
     }
 }
 

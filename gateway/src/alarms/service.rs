@@ -6,7 +6,9 @@
 use super::book::{ActionError, AlarmBook, Place, Transition};
 use crate::ack_link::AckSigner;
 use crate::config::Config;
-use crate::dispatch::{notifications, recipients_for_event, Availability, EventInput, Outgoing};
+use crate::dispatch::{
+    notifications, recipients_for_event, sounder_commands, Availability, EventInput, Outgoing,
+};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, EpochMs, EventKind, Role};
 use crate::rules::Signal;
@@ -310,7 +312,10 @@ impl AlarmsStage {
             at: now,
             actor: h.actor.clone(),
         };
-        let ns = notifications(cfg, &self.signer, &input, &planned);
+        let mut ns = notifications(cfg, &self.signer, &input, &planned);
+        if h.t.event == EventKind::Raised {
+            ns.extend(sounder_commands(cfg, alarm, now));
+        }
         if matches!(h.t.event, EventKind::Raised | EventKind::Escalated) {
             let mut roles: Vec<_> = planned.iter().map(|p| p.recipient.role).collect();
             roles.dedup();

@@ -574,6 +574,41 @@ pub struct Routing {
     pub roles: BTreeMap<Role, Vec<ChannelKind>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub linkage: Linkage,
+}
+
+/// `[linkage]`: linked sounders (联动). On a smoke or fire alarm of these
+/// severities, the other detectors of the household (and of the neighbour
+/// households) are told to sound, so a deaf or sleeping neighbour wakes too.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Linkage {
+    #[serde(default = "default_sound_on")]
+    pub sound_on: Vec<Severity>,
+    /// How long the detectors sound.
+    #[serde(default = "default_sound_secs")]
+    pub secs: u32,
+    /// Also the neighbour households' detectors.
+    #[serde(default = "yes")]
+    pub neighbours: bool,
+}
+
+impl Default for Linkage {
+    fn default() -> Self {
+        Linkage {
+            sound_on: default_sound_on(),
+            secs: default_sound_secs(),
+            neighbours: true,
+        }
+    }
+}
+
+fn default_sound_on() -> Vec<Severity> {
+    vec![Severity::Critical]
+}
+fn default_sound_secs() -> u32 {
+    120
 }
 
 /// `[[route]]`: which roles hear of which kinds and severities.

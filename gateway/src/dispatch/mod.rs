@@ -5,12 +5,16 @@
 
 pub mod plan;
 pub mod sender;
+pub mod upstream;
 
 use crate::model::{ChannelKind, EpochMs, EventKind, Recipient};
 use crate::notification::Notification;
 use serde::{Deserialize, Serialize};
 
-pub use plan::{notifications, recipients_for_event, route_recipients, Availability, EventInput};
+pub use plan::{
+    notifications, recipients_for_event, route_recipients, sounder_commands, Availability,
+    EventInput,
+};
 pub use sender::{EventPublisher, Sender};
 
 /// An outbox entry: the notification and the channels to fall back to.

@@ -7,7 +7,8 @@
 use crate::ack_link::{AckClaims, AckSigner, LINK_TTL_MS};
 use crate::alarms::{Alarm, Planned};
 use crate::config::Config;
-use crate::model::{ChannelKind, EpochMs, EventKind, Recipient, Role};
+use crate::config::DeviceKind;
+use crate::model::{AlarmKind, ChannelKind, EpochMs, EventKind, Recipient, Role};
 use crate::notification::{MessageContext, Notification};
 
 /// Whether a channel is usable (configured), asked per channel and webhook name.
@@ -38,7 +39,7 @@ impl Reach<'_> {
             ChannelKind::Email => self.email,
             ChannelKind::Webhook => self.webhook,
             ChannelKind::Console => Some(self.name),
-            ChannelKind::Mqtt => None,
+            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => None,
         }
     }
 }
@@ -268,18 +269,64 @@ pub fn notifications(
         .collect();
     let mut ctx = context;
     ctx.others_notified = planned.iter().map(|o| o.recipient.name.clone()).collect();
-    out.push(Notification {
-        delivery_id: ulid::Ulid::new().to_string(),
-        event: input.event,
-        alarm: view,
-        recipient: broker_recipient(),
-        channel: ChannelKind::Mqtt,
-        address: String::new(),
-        ack_url: format!("{base_url}/"),
-        context: ctx,
-        created: input.at,
-    });
+    let machines: &[ChannelKind] = if cfg.gateway.upstream.is_some() {
+        &[ChannelKind::Mqtt, ChannelKind::Upstream]
+    } else {
+        &[ChannelKind::Mqtt]
+    };
+    for &channel in machines {
+        out.push(Notification {
+            delivery_id: ulid::Ulid::new().to_string(),
+            event: input.event,
+            alarm: view.clone(),
+            recipient: broker_recipient(),
+            channel,
+            address: String::new(),
+            ack_url: format!("{base_url}/"),
+            context: ctx.clone(),
+            created: input.at,
+        });
+    }
     out
+}
+
+/// Linked sounders (联动): on a raised smoke or fire alarm of a severity in
+/// `[linkage] sound_on`, a `sound` command to every other smoke-capable
+/// detector of the household and, when configured, of the neighbour homes.
+/// Each command is an outbox entry like any notification, so it survives a crash.
+pub fn sounder_commands(cfg: &Config, alarm: &Alarm, at: EpochMs) -> Vec<Notification> {
+    let link = &cfg.routing.linkage;
+    let smoke_like = matches!(alarm.kind, AlarmKind::Smoke | AlarmKind::FireConfirmed);
+    if !smoke_like || !link.sound_on.contains(&alarm.severity) {
+        return Vec::new();
+    }
+    let mut homes: Vec<&str> = vec![alarm.household_id.as_str()];
+    if link.neighbours {
+        if let Some(h) = cfg.household(&alarm.household_id) {
+            homes.extend(h.neighbours.iter().map(String::as_str));
+        }
+    }
+    let view = alarm.view();
+    cfg.registry
+        .devices
+        .iter()
+        .filter(|d| {
+            homes.contains(&d.household.as_str())
+                && matches!(d.kind, DeviceKind::Smoke | DeviceKind::Combo)
+                && d.id != alarm.device_id
+        })
+        .map(|d| Notification {
+            delivery_id: ulid::Ulid::new().to_string(),
+            event: EventKind::Raised,
+            alarm: view.clone(),
+            recipient: broker_recipient(),
+            channel: ChannelKind::Sounder,
+            address: d.id.clone(),
+            ack_url: String::new(),
+            context: MessageContext::default(),
+            created: at,
+        })
+        .collect()
 }
 
 /// The pseudo-recipient of broker events (the district platform listens there).

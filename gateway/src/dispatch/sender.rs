@@ -26,16 +26,45 @@ pub struct EventPublisher {
     client: AsyncClient,
     topic: String,
     site: String,
+    sound_secs: u32,
 }
 
 impl EventPublisher {
     /// `topic` may hold `{site}` and `{alarm_id}`.
-    pub fn new(client: AsyncClient, topic: String, site: String) -> EventPublisher {
+    pub fn new(
+        client: AsyncClient,
+        topic: String,
+        site: String,
+        sound_secs: u32,
+    ) -> EventPublisher {
         EventPublisher {
             client,
             topic,
             site,
+            sound_secs,
         }
+    }
+
+    /// Tells one detector to sound (SPEC §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
+    pub async fn sound(&self, n: &Notification) -> Result<(), SendError> {
+        let body = serde_json::json!({
+            "cmd": "sound",
+            "alarm_id": n.alarm.id,
+            "secs": self.sound_secs,
+            "delivery_id": n.delivery_id,
+        });
+        self.client
+            .publish(
+                format!("sensors/{}/command", n.address),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .await
+            .map_err(|e| SendError {
+                retryable: true,
+                reason: format!("mqtt publish: {e}"),
+            })
     }
 
     /// The topic of one alarm's events.
@@ -78,6 +107,8 @@ pub struct Sender {
     store: Store,
     metrics: Arc<Metrics>,
     limit: Arc<Semaphore>,
+    /// Wakes the in-order upstream forwarder, when `[upstream]` is configured.
+    upstream: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Sender {
@@ -87,6 +118,7 @@ impl Sender {
         events: EventPublisher,
         store: Store,
         metrics: Arc<Metrics>,
+        upstream: Option<Arc<tokio::sync::Notify>>,
     ) -> Sender {
         Sender {
             channels,
@@ -94,6 +126,7 @@ impl Sender {
             store,
             metrics,
             limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            upstream,
         }
     }
 
@@ -110,6 +143,16 @@ impl Sender {
 
     async fn spawn_all(&self, batch: Vec<Pending>) {
         for p in batch {
+            if p.item.notification.channel == ChannelKind::Upstream {
+                // In order, one at a time: the forwarder reads these from the store.
+                match &self.upstream {
+                    Some(wake) => wake.notify_one(),
+                    None => tracing::warn!(
+                        "upstream event in the outbox but no [upstream] configured; kept for when it is"
+                    ),
+                }
+                continue;
+            }
             let Ok(permit) = self.limit.clone().acquire_owned().await else {
                 return;
             };
@@ -127,6 +170,7 @@ impl Sender {
     async fn send_once(&self, n: &Notification) -> Result<(), SendError> {
         match n.channel {
             ChannelKind::Mqtt => self.events.publish(n).await,
+            ChannelKind::Sounder => self.events.sound(n).await,
             _ => self.channels.send(n).await,
         }
     }
@@ -138,7 +182,7 @@ impl Sender {
             notification: mut n,
             mut fallbacks,
         } = item;
-        let role = (n.channel != ChannelKind::Mqtt).then_some(n.recipient.role);
+        let role = (!n.channel.is_machine()).then_some(n.recipient.role);
         let mut record = DeliveryRecord::pending(&n);
         let mut tries_here = 0u32;
         loop {

@@ -10,6 +10,7 @@ use crate::alarms::AlarmsStage;
 use crate::api::{self, ApiState};
 use crate::channels::Channels;
 use crate::config::{default_event_topic, Config};
+use crate::dispatch::upstream::{Upstream, UpstreamTarget};
 use crate::dispatch::{EventPublisher, Sender};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
@@ -129,8 +130,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         send_tx,
     )?;
     tokio::spawn(stage.run(sig_rx, cmd_rx));
-    let publisher = EventPublisher::new(client.clone(), events_topic, site.id.clone());
-    let sender = Sender::new(channels, publisher, store.clone(), metrics.clone());
+    let sound_secs = config_rx.borrow().routing.linkage.secs;
+    let publisher = EventPublisher::new(client.clone(), events_topic, site.id.clone(), sound_secs);
+    let upstream_tx = match &config_rx.borrow().gateway.upstream {
+        Some(up) => {
+            let target = UpstreamTarget::new(&up.url, up.topic.as_deref(), &site.id)?;
+            let wake = Arc::new(tokio::sync::Notify::new());
+            tokio::spawn(Upstream::new(target, store.clone(), metrics.clone()).run(wake.clone()));
+            Some(wake)
+        }
+        None => None,
+    };
+    let sender = Sender::new(
+        channels,
+        publisher,
+        store.clone(),
+        metrics.clone(),
+        upstream_tx,
+    );
     let pending = store.pending()?;
     metrics.outbox_pending.set(pending.len() as i64);
     tokio::spawn(sender.run(pending, send_rx));
