@@ -166,7 +166,7 @@ async fn events_are_forwarded_in_order_across_an_upstream_outage() {
 
     // It comes back: everything arrives, in the order it happened.
     broker.spawn();
-    let want = vec![
+    let want = [
         (SMOKE_KITCHEN.to_string(), "alarm.raised".to_string()),
         ("smk-3-2-501-b".to_string(), "alarm.raised".to_string()),
         (SMOKE_KITCHEN.to_string(), "alarm.acked".to_string()),
