@@ -237,7 +237,13 @@ async fn escalation_per_role_acks_and_the_closed_loop() {
         "no reminder after resolve"
     );
 
-    // The condition fires again within 10 min: the same alarm reopens.
+    // The detector clears, then fires again within 10 min: the same alarm reopens.
+    let clear = json!({"values": {"smoke_db_m": 0.01}}).to_string();
+    mosquitto_pub(gw.mqtt_port(), &reading_topic(SMOKE_KITCHEN), clear).await;
+    wait_until_async("the condition cleared", WAIT, POLL, || async {
+        (api.alarm(&id).await["condition"] == "cleared").then_some(())
+    })
+    .await;
     smoke(&gw).await;
     wait_until_async("the verified alarm reopened", WAIT, POLL, || async {
         let a = api.alarm(&id).await;

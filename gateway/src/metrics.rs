@@ -89,6 +89,7 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub upstream_pending: IntGauge,
     pub store_recovered_total: IntCounter,
+    pub notifications_suppressed_total: IntCounterVec,
 }
 
 /// Buckets from 0.5 ms to 10 s: the dispatch path is measured in milliseconds.
@@ -187,6 +188,14 @@ impl Metrics {
                 "Times the store could not be opened and was moved aside",
             )
             .expect("static metric"),
+            notifications_suppressed_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_notifications_suppressed_total",
+                    "Notifications held back by the per-recipient rate limit",
+                ),
+                &["channel", "role"],
+            )
+            .expect("static metric"),
             registry,
         };
         m.register_all();
@@ -210,6 +219,7 @@ impl Metrics {
             Box::new(self.outbox_pending.clone()),
             Box::new(self.upstream_pending.clone()),
             Box::new(self.store_recovered_total.clone()),
+            Box::new(self.notifications_suppressed_total.clone()),
         ];
         for c in all {
             // Names are static and unique: registering cannot fail.

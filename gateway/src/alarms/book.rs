@@ -111,14 +111,19 @@ impl AlarmBook {
             Condition::Cleared => {
                 let id = existing?;
                 let a = self.alarms.get_mut(&id)?;
-                if a.condition == Condition::Cleared || a.state == AlarmState::Verified {
+                if a.condition == Condition::Cleared {
                     return None;
                 }
                 a.condition = Condition::Cleared;
                 a.updated_at = s.ts;
                 a.value = s.value.or(a.value);
                 a.timeline.push(TimelineEntry::new(s.ts, "cleared"));
+                let closed = a.state == AlarmState::Verified;
                 self.mark(&id);
+                if closed {
+                    // Tracked (a later episode may reopen it), but nobody needs telling.
+                    return None;
+                }
                 Some(Transition {
                     alarm_id: id,
                     event: EventKind::Cleared,
@@ -160,6 +165,12 @@ impl AlarmBook {
             }))
         };
         let started = a.condition == Condition::Cleared;
+        if !a.state.is_open() && !started {
+            // The same firing episode goes on after a person resolved it: keep
+            // the record current, but only a new episode reopens.
+            update_reading(a, s);
+            return Some(None);
+        }
         match a.state {
             AlarmState::Verified => {
                 let verified_at = a.verification.as_ref().map_or(a.updated_at, |v| v.at);
@@ -627,6 +638,12 @@ mod tests {
             .unwrap();
         b.verify("a1", "c-li", None, 5).unwrap();
         assert!(b.resolve("a1", "c-wang", Cause::Cooking, None, 6).is_err());
+        // the same episode going on does not reopen; a new one (cleared, then firing) does
+        let going_on = sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 6);
+        assert_eq!(apply(&mut b, &going_on, &mut n), None);
+        assert_eq!(b.get("a1").unwrap().state, AlarmState::Verified);
+        let cleared = sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 7);
+        apply(&mut b, &cleared, &mut n);
         // fires again within 10 min → the same alarm reopens
         let t = apply(
             &mut b,
@@ -645,6 +662,8 @@ mod tests {
         // after the window a new alarm opens
         b.resolve("a1", "c-wang", Cause::Cooking, None, 10).unwrap();
         b.verify("a1", "c-li", None, 11).unwrap();
+        let cleared = sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 12);
+        apply(&mut b, &cleared, &mut n);
         let t = apply(
             &mut b,
             &sig(

@@ -53,6 +53,7 @@ pub struct AlarmsStage {
     channels: Arc<dyn Availability + Send + Sync>,
     metrics: Arc<Metrics>,
     to_sender: mpsc::Sender<Vec<Pending>>,
+    limiter: crate::dispatch::limit::Limiter,
 }
 
 /// A transition with what started it: the reading's receive time, and who acted.
@@ -82,6 +83,7 @@ impl AlarmsStage {
             channels,
             metrics,
             to_sender,
+            limiter: Default::default(),
         })
     }
 
@@ -304,8 +306,28 @@ impl AlarmsStage {
                 .with_label_values(&[alarm.kind.as_str(), alarm.severity.as_str()])
                 .inc();
         }
-        let planned =
+        let mut planned =
             recipients_for_event(cfg, alarm, h.t.event, &h.t.roles, self.channels.as_ref());
+        let first_raise =
+            h.t.event == EventKind::Raised && alarm.count <= 1 && alarm.acks.is_empty();
+        let mut suppressed = Vec::new();
+        planned.retain(|p| {
+            let exempt = crate::dispatch::limit::exempt(h.t.event, first_raise, p.channel);
+            let ok = self.limiter.allow(
+                &cfg.routing.rate_limit,
+                &p.recipient.contact_id,
+                now,
+                exempt,
+            );
+            if !ok {
+                suppressed.push(p.clone());
+            }
+            ok
+        });
+        let alarm = match self.book.get(&h.t.alarm_id) {
+            Some(a) => a,
+            None => return Vec::new(),
+        };
         let input = EventInput {
             alarm,
             event: h.t.event,
@@ -315,6 +337,9 @@ impl AlarmsStage {
         let mut ns = notifications(cfg, &self.signer, &input, &planned);
         if h.t.event == EventKind::Raised {
             ns.extend(sounder_commands(cfg, alarm, now));
+        }
+        if !suppressed.is_empty() {
+            self.note_suppressed(&h.t.alarm_id, h.t.event, &suppressed, now);
         }
         if matches!(h.t.event, EventKind::Raised | EventKind::Escalated) {
             let mut roles: Vec<_> = planned.iter().map(|p| p.recipient.role).collect();
@@ -339,6 +364,37 @@ impl AlarmsStage {
                 }
             })
             .collect()
+    }
+}
+
+impl AlarmsStage {
+    /// Counts and records held-back notifications so the duty board shows them.
+    fn note_suppressed(
+        &mut self,
+        id: &str,
+        event: EventKind,
+        who: &[crate::alarms::Planned],
+        now: EpochMs,
+    ) {
+        for p in who {
+            self.metrics
+                .notifications_suppressed_total
+                .with_label_values(&[p.channel.as_str(), p.recipient.role.as_str()])
+                .inc();
+            tracing::info!(alarm = %id, event = event.as_str(), contact = %p.recipient.contact_id, "notification held back by the rate limit");
+        }
+        if let Some(a) = self.book.get_mut(id) {
+            a.timeline.push(
+                crate::alarms::TimelineEntry::new(now, "suppressed").detail(format!(
+                    "{} to {} (rate limit)",
+                    event.as_str(),
+                    who.iter()
+                        .map(|p| p.recipient.contact_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )),
+            );
+        }
     }
 }
 

@@ -576,6 +576,26 @@ pub struct Routing {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub linkage: Linkage,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+/// `[rate_limit]`: at most `max` notifications per person per `per` (first
+/// alarms, escalations and all-clears always go out).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u32,
+    pub per: Dur,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            max: 6,
+            per: Dur::from_secs(600),
+        }
+    }
 }
 
 /// `[linkage]`: linked sounders (联动). On a smoke or fire alarm of these

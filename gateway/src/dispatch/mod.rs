@@ -3,6 +3,7 @@
 //! an entry is removed only after its channel accepted it, and every entry
 //! still there at start is sent again with the same `delivery_id`.
 
+pub mod limit;
 pub mod plan;
 pub mod sender;
 pub mod upstream;
