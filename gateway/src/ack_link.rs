@@ -1,6 +1,9 @@
-//! One-tap acknowledgement links: an HMAC-SHA256-signed token bound to one
-//! alarm, one recipient and one role, with an expiry. The key lives in the
-//! store, so links survive restarts and cannot be forged without the box.
+//! One-tap acknowledgement links. A link names one delivery (one event to one
+//! person in one role) and an expiry, signed with HMAC-SHA256 under a key kept
+//! in the store, so links survive restarts and cannot be forged without the
+//! box. It is short on purpose: `http://host:8080/ack/` plus 38 characters
+//! fits in a 140-character SMS after the essentials. The store maps the
+//! delivery to its alarm, person and role (`Store::link`).
 
 use crate::model::{EpochMs, Role};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,18 +14,25 @@ use sha2::Sha256;
 
 /// How long an ack link works.
 pub const LINK_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Bytes of the HMAC kept in the link: 64 bits against guessing a link that
+/// also names an existing delivery and expires within days.
+const MAC_LEN: usize = 8;
+/// delivery ULID (16) + expiry in minutes since the epoch (4).
+const PAYLOAD_LEN: usize = 20;
 
-/// What a link grants.
+/// What a verified link names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRef {
+    pub delivery_id: String,
+    pub expires: EpochMs,
+}
+
+/// What a link grants, once the store has resolved its delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckClaims {
-    #[serde(rename = "a")]
     pub alarm_id: String,
-    #[serde(rename = "c")]
     pub contact_id: String,
-    #[serde(rename = "r")]
     pub role: Role,
-    #[serde(rename = "e")]
-    pub expires: EpochMs,
 }
 
 /// Why a link was refused.
@@ -55,35 +65,42 @@ impl AckSigner {
         m
     }
 
-    /// `payload.signature`, both base64url.
-    pub fn sign(&self, claims: &AckClaims) -> String {
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let sig = self.mac(&payload).finalize().into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(sig)
-        )
+    /// The token of a link for `delivery_id` (a ULID) valid until `expires`.
+    pub fn sign(&self, delivery_id: &str, expires: EpochMs) -> String {
+        let id = ulid::Ulid::from_string(delivery_id).unwrap_or_default();
+        let minutes = u32::try_from(expires.div_euclid(60_000)).unwrap_or(u32::MAX);
+        let mut bytes = Vec::with_capacity(PAYLOAD_LEN + MAC_LEN);
+        bytes.extend_from_slice(&id.to_bytes());
+        bytes.extend_from_slice(&minutes.to_be_bytes());
+        let mac = self.mac(&bytes).finalize().into_bytes();
+        bytes.extend_from_slice(&mac[..MAC_LEN]);
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Checks signature (constant time) and expiry.
-    pub fn verify(&self, token: &str, now: EpochMs) -> Result<AckClaims, LinkError> {
-        let (p, s) = token.split_once('.').ok_or(LinkError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(p)
+    /// Checks the signature (constant time) and the expiry.
+    pub fn verify(&self, token: &str, now: EpochMs) -> Result<LinkRef, LinkError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
             .map_err(|_| LinkError::Malformed)?;
-        let sig = URL_SAFE_NO_PAD
-            .decode(s)
-            .map_err(|_| LinkError::Malformed)?;
-        self.mac(&payload)
-            .verify_slice(&sig)
+        if bytes.len() != PAYLOAD_LEN + MAC_LEN {
+            return Err(LinkError::Malformed);
+        }
+        let (payload, mac) = bytes.split_at(PAYLOAD_LEN);
+        self.mac(payload)
+            .verify_truncated_left(mac)
             .map_err(|_| LinkError::BadSignature)?;
-        let claims: AckClaims =
-            serde_json::from_slice(&payload).map_err(|_| LinkError::Malformed)?;
-        if now > claims.expires {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&payload[..16]);
+        let mut minutes = [0u8; 4];
+        minutes.copy_from_slice(&payload[16..]);
+        let expires = i64::from(u32::from_be_bytes(minutes)) * 60_000;
+        if now > expires {
             return Err(LinkError::Expired);
         }
-        Ok(claims)
+        Ok(LinkRef {
+            delivery_id: ulid::Ulid::from_bytes(id).to_string(),
+            expires,
+        })
     }
 }
 
@@ -91,31 +108,26 @@ impl AckSigner {
 mod tests {
     use super::*;
 
-    fn claims() -> AckClaims {
-        AckClaims {
-            alarm_id: "01A".into(),
-            contact_id: "c-wang".into(),
-            role: Role::GridWorker,
-            expires: 1000,
-        }
-    }
-
     #[test]
     fn round_trip_forgery_and_expiry() {
         let s = AckSigner::new(vec![7; 32]);
-        let t = s.sign(&claims());
-        assert_eq!(s.verify(&t, 999).unwrap(), claims());
-        assert_eq!(s.verify(&t, 1001), Err(LinkError::Expired));
+        let id = ulid::Ulid::new().to_string();
+        let expires = 1_800_000_000_000;
+        let t = s.sign(&id, expires);
+        assert_eq!(t.len(), 38, "short enough for an SMS: {t}");
+        let r = s.verify(&t, expires - 1).unwrap();
+        assert_eq!(r.delivery_id, id);
+        assert_eq!(s.verify(&t, expires + 60_001), Err(LinkError::Expired));
         let other = AckSigner::new(vec![8; 32]);
         assert_eq!(other.verify(&t, 0), Err(LinkError::BadSignature));
-        let mut forged = claims();
-        forged.alarm_id = "01B".into();
-        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-        let sig = t.split_once('.').unwrap().1;
+        // Another delivery id under the same signature is refused.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        bytes[3] ^= 1;
         assert_eq!(
-            s.verify(&format!("{forged_payload}.{sig}"), 0),
+            s.verify(&URL_SAFE_NO_PAD.encode(&bytes), 0),
             Err(LinkError::BadSignature)
         );
-        assert_eq!(s.verify("garbage", 0), Err(LinkError::Malformed));
+        assert_eq!(s.verify("garbage!", 0), Err(LinkError::Malformed));
+        assert_eq!(s.verify("", 0), Err(LinkError::Malformed));
     }
 }

@@ -379,26 +379,41 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Resolves an ack link to what it grants, or the page that says why not.
+fn link_claims(s: &ApiState, token: &str) -> Result<crate::ack_link::AckClaims, Response> {
+    let refuse = |code: StatusCode, why: &str| {
+        (
+            code,
+            plain_page(
+                "链接无效 / Invalid link",
+                &format!("<h1>链接无效 / Invalid link</h1><p>{}</p>", escape(why)),
+            ),
+        )
+            .into_response()
+    };
+    let link = s
+        .signer
+        .verify(token, now_ms())
+        .map_err(|e| refuse(StatusCode::FORBIDDEN, &e.to_string()))?;
+    match s.store.link(&link.delivery_id) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "unknown link")),
+        Err(e) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
 /// The GET only shows a confirm page: mail scanners follow links, people press buttons.
 async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
-    let claims = match s.signer.verify(&token, now_ms()) {
+    let claims = match link_claims(&s, &token) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::FORBIDDEN,
-                plain_page(
-                    "链接无效 / Invalid link",
-                    &format!("<h1>链接无效</h1><p>{e}</p>"),
-                ),
-            )
-                .into_response()
-        }
+        Err(page) => return page,
     };
+    let locale = s.config.borrow().gateway.site.locale;
     let what = match s.store.alarm(&claims.alarm_id) {
         Ok(Some(a)) => format!(
-            "{} {} — {} {}",
-            a.kind.as_str(),
-            a.severity.as_str(),
+            "{}{} — {} {}",
+            crate::channels::render::severity_label(locale, a.severity),
+            crate::channels::render::kind_label(locale, a.kind),
             escape(&a.address),
             escape(&a.location)
         ),
@@ -415,18 +430,9 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
 }
 
 async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
-    let claims = match s.signer.verify(&token, now_ms()) {
+    let claims = match link_claims(&s, &token) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::FORBIDDEN,
-                plain_page(
-                    "链接无效 / Invalid link",
-                    &format!("<h1>链接无效</h1><p>{e}</p>"),
-                ),
-            )
-                .into_response()
-        }
+        Err(page) => return page,
     };
     let res = ask(&s, |reply| Command::Ack {
         id: claims.alarm_id.clone(),

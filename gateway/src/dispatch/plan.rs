@@ -4,7 +4,7 @@
 //! neighbours), channels from `[roles]` in order of preference, limited by
 //! what is configured and what the person can be reached on.
 
-use crate::ack_link::{AckClaims, AckSigner, LINK_TTL_MS};
+use crate::ack_link::{AckSigner, LINK_TTL_MS};
 use crate::alarms::{Alarm, Planned};
 use crate::config::Config;
 use crate::config::DeviceKind;
@@ -242,12 +242,8 @@ pub fn notifications(
     let mut out: Vec<Notification> = planned
         .iter()
         .map(|p| {
-            let token = signer.sign(&AckClaims {
-                alarm_id: alarm.id.clone(),
-                contact_id: p.recipient.contact_id.clone(),
-                role: p.recipient.role,
-                expires: input.at + LINK_TTL_MS,
-            });
+            let delivery_id = ulid::Ulid::new().to_string();
+            let token = signer.sign(&delivery_id, input.at + LINK_TTL_MS);
             let mut ctx = context.clone();
             ctx.others_notified = planned
                 .iter()
@@ -255,7 +251,7 @@ pub fn notifications(
                 .map(|o| o.recipient.name.clone())
                 .collect();
             Notification {
-                delivery_id: ulid::Ulid::new().to_string(),
+                delivery_id,
                 event: input.event,
                 alarm: view.clone(),
                 recipient: p.recipient.clone(),

@@ -326,8 +326,9 @@ fn offline_by_heartbeat_counts_from_first_tick_and_recovers() {
         brief(&s),
         vec![(K::Offline, S::Warning, Cleared, C::Heartbeat)]
     );
-    assert!(r.tick(t0 + 701_000 - 1).is_empty());
-    assert_eq!(r.tick(t0 + 701_000).len(), 1);
+    // Liveness runs on receive time (`reading` receives 7 ms after `ts`).
+    assert!(r.tick(t0 + 701_007 - 1).is_empty());
+    assert_eq!(r.tick(t0 + 701_007).len(), 1);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! of its event are written in one transaction, so a crash never keeps one
 //! without the other.
 
+use crate::ack_link::AckClaims;
 use crate::alarms::Alarm;
 use crate::dispatch::{DeliveryRecord, Outgoing};
 use serde::de::DeserializeOwned;
@@ -65,6 +66,8 @@ pub struct Store {
     alarms: sled::Tree,
     outbox: sled::Tree,
     deliveries: sled::Tree,
+    /// delivery id → the alarm, person and role its ack link stands for.
+    links: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -117,6 +120,7 @@ impl Store {
             alarms: tree("alarms")?,
             outbox: tree("outbox")?,
             deliveries: tree("deliveries")?,
+            links: tree("links")?,
             meta: tree("meta")?,
             db,
         })
@@ -144,25 +148,41 @@ impl Store {
         for n in notifications {
             let key = self.db.generate_id().map_err(sled_err("generate id"))?;
             let delivery = DeliveryRecord::pending(&n.notification);
+            let link = (!n.notification.channel.is_machine())
+                .then(|| {
+                    serde_json::to_vec(&AckClaims {
+                        alarm_id: n.notification.alarm.id.clone(),
+                        contact_id: n.notification.recipient.contact_id.clone(),
+                        role: n.notification.recipient.role,
+                    })
+                })
+                .transpose()?;
             rows.push((
                 key.to_be_bytes(),
                 serde_json::to_vec(&n)?,
                 delivery.key(),
                 serde_json::to_vec(&delivery)?,
+                n.notification.delivery_id.clone().into_bytes(),
+                link,
             ));
             pending.push(Pending { key, item: n });
         }
-        let res: Result<(), TransactionError<()>> = (&self.alarms, &self.outbox, &self.deliveries)
-            .transaction(|(ta, to, td)| {
-                for (k, v) in &alarm_rows {
-                    ta.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v, dk, dv) in &rows {
-                    to.insert(k, v.as_slice())?;
-                    td.insert(dk.as_slice(), dv.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+        let res: Result<(), TransactionError<()>> =
+            (&self.alarms, &self.outbox, &self.deliveries, &self.links).transaction(
+                |(ta, to, td, tl)| {
+                    for (k, v) in &alarm_rows {
+                        ta.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v, dk, dv, lk, lv) in &rows {
+                        to.insert(k, v.as_slice())?;
+                        td.insert(dk.as_slice(), dv.as_slice())?;
+                        if let Some(lv) = lv {
+                            tl.insert(lk.as_slice(), lv.as_slice())?;
+                        }
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
         res.map_err(|e| match e {
             TransactionError::Storage(source) => StoreError::Sled {
                 op: "commit",
@@ -243,6 +263,14 @@ impl Store {
                 decode("deliveries", &k, &v)
             })
             .collect()
+    }
+
+    /// What an ack link's delivery stands for.
+    pub fn link(&self, delivery_id: &str) -> Result<Option<AckClaims>, StoreError> {
+        match self.links.get(delivery_id).map_err(sled_err("read link"))? {
+            Some(v) => decode("links", delivery_id.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A 32-byte secret generated on first use and kept (e.g. the ack-link HMAC key).
