@@ -379,34 +379,39 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Resolves an ack link to what it grants, or the page that says why not.
-fn link_claims(s: &ApiState, token: &str) -> Result<crate::ack_link::AckClaims, Response> {
-    let refuse = |code: StatusCode, why: &str| {
-        (
-            code,
-            plain_page(
-                "链接无效 / Invalid link",
-                &format!("<h1>链接无效 / Invalid link</h1><p>{}</p>", escape(why)),
-            ),
-        )
-            .into_response()
-    };
+/// Resolves an ack link to what it grants, or the status and reason to refuse it.
+fn link_claims(
+    s: &ApiState,
+    token: &str,
+) -> Result<crate::ack_link::AckClaims, (StatusCode, String)> {
     let link = s
         .signer
         .verify(token, now_ms())
-        .map_err(|e| refuse(StatusCode::FORBIDDEN, &e.to_string()))?;
+        .map_err(|e| (StatusCode::FORBIDDEN, e.to_string()))?;
     match s.store.link(&link.delivery_id) {
         Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(refuse(StatusCode::NOT_FOUND, "unknown link")),
-        Err(e) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+        Ok(None) => Err((StatusCode::NOT_FOUND, "unknown link".into())),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
+}
+
+/// The plain page for a refused link.
+fn refused((code, why): (StatusCode, String)) -> Response {
+    (
+        code,
+        plain_page(
+            "链接无效 / Invalid link",
+            &format!("<h1>链接无效 / Invalid link</h1><p>{}</p>", escape(&why)),
+        ),
+    )
+        .into_response()
 }
 
 /// The GET only shows a confirm page: mail scanners follow links, people press buttons.
 async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
     let claims = match link_claims(&s, &token) {
         Ok(c) => c,
-        Err(page) => return page,
+        Err(e) => return refused(e),
     };
     let locale = s.config.borrow().gateway.site.locale;
     let what = match s.store.alarm(&claims.alarm_id) {
@@ -432,7 +437,7 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
 async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
     let claims = match link_claims(&s, &token) {
         Ok(c) => c,
-        Err(page) => return page,
+        Err(e) => return refused(e),
     };
     let res = ask(&s, |reply| Command::Ack {
         id: claims.alarm_id.clone(),
