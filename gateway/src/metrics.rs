@@ -89,6 +89,14 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub upstream_pending: IntGauge,
     pub store_recovered_total: IntCounter,
+    /// Supervised stage tasks that panicked or ended (self-watch).
+    pub stage_failures_total: IntCounterVec,
+    /// 1 while a stage is healthy, 0 while not (refreshed on each scrape).
+    pub stage_healthy: IntGaugeVec,
+    /// Bytes the sled store takes on disk.
+    pub store_bytes: IntGauge,
+    /// Records removed by the retention sweep, by `what` (alarms, deliveries).
+    pub housekeeping_removed_total: IntCounterVec,
 }
 
 /// Buckets from 0.5 ms to 10 s: the dispatch path is measured in milliseconds.
@@ -187,6 +195,32 @@ impl Metrics {
                 "Times the store could not be opened and was moved aside",
             )
             .expect("static metric"),
+            stage_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_stage_failures_total",
+                    "Stage tasks that panicked or ended while the daemon ran",
+                ),
+                &["stage"],
+            )
+            .expect("static metric"),
+            stage_healthy: IntGaugeVec::new(
+                Opts::new(
+                    "gridwatch_stage_healthy",
+                    "1 while the stage is healthy (as /readyz reports it), else 0",
+                ),
+                &["stage"],
+            )
+            .expect("static metric"),
+            store_bytes: IntGauge::new("gridwatch_store_bytes", "Size of the store on disk")
+                .expect("static metric"),
+            housekeeping_removed_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_housekeeping_removed_total",
+                    "Records removed by the retention sweep",
+                ),
+                &["what"],
+            )
+            .expect("static metric"),
             registry,
         };
         m.register_all();
@@ -210,6 +244,10 @@ impl Metrics {
             Box::new(self.outbox_pending.clone()),
             Box::new(self.upstream_pending.clone()),
             Box::new(self.store_recovered_total.clone()),
+            Box::new(self.stage_failures_total.clone()),
+            Box::new(self.stage_healthy.clone()),
+            Box::new(self.store_bytes.clone()),
+            Box::new(self.housekeeping_removed_total.clone()),
         ];
         for c in all {
             // Names are static and unique: registering cannot fail.
@@ -230,6 +268,16 @@ impl Metrics {
         }
         for role in Role::ALL {
             self.time_to_ack_seconds.with_label_values(&[role.as_str()]);
+        }
+        for stage in crate::health::Stage::ALL {
+            self.stage_failures_total
+                .with_label_values(&[stage.as_str()]);
+            self.stage_healthy
+                .with_label_values(&[stage.as_str()])
+                .set(1);
+        }
+        for what in ["alarms", "deliveries"] {
+            self.housekeeping_removed_total.with_label_values(&[what]);
         }
         for k in [AlarmKind::Smoke, AlarmKind::FireConfirmed] {
             self.alarms_total

@@ -51,6 +51,7 @@ pub struct AlarmsStage {
     channels: Arc<dyn Availability + Send + Sync>,
     metrics: Arc<Metrics>,
     to_sender: mpsc::Sender<Vec<Pending>>,
+    health: crate::health::Health,
 }
 
 /// A transition with what started it: the reading's receive time, and who acted.
@@ -80,7 +81,14 @@ impl AlarmsStage {
             channels,
             metrics,
             to_sender,
+            health: crate::health::Health::new(),
         })
+    }
+
+    /// Reports the stage's clock ticks to `health` (self-watch).
+    pub fn with_health(mut self, health: crate::health::Health) -> AlarmsStage {
+        self.health = health;
+        self
     }
 
     /// Runs until both inputs close.
@@ -103,7 +111,10 @@ impl AlarmsStage {
                     buf.clear();
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd).await,
-                _ = clock.tick() => self.on_clock(now_ms()).await,
+                _ = clock.tick() => {
+                    self.health.beat(crate::health::Stage::Alarms).await;
+                    self.on_clock(now_ms()).await
+                }
             }
         }
     }
