@@ -276,6 +276,25 @@ impl Metrics {
                 .with_label_values(&[stage.as_str()])
                 .set(1);
         }
+        for channel in crate::model::ChannelKind::ALL {
+            for outcome in [Outcome::Sent, Outcome::Failed, Outcome::Retried] {
+                if channel == crate::model::ChannelKind::Mqtt {
+                    self.notifications_total.with_label_values(&[
+                        channel.as_str(),
+                        "none",
+                        outcome.as_str(),
+                    ]);
+                    continue;
+                }
+                for role in Role::ALL {
+                    self.notifications_total.with_label_values(&[
+                        channel.as_str(),
+                        role.as_str(),
+                        outcome.as_str(),
+                    ]);
+                }
+            }
+        }
         for what in ["alarms", "deliveries"] {
             self.housekeeping_removed_total.with_label_values(&[what]);
         }

@@ -48,6 +48,9 @@ impl Notifier {
 
 fn send(target: &str, msg: &str) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
+    // Never block the runtime on a full socket queue: a lost keep-alive is
+    // what the watchdog is for.
+    sock.set_nonblocking(true)?;
     if let Some(name) = target.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
@@ -71,7 +74,8 @@ pub fn watchdog_period() -> Option<Duration> {
 }
 
 /// Sends `WATCHDOG=1` every `period` while the report is ready; otherwise
-/// withholds it, says why in `STATUS=` and logs the reason once per change.
+/// withholds it, says why in `STATUS=` and logs the reason once per change
+/// of the set of unhealthy stages.
 pub async fn watchdog(
     notifier: Notifier,
     period: Duration,
@@ -80,24 +84,30 @@ pub async fn watchdog(
 ) {
     let mut clock = tokio::time::interval(period);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_problem = String::new();
+    let mut last_sick: Vec<super::Stage> = Vec::new();
     loop {
         clock.tick().await;
         probe(&health);
         let report = health.report(now_ms());
         if report.ready {
             notifier.notify("WATCHDOG=1");
-            if !last_problem.is_empty() {
+            if !last_sick.is_empty() {
                 tracing::info!("all stages healthy again; watchdog keep-alives resumed");
                 notifier.notify("STATUS=ready");
-                last_problem.clear();
+                last_sick.clear();
             }
         } else {
-            let problems = report.problems();
-            if problems != last_problem {
+            let sick: Vec<super::Stage> = report
+                .stages
+                .iter()
+                .filter(|s| s.problem.is_some())
+                .map(|s| s.stage)
+                .collect();
+            if sick != last_sick {
+                let problems = report.problems();
                 tracing::error!(problems = %problems, "stage unhealthy: withholding watchdog keep-alive, systemd will restart gridwatch");
                 notifier.notify(&format!("STATUS=unhealthy: {problems}"));
-                last_problem = problems;
+                last_sick = sick;
             }
         }
     }
