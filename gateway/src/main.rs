@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridwatch::config::Config;
-use std::io::IsTerminal;
+use gridwatch::logs::LogFormat;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -24,6 +24,39 @@ enum Cmd {
     Run {
         #[arg(long, default_value = "config/gateway.toml")]
         config: PathBuf,
+        /// Log line format: text for a terminal, json for journald/Loki.
+        #[arg(long, value_enum, default_value = "text", env = "GRIDWATCH_LOG_FORMAT")]
+        log_format: LogFormat,
+        /// Mount test-only hooks (POST /test/wedge/{stage}); for the test suite, never in production.
+        #[arg(long, hide = true)]
+        test_hooks: bool,
+    },
+    /// Write the whole store (alarms, outbox, deliveries, keys) to a JSON Lines file.
+    ///
+    /// With --token (or $GRIDWATCH_TOKEN, an operator token) it asks the running
+    /// daemon (POST /api/v1/backup); without, it reads the data directory
+    /// directly, which needs the daemon stopped.
+    Backup {
+        #[arg(long, default_value = "config/gateway.toml")]
+        config: PathBuf,
+        /// Where to write the backup (created with mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// Operator token: take the backup from the running daemon over HTTP.
+        #[arg(long, env = "GRIDWATCH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Base URL of the running daemon; default http://{[http] listen}.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Create a new data directory from a backup file (the daemon must not run on it).
+    Restore {
+        /// The backup file written by `gridwatch backup`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data directory (must be missing or empty); `[storage] path` of the new box.
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Validate the configuration: exit 0, or exit 1 with file:line errors.
     CheckConfig {
@@ -163,18 +196,6 @@ mod replay {
     }
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rumqttd logs every client disconnect as an error; broker health is
-        // watched through /readyz instead. RUST_LOG=rumqttd=info brings it back.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(cfg) => {
@@ -194,7 +215,7 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path) -> anyhow::Result<()> {
+fn run(path: &Path, opts: gridwatch::runtime::RunOptions) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     for w in &config.warnings {
         tracing::warn!("config: {w}");
@@ -204,8 +225,102 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .thread_name("gridwatch")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(gridwatch::runtime::run(config))?;
+    rt.block_on(gridwatch::runtime::run_with(config, opts))?;
     Ok(())
+}
+
+/// Creates `path` for writing with mode 0600: a backup holds phone numbers and keys.
+fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+fn backup(
+    config: &Path,
+    out: &Path,
+    token: Option<String>,
+    url: Option<String>,
+) -> anyhow::Result<()> {
+    let cfg = Config::load(config).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    match token {
+        Some(token) => {
+            let base = url.unwrap_or_else(|| format!("http://{}", cfg.gateway.http.listen));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let body = rt.block_on(async {
+                let resp = reqwest::Client::new()
+                    .post(format!("{}/api/v1/backup", base.trim_end_matches('/')))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach the daemon at {base}"))?;
+                let status = resp.status();
+                let body = resp.bytes().await.context("reading the backup")?;
+                if !status.is_success() {
+                    anyhow::bail!(
+                        "daemon refused the backup ({status}): {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                Ok(body)
+            })?;
+            let mut f = create_private(out)?;
+            std::io::Write::write_all(&mut f, &body).context("writing the backup")?;
+            f.sync_all().context("syncing the backup")?;
+            println!(
+                "backup from {base} written to {} ({} bytes)",
+                out.display(),
+                body.len()
+            );
+        }
+        None => {
+            let dir = cfg.data_dir();
+            let store = gridwatch::store::Store::open_existing(&dir).with_context(|| {
+                format!(
+                    "cannot open {} (is the daemon running? then pass --token with an operator token)",
+                    dir.display()
+                )
+            })?;
+            let f = create_private(out)?;
+            let mut w = std::io::BufWriter::new(f);
+            let counts = store.backup_to(&mut w).context("writing the backup")?;
+            let f = w.into_inner().context("flushing the backup")?;
+            f.sync_all().context("syncing the backup")?;
+            println!(
+                "backup of {} written to {}: {counts:?}",
+                dir.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn restore(from: &Path, data: &Path) -> anyhow::Result<()> {
+    let f = std::fs::File::open(from).with_context(|| format!("cannot open {}", from.display()))?;
+    let counts = gridwatch::store::Store::restore_from(std::io::BufReader::new(f), data)
+        .with_context(|| format!("restore into {} failed", data.display()))?;
+    println!("restored into {}: {counts:?}", data.display());
+    Ok(())
+}
+
+/// Prints an operator command's error and maps it to the exit code.
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridwatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -229,9 +344,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config } => {
-            init_logs();
-            match run(&config) {
+        Cmd::Backup {
+            config,
+            out,
+            token,
+            url,
+        } => exit(backup(&config, &out, token, url)),
+        Cmd::Restore { from, data } => exit(restore(&from, &data)),
+        Cmd::Run {
+            config,
+            log_format,
+            test_hooks,
+        } => {
+            gridwatch::logs::init(log_format);
+            match run(&config, gridwatch::runtime::RunOptions { test_hooks }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

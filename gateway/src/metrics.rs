@@ -90,6 +90,14 @@ pub struct Metrics {
     pub upstream_pending: IntGauge,
     pub store_recovered_total: IntCounter,
     pub notifications_suppressed_total: IntCounterVec,
+    /// Supervised stage tasks that panicked or ended (self-watch).
+    pub stage_failures_total: IntCounterVec,
+    /// 1 while a stage is healthy, 0 while not (refreshed on each scrape).
+    pub stage_healthy: IntGaugeVec,
+    /// Bytes the sled store takes on disk.
+    pub store_bytes: IntGauge,
+    /// Records removed by the retention sweep, by `what` (alarms, deliveries).
+    pub housekeeping_removed_total: IntCounterVec,
 }
 
 /// Buckets from 0.5 ms to 10 s: the dispatch path is measured in milliseconds.
@@ -196,6 +204,32 @@ impl Metrics {
                 &["channel", "role"],
             )
             .expect("static metric"),
+            stage_failures_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_stage_failures_total",
+                    "Stage tasks that panicked or ended while the daemon ran",
+                ),
+                &["stage"],
+            )
+            .expect("static metric"),
+            stage_healthy: IntGaugeVec::new(
+                Opts::new(
+                    "gridwatch_stage_healthy",
+                    "1 while the stage is healthy (as /readyz reports it), else 0",
+                ),
+                &["stage"],
+            )
+            .expect("static metric"),
+            store_bytes: IntGauge::new("gridwatch_store_bytes", "Size of the store on disk")
+                .expect("static metric"),
+            housekeeping_removed_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_housekeeping_removed_total",
+                    "Records removed by the retention sweep",
+                ),
+                &["what"],
+            )
+            .expect("static metric"),
             registry,
         };
         m.register_all();
@@ -220,6 +254,10 @@ impl Metrics {
             Box::new(self.upstream_pending.clone()),
             Box::new(self.store_recovered_total.clone()),
             Box::new(self.notifications_suppressed_total.clone()),
+            Box::new(self.stage_failures_total.clone()),
+            Box::new(self.stage_healthy.clone()),
+            Box::new(self.store_bytes.clone()),
+            Box::new(self.housekeeping_removed_total.clone()),
         ];
         for c in all {
             // Names are static and unique: registering cannot fail.
@@ -240,6 +278,35 @@ impl Metrics {
         }
         for role in Role::ALL {
             self.time_to_ack_seconds.with_label_values(&[role.as_str()]);
+        }
+        for stage in crate::health::Stage::ALL {
+            self.stage_failures_total
+                .with_label_values(&[stage.as_str()]);
+            self.stage_healthy
+                .with_label_values(&[stage.as_str()])
+                .set(1);
+        }
+        for channel in crate::model::ChannelKind::ALL {
+            for outcome in [Outcome::Sent, Outcome::Failed, Outcome::Retried] {
+                if channel == crate::model::ChannelKind::Mqtt {
+                    self.notifications_total.with_label_values(&[
+                        channel.as_str(),
+                        "none",
+                        outcome.as_str(),
+                    ]);
+                    continue;
+                }
+                for role in Role::ALL {
+                    self.notifications_total.with_label_values(&[
+                        channel.as_str(),
+                        role.as_str(),
+                        outcome.as_str(),
+                    ]);
+                }
+            }
+        }
+        for what in ["alarms", "deliveries"] {
+            self.housekeeping_removed_total.with_label_values(&[what]);
         }
         for k in [AlarmKind::Smoke, AlarmKind::FireConfirmed] {
             self.alarms_total

@@ -26,6 +26,9 @@ pub struct GatewayBuilder {
     max_payload: Option<usize>,
     extra_toml: String,
     fixture_overrides: Vec<(String, String)>,
+    run_args: Vec<String>,
+    run_env: Vec<(String, String)>,
+    storage_path: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -66,6 +69,24 @@ impl GatewayBuilder {
         self
     }
 
+    /// An extra argument to `gridwatch run` (e.g. `--test-hooks`, `--log-format`).
+    pub fn run_arg(mut self, arg: impl Into<String>) -> Self {
+        self.run_args.push(arg.into());
+        self
+    }
+
+    /// An environment variable for the gateway process (e.g. `NOTIFY_SOCKET`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.run_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// `[storage] path`: an existing data dir (e.g. a restored backup) instead of `data`.
+    pub fn storage_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.storage_path = Some(path.into());
+        self
+    }
+
     /// Writes the config dir, starts the gateway and waits for `/readyz`.
     pub async fn start(self) -> Gateway {
         let dir = temp_dir();
@@ -80,6 +101,8 @@ impl GatewayBuilder {
             mqtt_port,
             child: None,
             runs: 0,
+            run_args: self.run_args.clone(),
+            run_env: self.run_env.clone(),
             api: Api::new(
                 format!("http://127.0.0.1:{http_port}"),
                 DUTY_TOKEN.to_string(),
@@ -118,7 +141,7 @@ name = "{site_name}"
 locale = "zh-CN"
 
 [storage]
-path = "data"
+path = "{storage}"
 
 [mqtt]
 embedded = true
@@ -126,6 +149,10 @@ listen = "127.0.0.1:{mqtt_port}"
 "#,
             site = compound::SITE,
             site_name = compound::SITE_NAME,
+            storage = self
+                .storage_path
+                .as_ref()
+                .map_or("data".to_string(), |p| p.display().to_string()),
         );
         if let Some(bytes) = self.max_payload {
             let _ = writeln!(toml, "max_payload = {bytes}");
@@ -190,6 +217,8 @@ pub struct Gateway {
     mqtt_port: u16,
     child: Option<Child>,
     runs: u32,
+    run_args: Vec<String>,
+    run_env: Vec<(String, String)>,
     api: Api,
 }
 
@@ -308,8 +337,10 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(&self.config)
+            .args(&self.run_args)
             .current_dir(&self.logs)
             .env("RUST_LOG", rust_log)
+            .envs(self.run_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -54,6 +54,7 @@ pub struct AlarmsStage {
     metrics: Arc<Metrics>,
     to_sender: mpsc::Sender<Vec<Pending>>,
     limiter: crate::dispatch::limit::Limiter,
+    health: crate::health::Health,
 }
 
 /// A transition with what started it: the reading's receive time, and who acted.
@@ -84,7 +85,14 @@ impl AlarmsStage {
             metrics,
             to_sender,
             limiter: Default::default(),
+            health: crate::health::Health::new(),
         })
+    }
+
+    /// Reports the stage's clock ticks to `health` (self-watch).
+    pub fn with_health(mut self, health: crate::health::Health) -> AlarmsStage {
+        self.health = health;
+        self
     }
 
     /// Runs until both inputs close.
@@ -107,7 +115,10 @@ impl AlarmsStage {
                     buf.clear();
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd).await,
-                _ = clock.tick() => self.on_clock(now_ms()).await,
+                _ = clock.tick() => {
+                    self.health.beat(crate::health::Stage::Alarms).await;
+                    self.on_clock(now_ms()).await
+                }
             }
         }
     }

@@ -19,7 +19,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -33,15 +32,18 @@ pub struct ApiState {
     pub devices: DeviceTable,
     pub signer: AckSigner,
     pub broker_connected: watch::Receiver<bool>,
-    /// Epoch ms of the rules stage's last clock tick.
-    pub rules_alive: Arc<AtomicI64>,
     /// Where a reload publishes the new config (every stage watches it).
     pub reload: Arc<watch::Sender<Arc<Config>>>,
+    /// Self-watch: every stage's heartbeat, condition and failure.
+    pub health: crate::health::Health,
+    /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
+    pub test_hooks: bool,
 }
 
 /// The router.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let test_hooks = state.test_hooks;
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -53,7 +55,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/reload", post(reload))
         .route("/ack/:token", get(ack_page).post(ack_link))
-        .with_state(state)
+        .route("/api/v1/backup", post(backup));
+    let router = if test_hooks {
+        router.route("/test/wedge/:stage", post(wedge))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 /// A JSON error with its status (SPEC §6: `{"error":"…"}`).
@@ -81,26 +89,66 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// Every stage with `"ok"` or why not (SPEC §6: store, broker, rules, and
+/// the rest of the pipe); 503 while any is unhealthy.
 async fn readyz(State(s): State<ApiState>) -> Response {
-    let store_ok = s.store.alarm("readyz-probe").is_ok();
-    let broker_ok = *s.broker_connected.borrow();
-    let age = now_ms() - s.rules_alive.load(Ordering::Relaxed);
-    let rules_ok = age < 5_000;
-    let ready = store_ok && broker_ok && rules_ok;
-    let body = json!({
-        "ready": ready,
-        "stages": {
-            "store": if store_ok { "ok" } else { "unreadable" },
-            "broker": if broker_ok { "ok" } else { "not connected" },
-            "rules": if rules_ok { "ok".to_string() } else { format!("no tick for {age} ms") },
-        }
-    });
-    let code = if ready {
+    let report = health_report(&s);
+    let code = if report.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
+    (code, Json(report.to_json())).into_response()
+}
+
+/// Probes the store, then reads the health registry.
+fn health_report(s: &ApiState) -> crate::health::Report {
+    use crate::health::Stage;
+    s.health
+        .set(Stage::Store, crate::health::probe_store(&s.store));
+    let broker_ok = *s.broker_connected.borrow();
+    s.health.set(
+        Stage::Broker,
+        if broker_ok {
+            Ok(())
+        } else {
+            Err("not connected".into())
+        },
+    );
+    s.health.report(now_ms())
+}
+
+/// Test hook (only with `--test-hooks`): the stage's next heartbeat never returns.
+async fn wedge(
+    State(s): State<ApiState>,
+    Path(stage): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = crate::health::Stage::parse(&stage)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no stage {stage:?}")))?;
+    tracing::warn!(stage = st.as_str(), "test hook: wedging stage");
+    s.health.wedge(st);
+    Ok(Json(json!({ "wedged": st.as_str() })))
+}
+
+/// `POST /api/v1/backup` (operator): the whole store as JSON Lines, taken
+/// from the running daemon (see `store::backup`).
+async fn backup(c: Caller, State(s): State<ApiState>) -> Result<Response, ApiError> {
+    if c.role != ApiRole::Operator {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "backup needs an operator token".into(),
+        ));
+    }
+    let store = s.store.clone();
+    let dump = tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        store.backup_to(&mut buf).map(|_| buf)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    tracing::info!(by = %c.name, bytes = dump.len(), "backup taken over HTTP");
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], dump).into_response())
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
@@ -111,6 +159,15 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     s.metrics.devices.with_label_values(&["online"]).set(on);
     s.metrics.devices.with_label_values(&["offline"]).set(off);
     s.metrics.outbox_pending.set(s.store.pending_len() as i64);
+    for st in health_report(&s).stages {
+        s.metrics
+            .stage_healthy
+            .with_label_values(&[st.stage.as_str()])
+            .set(i64::from(st.problem.is_none()));
+    }
+    s.metrics
+        .store_bytes
+        .set(i64::try_from(s.store.size_on_disk()).unwrap_or(i64::MAX));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

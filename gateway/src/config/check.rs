@@ -52,6 +52,7 @@ pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut 
         rep.errors
             .push(src.error_at(&[K("storage"), K("path")], "storage path is empty"));
     }
+    housekeeping(src, gw, rep);
     mqtt(src, &gw.mqtt, rep);
     http(src, &gw.http, env, rep);
     channels(src, &gw.channels, rep);
@@ -67,6 +68,35 @@ pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut 
             ));
         }
         secret_url(src, &path, rep);
+    }
+}
+
+/// Shortest retention: a verified alarm may reopen within 10 min (SPEC §8),
+/// and operators look back over at least a day of closed alarms.
+const MIN_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `[storage] retention` and `[selfwatch]`.
+fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
+    if gw.storage.retention.std() < MIN_RETENTION {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("retention")],
+            format!(
+                "storage retention = \"{}\" is under 1 day: closed alarms would vanish before anyone can look back at them",
+                gw.storage.retention
+            ),
+        ));
+    }
+    if gw.selfwatch.heartbeat.std() < std::time::Duration::from_secs(1) {
+        rep.errors.push(src.error_at(
+            &[K("selfwatch"), K("heartbeat")],
+            "selfwatch heartbeat must be at least 1s",
+        ));
+    }
+    if gw.selfwatch.topic.contains(['+', '#']) {
+        rep.errors.push(src.error_at(
+            &[K("selfwatch"), K("topic")],
+            "selfwatch topic must not contain MQTT wildcards (+ or #)",
+        ));
     }
 }
 

@@ -27,6 +27,8 @@ pub struct GatewayFile {
     pub channels: ChannelsConfig,
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    pub selfwatch: SelfwatchConfig,
 }
 
 /// `[site]`.
@@ -55,14 +57,54 @@ pub enum Locale {
 pub struct StorageConfig {
     #[serde(default = "default_data_path")]
     pub path: String,
+    /// How long verified (closed) alarms and their delivery records are kept;
+    /// open, resolved-but-unverified alarms and pending notifications are never swept.
+    #[serde(default = "default_retention")]
+    pub retention: Dur,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: default_data_path(),
+            retention: default_retention(),
         }
     }
+}
+
+fn default_retention() -> Dur {
+    Dur::from_secs(180 * 24 * 3600)
+}
+
+/// `[selfwatch]`: the gateway's own heartbeat on MQTT, the district
+/// platform's dead-man's switch for this box.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfwatchConfig {
+    /// How often the heartbeat is published.
+    #[serde(default = "default_heartbeat_every")]
+    pub heartbeat: Dur,
+    /// Topic; `{site}` is replaced by the site id.
+    #[serde(default = "default_heartbeat_topic")]
+    pub topic: String,
+}
+
+impl Default for SelfwatchConfig {
+    fn default() -> Self {
+        SelfwatchConfig {
+            heartbeat: default_heartbeat_every(),
+            topic: default_heartbeat_topic(),
+        }
+    }
+}
+
+fn default_heartbeat_every() -> Dur {
+    Dur::from_secs(30)
+}
+
+/// `gridwatch/{site}/heartbeat`.
+pub fn default_heartbeat_topic() -> String {
+    "gridwatch/{site}/heartbeat".into()
 }
 
 fn default_data_path() -> String {

@@ -109,6 +109,7 @@ pub struct Sender {
     limit: Arc<Semaphore>,
     /// Wakes the in-order upstream forwarder, when `[upstream]` is configured.
     upstream: Option<Arc<tokio::sync::Notify>>,
+    health: crate::health::Health,
 }
 
 impl Sender {
@@ -127,7 +128,15 @@ impl Sender {
             metrics,
             limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             upstream,
+            health: crate::health::Health::new(),
         }
+    }
+
+    /// Reports the sender's clock ticks to `health` (self-watch): a sender
+    /// stuck on a full in-flight limit stops beating.
+    pub fn with_health(mut self, health: crate::health::Health) -> Sender {
+        self.health = health;
+        self
     }
 
     /// Sends what was pending at start, then every batch the alarms stage hands over.
@@ -136,8 +145,16 @@ impl Sender {
             tracing::info!(count = initial.len(), "resuming pending notifications");
         }
         self.spawn_all(initial).await;
-        while let Some(batch) = rx.recv().await {
-            self.spawn_all(batch).await;
+        let mut clock = tokio::time::interval(Duration::from_secs(1));
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => self.spawn_all(batch).await,
+                    None => return,
+                },
+                _ = clock.tick() => self.health.beat(crate::health::Stage::Dispatch).await,
+            }
         }
     }
 

@@ -20,8 +20,10 @@ use tokio::sync::Notify;
 
 use super::{DeliveryRecord, DeliveryStatus};
 
-/// How long to wait for a CONNACK or a PUBACK before giving the connection up.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a CONNACK or a PUBACK before giving the connection up
+/// (and resending: receivers drop duplicates by delivery id). Below the
+/// self-watch stall limit, so a slow upstream never looks like a wedged stage.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Where and as whom to forward.
 #[derive(Debug, Clone)]
@@ -59,6 +61,7 @@ pub struct Upstream {
     target: UpstreamTarget,
     store: Store,
     metrics: Arc<Metrics>,
+    health: crate::health::Health,
 }
 
 impl Upstream {
@@ -68,6 +71,35 @@ impl Upstream {
             target,
             store,
             metrics,
+            health: crate::health::Health::new(),
+        }
+    }
+
+    /// Reports liveness to the self-watch. An unreachable upstream broker is
+    /// not a wedged gateway: the task keeps beating while it waits, and the
+    /// backlog shows in `gridwatch_upstream_pending` instead.
+    pub fn with_health(mut self, health: crate::health::Health) -> Upstream {
+        self.health = health;
+        self
+    }
+
+    /// Waits `d` (or until woken, when `wake` is given), beating every second.
+    async fn pause(&self, d: Duration, wake: Option<&Notify>) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            self.health.beat(crate::health::Stage::Upstream).await;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let step = (deadline - now).min(Duration::from_secs(1));
+            match wake {
+                Some(w) => tokio::select! {
+                    _ = w.notified() => return,
+                    _ = tokio::time::sleep(step) => {}
+                },
+                None => tokio::time::sleep(step).await,
+            }
         }
     }
 
@@ -80,7 +112,7 @@ impl Upstream {
             let batch = self.load(last_key);
             self.metrics.upstream_pending.set(batch.len() as i64);
             if batch.is_empty() {
-                wake.notified().await;
+                self.pause(Duration::from_secs(3600), Some(&wake)).await;
                 continue;
             }
             for p in batch {
@@ -92,7 +124,7 @@ impl Upstream {
                                 failures = failures.saturating_add(1);
                                 let wait = backoff(failures);
                                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "upstream broker unreachable; events kept in the store");
-                                tokio::time::sleep(wait).await;
+                                self.pause(wait, None).await;
                                 continue;
                             }
                         }
@@ -103,6 +135,7 @@ impl Upstream {
                     match forward(client, el, &self.target, &p).await {
                         Ok(()) => {
                             failures = 0;
+                            self.health.beat(crate::health::Stage::Upstream).await;
                             self.sent(&p);
                             last_key = Some(p.key);
                             break;
@@ -116,7 +149,7 @@ impl Upstream {
                             tracing::warn!(error = %e, "upstream forward failed; reconnecting");
                             conn = None;
                             failures = failures.saturating_add(1);
-                            tokio::time::sleep(backoff(failures)).await;
+                            self.pause(backoff(failures), None).await;
                         }
                     }
                 }

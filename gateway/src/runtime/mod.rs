@@ -12,13 +12,13 @@ use crate::channels::Channels;
 use crate::config::{default_event_topic, Config};
 use crate::dispatch::upstream::{Upstream, UpstreamTarget};
 use crate::dispatch::{EventPublisher, Sender};
+use crate::health::{heartbeat, sd_notify, supervise, Health, Stage};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
 use crate::rules::RuleEngine;
 use crate::store::Store;
 use devices::DeviceTable;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -49,9 +49,23 @@ pub enum StartError {
     },
 }
 
+/// How the daemon runs, beyond its config file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Mount the test-only hooks (`POST /test/wedge/{stage}`). Never in production.
+    pub test_hooks: bool,
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    run_with(config, RunOptions::default()).await
+}
+
+/// Runs the daemon with options until SIGTERM/SIGINT.
+pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError> {
     let metrics = Metrics::new();
+    let health = Health::new();
+    let notifier = sd_notify::Notifier::from_env();
     let data_dir = config.data_dir();
     let (store, report) = Store::open(&data_dir)?;
     if let Some(aside) = &report.moved_aside {
@@ -76,6 +90,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map(|m| m.topic.clone())
         .unwrap_or_else(default_event_topic);
     let http_listen = config.gateway.http.listen.clone();
+    let selfwatch = config.gateway.selfwatch.clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let config_tx = Arc::new(config_tx);
 
@@ -83,12 +98,26 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (client, event_loop) = mqtt::client(&endpoint, &format!("gridwatch-{}", site.id));
     let (connected_tx, connected_rx) = watch::channel(false);
     let (pub_tx, pub_rx) = mpsc::channel(MQTT_HANDOFF);
-    tokio::spawn(mqtt::run_event_loop(
+    let event_loop = tokio::spawn(mqtt::run_event_loop(
         client.clone(),
         event_loop,
         pub_tx,
         Arc::new(connected_tx),
     ));
+    supervise(
+        &health,
+        &metrics,
+        Stage::Ingest,
+        "mqtt event loop",
+        event_loop,
+    );
+    supervise(
+        &health,
+        &metrics,
+        Stage::Broker,
+        "broker watch",
+        tokio::spawn(mirror_broker(connected_rx.clone(), health.clone())),
+    );
     let (prio_tx, prio_rx) = mpsc::channel(PRIORITY_LANE);
     let (norm_tx, norm_rx) = mpsc::channel(NORMAL_LANE);
     let lanes = Lanes {
@@ -96,17 +125,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         normal: norm_tx,
     };
     let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
-    tokio::spawn(handler.run(pub_rx));
+    let handler = tokio::spawn(handler.run(pub_rx));
+    supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
 
     // Rules.
     let devices = DeviceTable::default();
-    let rules_alive = Arc::new(AtomicI64::new(crate::model::now_ms()));
+    for stage in [Stage::Rules, Stage::Alarms, Stage::Dispatch] {
+        health.expect_beats(stage);
+    }
     let (sig_tx, sig_rx) = mpsc::channel(SIGNALS);
     let engine = {
         let cfg = config_rx.borrow();
         RuleEngine::new(&cfg.rules, &cfg.registry)
     };
-    tokio::spawn(rules_stage::run(
+    let rules = tokio::spawn(rules_stage::run(
         rules_stage::RulesInputs {
             priority: prio_rx,
             normal: norm_rx,
@@ -115,8 +147,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         engine,
         devices.clone(),
         sig_tx,
-        rules_alive.clone(),
+        health.clone(),
     ));
+    supervise(&health, &metrics, Stage::Rules, "rules", rules);
 
     // Alarms and dispatch.
     let (send_tx, send_rx) = mpsc::channel(TO_SENDER);
@@ -128,15 +161,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         channels.clone(),
         metrics.clone(),
         send_tx,
-    )?;
-    tokio::spawn(stage.run(sig_rx, cmd_rx));
+    )?
+    .with_health(health.clone());
+    let alarms = tokio::spawn(stage.run(sig_rx, cmd_rx));
+    supervise(&health, &metrics, Stage::Alarms, "alarms", alarms);
     let sound_secs = config_rx.borrow().routing.linkage.secs;
     let publisher = EventPublisher::new(client.clone(), events_topic, site.id.clone(), sound_secs);
     let upstream_tx = match &config_rx.borrow().gateway.upstream {
         Some(up) => {
             let target = UpstreamTarget::new(&up.url, up.topic.as_deref(), &site.id)?;
             let wake = Arc::new(tokio::sync::Notify::new());
-            tokio::spawn(Upstream::new(target, store.clone(), metrics.clone()).run(wake.clone()));
+            health.expect_beats(Stage::Upstream);
+            let task = tokio::spawn(
+                Upstream::new(target, store.clone(), metrics.clone())
+                    .with_health(health.clone())
+                    .run(wake.clone()),
+            );
+            supervise(&health, &metrics, Stage::Upstream, "upstream", task);
             Some(wake)
         }
         None => None,
@@ -147,10 +188,42 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
         metrics.clone(),
         upstream_tx,
-    );
+    )
+    .with_health(health.clone());
     let pending = store.pending()?;
     metrics.outbox_pending.set(pending.len() as i64);
-    tokio::spawn(sender.run(pending, send_rx));
+    let sender = tokio::spawn(sender.run(pending, send_rx));
+    supervise(&health, &metrics, Stage::Dispatch, "sender", sender);
+
+    // Self-watch and housekeeping.
+    let beats = heartbeat::Publisher {
+        client: client.clone(),
+        topic: selfwatch.topic.clone(),
+        site: site.id.clone(),
+        every: selfwatch.heartbeat.std(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+        store: store.clone(),
+    };
+    supervise(
+        &health,
+        &metrics,
+        Stage::Heartbeat,
+        "mqtt heartbeat",
+        tokio::spawn(beats.run()),
+    );
+    let housekeeping = tokio::spawn(crate::housekeeping::run(
+        store.clone(),
+        config_rx.clone(),
+        metrics.clone(),
+    ));
+    supervise(
+        &health,
+        &metrics,
+        Stage::Housekeeping,
+        "housekeeping",
+        housekeeping,
+    );
 
     // HTTP.
     let state = ApiState {
@@ -161,9 +234,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         devices,
         signer,
         broker_connected: connected_rx,
-        rules_alive,
+        health: health.clone(),
+        test_hooks: opts.test_hooks,
         reload: config_tx.clone(),
     };
+    if opts.test_hooks {
+        tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");
+    }
     let listener = tokio::net::TcpListener::bind(&http_listen)
         .await
         .map_err(|source| StartError::Http {
@@ -177,14 +254,49 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    let server_abort = server.abort_handle();
+    supervise(&health, &metrics, Stage::Http, "http server", server);
+    notifier.notify("READY=1\nSTATUS=serving");
+    if let Some(period) = sd_notify::watchdog_period() {
+        tracing::info!(
+            period_ms = period.as_millis() as u64,
+            "systemd watchdog on: keep-alives only while every stage is healthy"
+        );
+        let probe_store = store.clone();
+        tokio::spawn(sd_notify::watchdog(
+            notifier.clone(),
+            period,
+            health.clone(),
+            move |h: &Health| h.set(Stage::Store, crate::health::probe_store(&probe_store)),
+        ));
+    }
 
     wait_for_shutdown(config_tx).await;
-    server.abort();
+    notifier.notify("STOPPING=1");
+    server_abort.abort();
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Mirrors the MQTT client's connection state into the health registry.
+async fn mirror_broker(mut connected: watch::Receiver<bool>, health: Health) {
+    loop {
+        let up = *connected.borrow_and_update();
+        health.set(
+            Stage::Broker,
+            if up {
+                Ok(())
+            } else {
+                Err("not connected".into())
+            },
+        );
+        if connected.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is

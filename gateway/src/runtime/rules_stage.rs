@@ -25,7 +25,7 @@ pub async fn run(
     mut engine: RuleEngine,
     devices: DeviceTable,
     signals: mpsc::Sender<Signal>,
-    alive: Arc<std::sync::atomic::AtomicI64>,
+    health: crate::health::Health,
 ) {
     let mut out: Vec<Signal> = Vec::with_capacity(8);
     let mut clock = tokio::time::interval(Duration::from_secs(1));
@@ -36,8 +36,8 @@ pub async fn run(
             Some(i) = inputs.priority.recv() => i,
             Some(i) = inputs.normal.recv() => i,
             _ = clock.tick() => {
+                health.beat(crate::health::Stage::Rules).await;
                 let now = now_ms();
-                alive.store(now, std::sync::atomic::Ordering::Relaxed);
                 engine.tick(now, &mut out);
                 if !apply(&mut out, &devices, &signals).await { return; }
                 continue;

@@ -16,6 +16,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
 
+pub mod backup;
+
 /// Store failures, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -290,6 +292,38 @@ impl Store {
             .map(|v| v.to_vec())
             .unwrap_or_else(|| key.to_vec());
         Ok(v)
+    }
+
+    /// Removes alarm records and all their delivery records (retention sweep).
+    /// Returns how many delivery records went with them.
+    pub fn remove_alarms(&self, ids: &[String]) -> Result<usize, StoreError> {
+        let mut deliveries = 0;
+        for id in ids {
+            let prefix = format!("{id}/");
+            for kv in self.deliveries.scan_prefix(prefix.as_bytes()) {
+                let (k, _) = kv.map_err(sled_err("read deliveries"))?;
+                self.deliveries
+                    .remove(k)
+                    .map_err(sled_err("remove delivery"))?;
+                deliveries += 1;
+            }
+            self.alarms
+                .remove(id.as_bytes())
+                .map_err(sled_err("remove alarm"))?;
+        }
+        Ok(deliveries)
+    }
+
+    /// Opens an existing store for an operator command (backup): no
+    /// move-aside on failure, and a store locked by a running daemon is an error.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.join("db").exists() && !path.join("conf").exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: sled::Error::Unsupported("no gridwatch store in this directory".into()),
+            });
+        }
+        Self::open_at(path)
     }
 
     /// Bytes on disk, for the size metric.
