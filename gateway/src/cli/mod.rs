@@ -1,0 +1,3 @@
+//! Operator commands that talk to a running daemon or read its files (issue 6).
+
+pub mod table;
