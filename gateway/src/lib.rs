@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod notification;

@@ -28,7 +28,7 @@
 pub mod render;
 
 use crate::alarms::Alarm;
-use crate::config::ReportConfig;
+use crate::config::{Config, Dur, ReportConfig};
 use crate::model::{Cause, EpochMs, Role};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -419,6 +419,25 @@ fn households(facts: &[Facts], period: &Period, limit: u32) -> Vec<HouseholdRow>
             .then(a.household_id.cmp(&b.household_id))
     });
     rows
+}
+
+/// The report over `alarms` for the `since` period ending at `now`, with the
+/// grids and targets of `cfg` and the box's local day for the false-alarm flag.
+/// The CLI and the API both use it, so they agree.
+pub fn for_config(cfg: &Config, alarms: &[Alarm], since: Dur, now: EpochMs) -> Report {
+    let grid_of: HashMap<String, String> = cfg
+        .registry
+        .households
+        .iter()
+        .map(|h| (h.id.clone(), h.grid.clone()))
+        .collect();
+    let period = Period {
+        since: now.saturating_sub(since.as_ms()),
+        until: now,
+        grid_of: &grid_of,
+        utc_offset_secs: chrono::Local::now().offset().local_minus_utc(),
+    };
+    compute(alarms, &period, &Targets::from_config(&cfg.gateway.report))
 }
 
 #[cfg(test)]

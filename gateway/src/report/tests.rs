@@ -346,3 +346,20 @@ fn renders_every_format() {
     assert_eq!(render::human_secs(Some(245.0)), "4m05s");
     assert_eq!(render::human_secs(Some(7260.0)), "2h01m");
 }
+
+#[test]
+fn report_table_in_gateway_toml() {
+    let c: ReportConfig = toml::from_str(
+        "ack_target = \"2m\"\nfalse_alarms_per_day = 3\n[roles.fire_brigade]\nack_target = \"30s\"\n",
+    )
+    .unwrap();
+    let t = Targets::from_config(&c);
+    assert_eq!(
+        (t.ack_ms, t.resolve_ms, t.false_alarms_per_day),
+        (120_000, 7_200_000, 3)
+    );
+    assert_eq!(t.for_role(FireBrigade), (30_000, 7_200_000));
+    assert_eq!(t.for_role(GridWorker), (120_000, 7_200_000));
+    assert!(toml::from_str::<ReportConfig>("ack_targte = \"2m\"").is_err());
+    assert!(toml::from_str::<ReportConfig>("[roles.mayor]\nack_target = \"1m\"").is_err());
+}
