@@ -29,7 +29,7 @@ pub mod render;
 
 use crate::alarms::Alarm;
 use crate::config::{Config, Dur, ReportConfig};
-use crate::model::{Cause, EpochMs, Role};
+use crate::model::{Cause, ChannelKind, EpochMs, Role};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -202,7 +202,14 @@ impl<'a> Facts<'a> {
             let at = role_ack.entry(a.role).or_insert(a.at);
             *at = (*at).min(a.at);
         }
-        let mut roles: Vec<Role> = alarm.recipients.iter().map(|p| p.recipient.role).collect();
+        // The broker's pseudo-recipient (alarm events for the district platform) is no person.
+        let broker = crate::dispatch::plan::broker_recipient().contact_id;
+        let mut roles: Vec<Role> = alarm
+            .recipients
+            .iter()
+            .filter(|p| p.channel != ChannelKind::Mqtt && p.recipient.contact_id != broker)
+            .map(|p| p.recipient.role)
+            .collect();
         roles.extend(role_ack.keys().copied());
         roles.sort();
         roles.dedup();

@@ -363,3 +363,15 @@ fn report_table_in_gateway_toml() {
     assert!(toml::from_str::<ReportConfig>("ack_targte = \"2m\"").is_err());
     assert!(toml::from_str::<ReportConfig>("[roles.mayor]\nack_target = \"1m\"").is_err());
 }
+
+#[test]
+fn the_broker_pseudo_recipient_is_not_a_role() {
+    let mut a = alarm("a", "h1", T0, &[GridWorker]);
+    let mut broker = a.recipients[0].clone();
+    broker.recipient = crate::dispatch::plan::broker_recipient();
+    broker.channel = ChannelKind::Mqtt;
+    a.recipients.push(broker);
+    let r = run(&[a], T0 + 60 * S, UTC8);
+    let names: Vec<&str> = r.roles.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["grid_worker"]);
+}
