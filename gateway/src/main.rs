@@ -76,6 +76,12 @@ enum Cmd {
         #[arg(long)]
         against: Option<PathBuf>,
     },
+    /// Talk to a running daemon over its HTTP API: list, show, ack, resolve alarms.
+    Alarms(gridwatch::cli::AlarmsArgs),
+    /// Load homes, residents, devices and contacts from a ledger (CSV or XLSX) into registry.toml.
+    Import(gridwatch::cli::ImportArgs),
+    /// Response times per role and grid, causes, and homes with repeated false alarms.
+    Report(gridwatch::cli::ReportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -327,6 +333,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::Alarms(args) => gridwatch::cli::alarms(&args),
+        Cmd::Import(args) => gridwatch::cli::import(&args),
+        Cmd::Report(args) => gridwatch::cli::report(&args),
         Cmd::Replay {
             readings,
             config,

@@ -3,6 +3,7 @@
 //! stage as commands (it is the one owner), reads come from the store.
 
 mod auth;
+mod report;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::{ActionError, Alarm, Command};
@@ -54,6 +55,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/:id/verify", post(verify))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/report", get(report::report))
         .route("/ack/:token", get(ack_page).post(ack_link))
         .route("/api/v1/backup", post(backup));
     let router = if test_hooks {

@@ -29,6 +29,9 @@ pub struct GatewayFile {
     pub upstream: Option<UpstreamConfig>,
     #[serde(default)]
     pub selfwatch: SelfwatchConfig,
+    /// `[report]`: response-time targets (optional).
+    #[serde(default)]
+    pub report: ReportConfig,
 }
 
 /// `[site]`.
@@ -686,4 +689,54 @@ pub struct Route {
     pub escalate_to: Vec<Role>,
     #[serde(default)]
     pub repeat: Option<Dur>,
+}
+
+/// `[report]`: the targets the response-time report counts overdue answers
+/// against. Optional; the defaults are 5 minutes to ack and 2 hours to resolve.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Time to ack beyond which an ack is overdue.
+    #[serde(default = "default_ack_target")]
+    pub ack_target: Dur,
+    /// Time to resolve beyond which a resolution is overdue.
+    #[serde(default = "default_resolve_target")]
+    pub resolve_target: Dur,
+    /// More false alarms than this on one day flag a home for a visit (GB 50440 practice).
+    #[serde(default = "default_false_alarms_per_day")]
+    pub false_alarms_per_day: u32,
+    /// Per-role targets, e.g. `[report.roles.fire_brigade] ack_target = "1m"`.
+    #[serde(default)]
+    pub roles: BTreeMap<Role, RoleTargets>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            ack_target: default_ack_target(),
+            resolve_target: default_resolve_target(),
+            false_alarms_per_day: default_false_alarms_per_day(),
+            roles: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_ack_target() -> Dur {
+    Dur::from_secs(5 * 60)
+}
+fn default_resolve_target() -> Dur {
+    Dur::from_secs(2 * 3600)
+}
+fn default_false_alarms_per_day() -> u32 {
+    5
+}
+
+/// `[report.roles.ROLE]`: a role's own targets; a missing one keeps the global target.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleTargets {
+    #[serde(default)]
+    pub ack_target: Option<Dur>,
+    #[serde(default)]
+    pub resolve_target: Option<Dur>,
 }

@@ -48,6 +48,10 @@ pub enum StoreError {
     },
     #[error("store encode: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("no store at {} (has the daemon run with this config?)", path.display())]
+    Missing { path: PathBuf },
+    #[error("the store at {} is in use by another process (a running gridwatch daemon?): sled allows one process at a time", path.display())]
+    Locked { path: PathBuf },
 }
 
 fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -105,6 +109,28 @@ impl Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Opens an existing store for an operator command (e.g. `gridwatch
+    /// report`) while the daemon may be stopped. Unlike [`Store::open`] it
+    /// never creates a store and never moves one aside: a store that is
+    /// merely locked by the running daemon must not be mistaken for a broken
+    /// one. A lock held by another process is [`StoreError::Locked`].
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.join("db").exists() && !path.join("conf").exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::open_at(path).map_err(|e| match e {
+            // sled 0.34 reports a held lock as an I/O error with this text (config.rs try_lock).
+            StoreError::Open { source, .. } if source.to_string().contains("acquire lock") => {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            }
+            other => other,
+        })
     }
 
     fn open_at(path: &Path) -> Result<Store, StoreError> {
@@ -312,18 +338,6 @@ impl Store {
                 .map_err(sled_err("remove alarm"))?;
         }
         Ok(deliveries)
-    }
-
-    /// Opens an existing store for an operator command (backup): no
-    /// move-aside on failure, and a store locked by a running daemon is an error.
-    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
-        if !path.join("db").exists() && !path.join("conf").exists() {
-            return Err(StoreError::Open {
-                path: path.to_path_buf(),
-                source: sled::Error::Unsupported("no gridwatch store in this directory".into()),
-            });
-        }
-        Self::open_at(path)
     }
 
     /// Bytes on disk, for the size metric.
