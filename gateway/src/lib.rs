@@ -17,4 +17,5 @@ pub mod model;
 pub mod notification;
 pub mod rules;
 pub mod runtime;
+pub mod security;
 pub mod store;

@@ -11,6 +11,7 @@ use crate::api::{self, ApiState};
 use crate::channels::Channels;
 use crate::config::{default_event_topic, Config};
 use crate::dispatch::{EventPublisher, Sender};
+use crate::ingest::device_auth::{DeviceAuth, InternalCredential};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
 use crate::rules::RuleEngine;
@@ -60,12 +61,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
+    let (security, internal) = broker_security(&mqtt_cfg)?;
     let embedded_at = if mqtt_cfg.embedded {
-        Some(broker::start(&mqtt_cfg.listen)?)
+        Some(broker::start_secured(&mqtt_cfg.listen, &security)?)
     } else {
         None
     };
-    let endpoint = mqtt::endpoint(&mqtt_cfg, embedded_at)?;
+    let endpoint = mqtt::endpoint_with(&mqtt_cfg, embedded_at, internal.as_ref())?;
     let channels = Arc::new(Channels::new(&config.gateway.channels, &site)?);
     let events_topic = config
         .gateway
@@ -154,12 +156,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(listen = %http_listen, site = %site.id, "gridwatch serving");
     let app = api::router(state);
     let server = tokio::spawn(async move {
+        // Connect info: failed-login limits are kept per client IP.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
 
-    wait_for_shutdown(config_tx).await;
+    wait_for_shutdown(config_tx, store.clone()).await;
     server.abort();
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final flush failed");
@@ -170,7 +174,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is
 /// refused with its errors and the running one stays).
-async fn wait_for_shutdown(config_tx: watch::Sender<Arc<Config>>) {
+async fn wait_for_shutdown(config_tx: watch::Sender<Arc<Config>>, store: Store) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -185,23 +189,51 @@ async fn wait_for_shutdown(config_tx: watch::Sender<Arc<Config>>) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload(&config_tx),
+            _ = hup.recv() => {
+                let ok = reload(&config_tx);
+                api::record_audit(&store, "reload", None, "SIGHUP", None, if ok { "ok" } else { "refused: invalid config" });
+            }
         }
     }
 }
 
-/// Re-reads the config from the path it was loaded from.
-pub fn reload(config_tx: &watch::Sender<Arc<Config>>) {
+/// Re-reads the config from the path it was loaded from; true when it was applied.
+pub fn reload(config_tx: &watch::Sender<Arc<Config>>) -> bool {
     let path: PathBuf = config_tx.borrow().path.clone();
     match Config::load(&path) {
         Ok(cfg) => {
             config_tx.send_replace(Arc::new(cfg));
             tracing::info!(path = %path.display(), "config reloaded");
+            true
         }
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(error = %e, "config reload refused; the running config stays");
             }
+            false
         }
     }
+}
+
+/// The embedded broker's logins and TLS listener from `[mqtt]`, and the
+/// internal credential of the gateway's own client (when logins are on).
+/// `[[mqtt.users]]` and `[mqtt.tls]` are read at start: changing them needs a restart.
+fn broker_security(
+    m: &crate::config::MqttConfig,
+) -> Result<(broker::Security, Option<InternalCredential>), StartError> {
+    let mut sec = broker::Security::default();
+    let mut internal = None;
+    if !m.users.is_empty() {
+        let cred = InternalCredential::generate();
+        sec.auth = Some(Arc::new(DeviceAuth::new(&m.users, cred.clone())));
+        internal = Some(cred);
+    }
+    if let Some(t) = &m.tls {
+        let addr = t
+            .listen
+            .parse()
+            .map_err(|_| broker::BrokerError::BadAddress(t.listen.clone()))?;
+        sec.tls = Some((addr, t.cert.clone(), t.key.clone()));
+    }
+    Ok((sec, internal))
 }
