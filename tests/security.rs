@@ -779,3 +779,41 @@ async fn check_config_refuses_an_open_token_file_and_reads_a_tight_one() {
         "the secret is never printed: {text}"
     );
 }
+
+#[tokio::test]
+async fn console_notifications_name_people_but_show_no_phone_or_email() {
+    // No SMS or email channel: those roles fall back to the console (stdout).
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/fire119"))
+        .start()
+        .await;
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        smoke_reading(0.3),
+    )
+    .await;
+    let path = gw.stdout_path();
+    wait_until(
+        "console notifications for the family and neighbours",
+        WAIT,
+        POLL,
+        || {
+            let out = std::fs::read_to_string(&path).unwrap_or_default();
+            out.matches("alarm.raised").count() >= 3
+        },
+    )
+    .await;
+    let out = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        out.contains(ADDRESS),
+        "the console message is a full message: {out}"
+    );
+    let (contact, _) = personal_data();
+    for log in [out, std::fs::read_to_string(gw.stderr_path()).unwrap()] {
+        for s in &contact {
+            assert!(!log.contains(s.as_str()), "{s} in clear:\n{log}");
+        }
+    }
+}
