@@ -24,4 +24,5 @@ pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod runtime;
+pub mod security;
 pub mod store;

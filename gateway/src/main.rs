@@ -82,6 +82,56 @@ enum Cmd {
     Import(gridwatch::cli::ImportArgs),
     /// Response times per role and grid, causes, and homes with repeated false alarms.
     Report(gridwatch::cli::ReportArgs),
+    /// Print an argon2id hash of a password read from stdin, for `[[mqtt.users]] password_hash`.
+    HashPassword,
+    /// Delete one household's alarms, deliveries, pending notifications and
+    /// audit entries from the store (the daemon must be stopped).
+    Purge {
+        #[arg(long)]
+        household: String,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "config/gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let pw = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!pw.is_empty(), "empty password");
+    println!("{}", gridwatch::security::password::hash_password(pw)?);
+    Ok(())
+}
+
+fn purge(path: &Path, household: &str, dry_run: bool) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let dir = config.data_dir();
+    anyhow::ensure!(dir.exists(), "no store at {}", dir.display());
+    let (store, _) = gridwatch::store::Store::open(&dir).with_context(|| {
+        format!(
+            "cannot open the store at {} (stop the daemon first)",
+            dir.display()
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let rep = rt.block_on(store.purge_household(household, dry_run))?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!(
+        "household {household}: {verb} {} alarms, {} deliveries, {} pending notifications, {} audit entries, {} ack-link claims",
+        rep.alarms, rep.deliveries, rep.outbox, rep.audit, rep.ack_claims
+    );
+    if config.household(household).is_some() {
+        println!("note: the household is still in the registry; remove it there too to stop new alarms naming it");
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -333,6 +383,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::HashPassword => match hash_password() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gridwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Purge {
+            household,
+            dry_run,
+            config,
+        } => match purge(&config, &household, dry_run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gridwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Alarms(args) => gridwatch::cli::alarms(&args),
         Cmd::Import(args) => gridwatch::cli::import(&args),
         Cmd::Report(args) => gridwatch::cli::report(&args),

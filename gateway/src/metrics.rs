@@ -27,11 +27,17 @@ pub enum RejectReason {
     BadTopic,
     /// A value outside what the sensor can physically measure.
     OutOfRange,
+    /// Too deep, too many values or flags, or names too long.
+    TooComplex,
+    /// The device sent more than its `[mqtt] device_rate` allows.
+    RateLimited,
+    /// With `[[mqtt.users]]`, no user may speak for this device id.
+    NotPermitted,
 }
 
 impl RejectReason {
     /// Every reason, so each label exists (at 0) from the start.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::InvalidJson,
         RejectReason::InvalidField,
         RejectReason::NonFinite,
@@ -39,6 +45,9 @@ impl RejectReason {
         RejectReason::TooLarge,
         RejectReason::BadTopic,
         RejectReason::OutOfRange,
+        RejectReason::TooComplex,
+        RejectReason::RateLimited,
+        RejectReason::NotPermitted,
     ];
 
     /// Label value.
@@ -51,6 +60,9 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::BadTopic => "bad_topic",
             RejectReason::OutOfRange => "out_of_range",
+            RejectReason::TooComplex => "too_complex",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::NotPermitted => "not_permitted",
         }
     }
 }

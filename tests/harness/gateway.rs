@@ -320,6 +320,11 @@ impl Gateway {
         self.spawn_and_wait_ready().await;
     }
 
+    /// The process id while running (to send it signals, e.g. SIGHUP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -5,13 +5,15 @@
 mod auth;
 mod report;
 
+pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
+
 use crate::ack_link::AckSigner;
 use crate::alarms::{ActionError, Alarm, Command};
 use crate::config::{ApiRole, Config};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, Role};
 use crate::runtime::devices::DeviceTable;
-use crate::store::Store;
+use crate::store::{AuditEntry, Store};
 use auth::Caller;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -56,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/report", get(report::report))
+        .route("/api/v1/audit", get(audit_log))
         .route("/ack/:token", get(ack_page).post(ack_link))
         .route("/api/v1/backup", post(backup));
     let router = if test_hooks {
@@ -262,6 +265,10 @@ async fn show_alarm(
         ));
     }
     timeline.sort_by_key(|(at, _)| *at);
+    for e in s.store.audit(Some(&id)).map_err(internal)? {
+        timeline.push((e.at, json!({ "what": "audit", "audit": e })));
+    }
+    timeline.sort_by_key(|(at, _)| *at);
     out.timeline = Some(timeline.into_iter().map(|(_, v)| v).collect());
     Ok(Json(out))
 }
@@ -298,42 +305,88 @@ async fn ask(
     Ok(Json(view))
 }
 
+/// Records who did what (and whether it worked) in the audit trail. A
+/// failure to write it is logged, never hidden behind the action's answer.
+pub fn record_audit(
+    store: &Store,
+    action: &str,
+    alarm_id: Option<&str>,
+    via: &str,
+    by: Option<&str>,
+    outcome: &str,
+) {
+    let e = AuditEntry {
+        at: now_ms(),
+        action: action.to_string(),
+        alarm_id: alarm_id.map(str::to_string),
+        via: via.to_string(),
+        by: by.map(str::to_string),
+        outcome: outcome.to_string(),
+    };
+    if let Err(err) = store.record_audit(&e) {
+        tracing::error!(error = %err, action, "cannot write audit entry");
+    }
+}
+
+/// Audits an API action's result and passes it on.
+fn audited<T>(
+    s: &ApiState,
+    action: &str,
+    id: &str,
+    c: &Caller,
+    by: &str,
+    res: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let outcome = match &res {
+        Ok(_) => "ok".to_string(),
+        Err(ApiError(code, msg)) => format!("{}: {msg}", code.as_u16()),
+    };
+    record_audit(&s.store, action, Some(id), &c.name, Some(by), &outcome);
+    res
+}
+
 async fn ack(
     c: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Json(b): Json<ActBody>,
 ) -> Result<Json<AlarmView>, ApiError> {
-    ask(&s, |reply| Command::Ack {
-        id,
+    let by = b.by.clone();
+    let res = ask(&s, |reply| Command::Ack {
+        id: id.clone(),
         by: b.by,
         role: role_of(c.role),
         note: b.note,
         reply,
     })
-    .await
+    .await;
+    audited(&s, "ack", &id, &c, &by, res)
 }
 
 async fn resolve(
-    _c: Caller,
+    c: Caller,
     State(s): State<ApiState>,
     Path(id): Path<String>,
     Json(b): Json<ActBody>,
 ) -> Result<Json<AlarmView>, ApiError> {
-    let cause = b.cause.ok_or_else(|| {
-        ApiError(
+    let by = b.by.clone();
+    let res = match b.cause {
+        None => Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             "cause is required: fire|electrical_fault|cooking|false_alarm|test|other".into(),
-        )
-    })?;
-    ask(&s, |reply| Command::Resolve {
-        id,
-        by: b.by,
-        cause,
-        note: b.note,
-        reply,
-    })
-    .await
+        )),
+        Some(cause) => {
+            ask(&s, |reply| Command::Resolve {
+                id: id.clone(),
+                by: b.by,
+                cause,
+                note: b.note,
+                reply,
+            })
+            .await
+        }
+    };
+    audited(&s, "resolve", &id, &c, &by, res)
 }
 
 async fn verify(
@@ -342,19 +395,28 @@ async fn verify(
     Path(id): Path<String>,
     Json(b): Json<ActBody>,
 ) -> Result<Json<AlarmView>, ApiError> {
-    if !matches!(c.role, ApiRole::Director | ApiRole::GridWorker) {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "verify needs a director or grid_worker token".into(),
-        ));
+    if let Err(e) = c.require(&[ApiRole::Director, ApiRole::GridWorker], "verify") {
+        return audited(&s, "verify", &id, &c, &b.by, Err(e));
     }
-    ask(&s, |reply| Command::Verify {
-        id,
+    let by = b.by.clone();
+    let res = ask(&s, |reply| Command::Verify {
+        id: id.clone(),
         by: b.by,
         note: b.note,
         reply,
     })
-    .await
+    .await;
+    audited(&s, "verify", &id, &c, &by, res)
+}
+
+/// The whole audit trail (operator): every ack, resolve, verify, ack-link use and reload.
+async fn audit_log(
+    c: Caller,
+    State(s): State<ApiState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    c.require(&[ApiRole::Operator], "the audit trail")?;
+    let entries = s.store.audit(None).map_err(internal)?;
+    Ok(Json(json!({ "audit": entries })))
 }
 
 async fn devices(_c: Caller, State(s): State<ApiState>) -> Json<serde_json::Value> {
@@ -404,12 +466,21 @@ async fn reload(c: Caller, State(s): State<ApiState>) -> Response {
         Ok(Ok(cfg)) => {
             let warnings: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();
             tracing::info!(by = %c.name, "config reloaded over the API");
+            record_audit(&s.store, "reload", None, &c.name, None, "ok");
             Json(json!({ "reloaded": true, "summary": cfg.summary(), "warnings": warnings }))
                 .into_response()
         }
         Ok(Err(errors)) => {
             let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
             tracing::warn!(by = %c.name, errors = list.len(), "config reload over the API refused");
+            record_audit(
+                &s.store,
+                "reload",
+                None,
+                &c.name,
+                None,
+                "refused: invalid config",
+            );
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Json(
@@ -493,11 +564,40 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
     .into_response()
 }
 
+/// The one-tap ack. A link acks at most once: the first POST claims
+/// (alarm, contact, role) in the store atomically; a replay of that link, or
+/// of any other link of the same recipient and role, gets "already
+/// acknowledged" and never a second ack event.
 async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
     let claims = match link_claims(&s, &token) {
         Ok(c) => c,
         Err(e) => return refused(e),
     };
+    let claim = format!(
+        "ack/{}/{}/{}",
+        claims.alarm_id,
+        claims.contact_id,
+        claims.role.as_str()
+    );
+    match s.store.claim_once(&claim, now_ms()) {
+        Ok(true) => {}
+        Ok(false) => {
+            record_audit(
+                &s.store,
+                "ack_link",
+                Some(&claims.alarm_id),
+                "ack-link",
+                Some(&claims.contact_id),
+                "replay refused: already acknowledged",
+            );
+            return plain_page(
+                "已确认 / Already acknowledged",
+                "<h1>已确认过</h1><p>This link was already used: already acknowledged.</p>",
+            )
+            .into_response();
+        }
+        Err(e) => return internal(e).into_response(),
+    }
     let res = ask(&s, |reply| Command::Ack {
         id: claims.alarm_id.clone(),
         by: claims.contact_id.clone(),
@@ -506,6 +606,23 @@ async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
         reply,
     })
     .await;
+    let outcome = match &res {
+        Ok(_) => "ok".to_string(),
+        Err(ApiError(code, msg)) => format!("{}: {msg}", code.as_u16()),
+    };
+    if res.is_err() {
+        if let Err(e) = s.store.release_claim(&claim) {
+            tracing::error!(error = %e, "cannot release ack-link claim");
+        }
+    }
+    record_audit(
+        &s.store,
+        "ack_link",
+        Some(&claims.alarm_id),
+        "ack-link",
+        Some(&claims.contact_id),
+        &outcome,
+    );
     match res {
         Ok(_) => plain_page(
             "已确认 / Acknowledged",

@@ -136,12 +136,83 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
         }
         None => {}
     }
+    let mut usernames: HashMap<&str, usize> = HashMap::new();
     for (i, u) in m.users.iter().enumerate() {
         if u.username.is_empty() || u.password_hash.is_empty() {
             rep.errors.push(src.error_at(
                 &[K("mqtt"), K("users"), I(i)],
                 "mqtt user needs a non-empty username and password_hash",
             ));
+            continue;
+        }
+        if usernames.insert(&u.username, i).is_some() {
+            rep.errors.push(src.error_at(
+                &[K("mqtt"), K("users"), I(i), K("username")],
+                format!("duplicate mqtt user {:?}", u.username),
+            ));
+        }
+        if !crate::security::password::is_supported_hash(&u.password_hash) {
+            rep.errors.push(src.error_at(
+                &[K("mqtt"), K("users"), I(i), K("password_hash")],
+                format!(
+                    "mqtt user {:?}: password_hash is not an argon2 PHC string (make one with `gridwatch hash-password`); never write the password itself here",
+                    u.username
+                ),
+            ));
+        }
+    }
+    if let Some(tls) = &m.tls {
+        if tls.listen.parse::<SocketAddr>().is_err() {
+            rep.errors.push(src.error_at(
+                &[K("mqtt"), K("tls"), K("listen")],
+                format!("mqtt tls listen {:?} is not a socket address", tls.listen),
+            ));
+        }
+        if tls.listen == m.listen {
+            rep.errors.push(src.error_at(
+                &[K("mqtt"), K("tls"), K("listen")],
+                "mqtt tls listen must differ from mqtt listen",
+            ));
+        }
+    }
+    let rate_ok = |v: f64| v.is_finite() && v > 0.0;
+    if !rate_ok(m.device_rate) || !rate_ok(m.device_burst) || m.device_burst < 1.0 {
+        rep.errors.push(src.error_at(
+            &[K("mqtt"), K("device_rate")],
+            "mqtt device_rate must be > 0 and device_burst >= 1 (messages per device)",
+        ));
+    }
+}
+
+/// Reads `token_file`s into `token` (refusing files readable by group or
+/// others) and resolves the TLS file paths against gateway.toml's directory.
+/// The only check that touches files; it runs before [`gateway`].
+pub(crate) fn resolve_secret_files(
+    src: &Source,
+    gw: &mut GatewayFile,
+    base: &Path,
+    rep: &mut Report,
+) {
+    for (i, t) in gw.http.tokens.iter_mut().enumerate() {
+        let Some(file) = &t.token_file else { continue };
+        match crate::security::secret_file::read_secret(&base.join(file)) {
+            Ok(secret) => t.token = secret,
+            Err(e) => rep.errors.push(src.error_at(
+                &[K("http"), K("tokens"), I(i), K("token_file")],
+                format!("http token {:?}: {e}", t.name),
+            )),
+        }
+    }
+    if let Some(tls) = &mut gw.mqtt.tls {
+        for (key, path) in [("cert", &mut tls.cert), ("key", &mut tls.key)] {
+            let full = base.join(&*path);
+            if !full.is_file() {
+                rep.errors.push(src.error_at(
+                    &[K("mqtt"), K("tls"), K(key)],
+                    format!("mqtt tls {key} file {} not found", full.display()),
+                ));
+            }
+            *path = full.to_string_lossy().into_owned();
         }
     }
 }
@@ -178,6 +249,37 @@ fn http(src: &Source, h: &HttpConfig, env: EnvLookup, rep: &mut Report) {
                     first + 1
                 ),
             ));
+        }
+        let forms = [
+            src.raw_str(&at("token")).is_some(),
+            t.token_sha256.is_some(),
+            t.token_file.is_some(),
+        ];
+        if forms.iter().filter(|&&f| f).count() != 1 {
+            rep.errors.push(src.error_at(
+                &[K("http"), K("tokens"), I(i)],
+                format!(
+                    "http token {:?} needs exactly one of token, token_sha256, token_file",
+                    t.name
+                ),
+            ));
+            continue;
+        }
+        if let Some(h) = &t.token_sha256 {
+            if !crate::security::password::is_sha256_hex(h) {
+                rep.errors.push(src.error_at(
+                    &at("token_sha256"),
+                    format!(
+                        "http token {:?}: token_sha256 must be 64 hex digits (sha256sum of the token)",
+                        t.name
+                    ),
+                ));
+            }
+            continue;
+        }
+        if t.token_file.is_some() {
+            // Read (and its permissions checked) by `resolve_secret_files`.
+            continue;
         }
         if t.token.trim().is_empty() {
             rep.errors

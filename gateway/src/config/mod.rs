@@ -117,7 +117,10 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let gw_src = Source::new(path, text, &mut rep.errors);
-        let gateway: Option<GatewayFile> = gw_src.deserialize(env, &[], &mut rep.errors);
+        let mut gateway: Option<GatewayFile> = gw_src.deserialize(env, &[], &mut rep.errors);
+        if let Some(g) = &mut gateway {
+            check::resolve_secret_files(&gw_src, g, &base, &mut rep);
+        }
 
         // File names: from the typed file, or, when it failed on something
         // else, from the plain strings written there, so the other files are

@@ -857,3 +857,66 @@ fn display_format() {
         2
     );
 }
+
+#[test]
+fn token_forms_are_exclusive_and_hashes_checked() {
+    let sha = crate::security::password::sha256_hex(b"t");
+    let hashed = Files::valid().edit(
+        "gateway.toml",
+        r#"token = "${GW_T}""#,
+        &format!(r#"token_sha256 = "{sha}""#),
+    );
+    let cfg = hashed.load().unwrap();
+    assert_eq!(
+        cfg.gateway.http.tokens[0].token_sha256.as_deref(),
+        Some(sha.as_str())
+    );
+    assert!(cfg.warnings.is_empty(), "a digest is not a secret in clear");
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            r#"token = "${GW_T}""#,
+            r#"token_sha256 = "abc""#,
+        )
+        .expect("gateway.toml", "token_sha256", "64 hex digits");
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            r#"token = "${GW_T}""#,
+            &format!("token = \"${{GW_T}}\"\ntoken_sha256 = \"{sha}\""),
+        )
+        .expect("gateway.toml", "[[http.tokens]]", "exactly one of");
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            r#"token = "${GW_T}""#,
+            r#"token_file = "missing.token""#,
+        )
+        .expect("gateway.toml", "token_file", "cannot read secret file");
+}
+
+#[test]
+fn mqtt_users_need_argon2_hashes_and_tls_needs_files() {
+    let hash = crate::security::password::hash_password("pw").unwrap();
+    let ok = Files::valid().edit(
+        "gateway.toml",
+        "listen = \"127.0.0.1:1883\"\n",
+        &format!("listen = \"127.0.0.1:1883\"\n[[mqtt.users]]\nusername = \"d1\"\npassword_hash = \"{hash}\"\ndevices = [\"d*\"]\n"),
+    );
+    let cfg = ok.load().unwrap();
+    assert!(cfg.gateway.mqtt.users[0].covers("d1") && !cfg.gateway.mqtt.users[0].covers("rcm1"));
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"\n",
+            "listen = \"127.0.0.1:1883\"\n[[mqtt.users]]\nusername = \"d1\"\npassword_hash = \"hunter2\"\n",
+        )
+        .expect("gateway.toml", "hunter2", "not an argon2 PHC string");
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"\n",
+            "listen = \"127.0.0.1:1883\"\n[mqtt.tls]\nlisten = \"127.0.0.1:8883\"\ncert = \"nope.crt\"\nkey = \"nope.key\"\n",
+        )
+        .expect("gateway.toml", "nope.crt", "not found");
+}

@@ -129,6 +129,34 @@ pub struct MqttConfig {
     /// Largest accepted uplink payload in bytes.
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
+    /// A second listener of the embedded broker with TLS (rustls).
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// Per-device ingest limit: messages a second, sustained (token bucket).
+    #[serde(default = "default_device_rate")]
+    pub device_rate: f64,
+    /// Per-device ingest limit: messages accepted in a burst after a quiet period.
+    #[serde(default = "default_device_burst")]
+    pub device_burst: f64,
+}
+
+/// `[mqtt.tls]`: the embedded broker's TLS listener (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    /// e.g. `"0.0.0.0:8883"`.
+    pub listen: String,
+    /// PEM certificate chain, relative to gateway.toml.
+    pub cert: String,
+    /// PEM private key, relative to gateway.toml.
+    pub key: String,
+}
+
+fn default_device_rate() -> f64 {
+    5.0
+}
+fn default_device_burst() -> f64 {
+    30.0
 }
 
 impl Default for MqttConfig {
@@ -139,6 +167,9 @@ impl Default for MqttConfig {
             external: None,
             users: Vec::new(),
             max_payload: default_max_payload(),
+            tls: None,
+            device_rate: default_device_rate(),
+            device_burst: default_device_burst(),
         }
     }
 }
@@ -158,7 +189,24 @@ fn default_max_payload() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct MqttUser {
     pub username: String,
+    /// argon2id PHC string (`gridwatch hash-password` makes one).
     pub password_hash: String,
+    /// Device ids (globs, `*` and `?`) this credential speaks for; empty means
+    /// the one device whose id is the username. The MQTT client id must be
+    /// the username or one of these.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+impl MqttUser {
+    /// Whether this credential may speak for `device_id`.
+    pub fn covers(&self, device_id: &str) -> bool {
+        self.username == device_id
+            || self
+                .devices
+                .iter()
+                .any(|g| crate::security::glob::matches(g, device_id))
+    }
 }
 
 /// `[http]`.
@@ -196,7 +244,17 @@ fn default_public_url() -> String {
 pub struct ApiToken {
     pub name: String,
     pub role: ApiRole,
+    /// The token itself (best as `"${ENV}"`). Exactly one of `token`,
+    /// `token_sha256` and `token_file` is set.
+    #[serde(default)]
     pub token: String,
+    /// SHA-256 hex digest of the token: the config then holds no usable secret.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A file holding the token, readable by its owner only (mode 600 or 400);
+    /// read at load into `token`.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 /// Roles of API tokens (SPEC §6).

@@ -3,10 +3,22 @@
 //! our store. `Broker::start` blocks and has no shutdown, so it runs on its
 //! own OS thread for the life of the process.
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use super::device_auth::DeviceAuth;
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How the embedded broker is secured: logins (when users are configured)
+/// and an optional TLS listener.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// `None`: anonymous access (no `[[mqtt.users]]`).
+    pub auth: Option<Arc<DeviceAuth>>,
+    /// TLS listener address, PEM certificate chain and key paths.
+    pub tls: Option<(SocketAddr, String, String)>,
+}
 
 /// Why the embedded broker did not come up.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +41,8 @@ pub enum BrokerError {
 /// gateway and is counted as `too_large` instead of dropping the device's link.
 const BROKER_MAX_PAYLOAD: usize = 256 * 1024;
 
-fn broker_config(listen: SocketAddr) -> Config {
-    let connections = ConnectionSettings {
+fn broker_config(listen: SocketAddr, sec: &Security) -> Config {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: BROKER_MAX_PAYLOAD,
         max_inflight_count: 500,
@@ -38,6 +50,24 @@ fn broker_config(listen: SocketAddr) -> Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    if let Some(auth) = &sec.auth {
+        let auth = auth.clone();
+        connections.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let auth = auth.clone();
+            async move {
+                // argon2 is slow on purpose: keep it off the broker's I/O threads.
+                let res = tokio::task::spawn_blocking(move || {
+                    let r = auth.check(&client_id, &user, &pass, crate::model::now_ms());
+                    if let Err(why) = r {
+                        tracing::warn!(client_id = %client_id.chars().take(64).collect::<String>(), user = %user.chars().take(64).collect::<String>(), reason = ?why, "MQTT login refused");
+                    }
+                    r.is_ok()
+                })
+                .await;
+                res.unwrap_or(false)
+            }
+        });
+    }
     let mut v4 = HashMap::new();
     v4.insert(
         "tcp".to_string(),
@@ -46,9 +76,25 @@ fn broker_config(listen: SocketAddr) -> Config {
             listen,
             tls: None,
             next_connection_delay_ms: 1,
-            connections,
+            connections: connections.clone(),
         },
     );
+    if let Some((addr, cert, key)) = &sec.tls {
+        v4.insert(
+            "tls".to_string(),
+            ServerSettings {
+                name: "gridwatch-v4-tls".into(),
+                listen: *addr,
+                tls: Some(TlsConfig::Rustls {
+                    capath: None,
+                    certpath: cert.clone(),
+                    keypath: key.clone(),
+                }),
+                next_connection_delay_ms: 1,
+                connections,
+            },
+        );
+    }
     Config {
         id: 0,
         router: RouterConfig {
@@ -69,12 +115,25 @@ fn broker_config(listen: SocketAddr) -> Config {
 /// Starts the broker on `listen` and waits until it accepts connections.
 /// Returns the loopback address local clients should use.
 pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
+    start_secured(listen, &Security::default())
+}
+
+/// [`start`] with logins and TLS as `sec` says.
+pub fn start_secured(listen: &str, sec: &Security) -> Result<SocketAddr, BrokerError> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|_| BrokerError::BadAddress(listen.to_string()))?;
     // Fail clearly when the port is taken, instead of connecting to someone else's broker.
     drop(TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
-    let cfg = broker_config(addr);
+    if let Some((tls_addr, _, _)) = &sec.tls {
+        drop(
+            TcpListener::bind(tls_addr).map_err(|source| BrokerError::Bind {
+                addr: *tls_addr,
+                source,
+            })?,
+        );
+    }
+    let cfg = broker_config(addr, sec);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {

@@ -10,6 +10,7 @@ use super::{Input, Lanes};
 use crate::config::{Config, MqttConfig};
 use crate::metrics::{Metrics, RejectReason};
 use crate::model::{now_ms, EpochMs, Transport};
+use crate::security::limiter::{KeyedLimiter, Rate};
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use std::collections::HashMap;
@@ -60,6 +61,20 @@ pub fn parse_url(url: &str) -> Result<Endpoint, MqttSetupError> {
         port,
         credentials: creds,
     })
+}
+
+/// The endpoint the gateway's own client uses, logging in with `internal`
+/// when the embedded broker has users.
+pub fn endpoint_with(
+    cfg: &MqttConfig,
+    embedded_at: Option<SocketAddr>,
+    internal: Option<&super::device_auth::InternalCredential>,
+) -> Result<Endpoint, MqttSetupError> {
+    let mut ep = endpoint(cfg, embedded_at)?;
+    if let (Some(_), Some(c)) = (embedded_at, internal) {
+        ep.credentials = Some((c.username.clone(), c.password.clone()));
+    }
+    Ok(ep)
 }
 
 /// The endpoint the gateway's own client uses.
@@ -150,6 +165,46 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     max_payload: usize,
     quiet: RejectLog,
+    rates: DeviceRates,
+}
+
+/// Per-device ingest buckets, one for telemetry and one for urgent readings
+/// (a flag set) and status messages, so a chatty sensor neither starves the
+/// others nor drowns its own alarm in its telemetry. Keys are registered
+/// device ids only, so the map is bounded by the registry.
+pub struct DeviceRates {
+    normal: KeyedLimiter<String>,
+    urgent: KeyedLimiter<String>,
+}
+
+impl DeviceRates {
+    /// Buckets of `burst` messages refilled at `per_sec` per device and lane.
+    pub fn new(per_sec: f64, burst: f64) -> DeviceRates {
+        let rate = Rate { burst, per_sec };
+        DeviceRates {
+            normal: KeyedLimiter::new(rate, 100_000),
+            urgent: KeyedLimiter::new(rate, 100_000),
+        }
+    }
+
+    /// Takes a token for `device_id` on its lane; false when over the rate.
+    pub fn admit(&mut self, device_id: &str, urgent: bool, now: EpochMs) -> bool {
+        let l = if urgent {
+            &mut self.urgent
+        } else {
+            &mut self.normal
+        };
+        l.try_take(&device_id.to_string(), now)
+    }
+
+    /// Follows a config reload.
+    pub fn set(&mut self, per_sec: f64, burst: f64) {
+        let rate = Rate { burst, per_sec };
+        if self.normal.rate() != rate {
+            self.normal.set_rate(rate);
+            self.urgent.set_rate(rate);
+        }
+    }
 }
 
 impl Handler {
@@ -160,7 +215,10 @@ impl Handler {
         config: watch::Receiver<Arc<Config>>,
         metrics: Arc<Metrics>,
     ) -> Handler {
-        let max_payload = config.borrow().gateway.mqtt.max_payload;
+        let (max_payload, rate, burst) = {
+            let m = &config.borrow().gateway.mqtt;
+            (m.max_payload, m.device_rate, m.device_burst)
+        };
         Handler {
             client,
             lanes,
@@ -168,6 +226,7 @@ impl Handler {
             metrics,
             max_payload,
             quiet: RejectLog::default(),
+            rates: DeviceRates::new(rate, burst),
         }
     }
 
@@ -195,16 +254,24 @@ impl Handler {
         let Some((device_id, kind)) = payload::parse_topic(&p.topic) else {
             return self.refuse(&p.topic, RejectReason::BadTopic, now);
         };
-        if self.config.borrow().device(device_id).is_none() {
+        let cfg = self.config.borrow().clone();
+        if cfg.device(device_id).is_none() {
             return self.refuse(device_id, RejectReason::UnknownDevice, now);
         }
+        let users = &cfg.gateway.mqtt.users;
+        if !users.is_empty() && !users.iter().any(|u| u.covers(device_id)) {
+            return self.refuse(device_id, RejectReason::NotPermitted, now);
+        }
+        self.rates
+            .set(cfg.gateway.mqtt.device_rate, cfg.gateway.mqtt.device_burst);
         match kind {
             TopicKind::Status => match payload::parse_status(&p.payload) {
-                Some(online) => Some(Input::Status {
+                Some(online) if self.rates.admit(device_id, true, now) => Some(Input::Status {
                     device_id: device_id.to_string(),
                     online,
                     at: now,
                 }),
+                Some(_) => self.refuse(device_id, RejectReason::RateLimited, now),
                 None => self.refuse(device_id, RejectReason::InvalidField, now),
             },
             TopicKind::Reading => {
@@ -216,6 +283,10 @@ impl Handler {
                     Transport::Mqtt,
                 ) {
                     Ok(parsed) => {
+                        let urgent = parsed.reading.flags.iter().next().is_some();
+                        if !self.rates.admit(device_id, urgent, now) {
+                            return self.refuse(device_id, RejectReason::RateLimited, now);
+                        }
                         self.metrics
                             .readings_total
                             .with_label_values(&["mqtt"])
@@ -300,6 +371,22 @@ mod tests {
         assert!(!l.should_log("a", 59_999));
         assert!(l.should_log("b", 1));
         assert!(l.should_log("a", 60_000));
+    }
+
+    #[test]
+    fn device_rates_are_per_device_and_per_lane() {
+        let mut r = DeviceRates::new(1.0, 2.0);
+        assert!(r.admit("a", false, 0));
+        assert!(r.admit("a", false, 0));
+        assert!(!r.admit("a", false, 0), "over the burst");
+        assert!(r.admit("b", false, 0), "another device is not starved");
+        assert!(
+            r.admit("a", true, 0),
+            "a's alarm is not drowned by its telemetry"
+        );
+        assert!(r.admit("a", false, 1000), "refilled");
+        r.set(10.0, 2.0);
+        assert!(r.admit("a", false, 1100));
     }
 
     #[test]

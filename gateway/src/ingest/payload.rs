@@ -13,7 +13,33 @@ pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 /// Longest accepted device id.
 pub const MAX_DEVICE_ID_LEN: usize = 64;
 /// Most values or flags in one reading; more is a broken or hostile sender.
-const MAX_ENTRIES: usize = 32;
+pub const MAX_ENTRIES: usize = 32;
+/// Deepest nesting of JSON objects and arrays: a reading needs 2
+/// (`{"values":{…}}`); 4 leaves room for vendor extras, and nothing recurses deeply.
+pub const MAX_DEPTH: usize = 4;
+/// Longest key in `values`, and longest flag name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest accepted topic (`sensors/` + id + `/reading` is at most 80).
+pub const MAX_TOPIC_LEN: usize = 128;
+
+/// Markers carried in serde errors so `classify` can name the reason.
+const TOO_COMPLEX: &str = "[too complex]";
+const OUT_OF_RANGE: &str = "[out of range]";
+
+/// What each metric can physically measure; a value outside is a broken or
+/// lying sender, refused as `out_of_range` (never clamped into an alarm).
+pub fn physical_range(m: Metric) -> std::ops::RangeInclusive<f64> {
+    match m {
+        // Optical obscuration: alarm thresholds are ~0.1–0.3 dB/m; dense smoke saturates below 20.
+        Metric::SmokeDbM => 0.0..=20.0,
+        // Residual current: detectors measure up to a few A; 100 A is a wiring fault or a lie.
+        Metric::ResidualCurrentMa => 0.0..=100_000.0,
+        // Cable/terminal and room sensors: −60 °C (unheated stairwell in Harbin) to 1200 °C (in a fire).
+        Metric::TemperatureC => -60.0..=1200.0,
+        Metric::BatteryPct => 0.0..=100.0,
+        Metric::RssiDbm => -200.0..=0.0,
+    }
+}
 
 /// What an uplink topic addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +50,9 @@ pub enum TopicKind {
 
 /// Splits `sensors/{device_id}/reading|status`; `None` for any other shape or a bad id.
 pub fn parse_topic(topic: &str) -> Option<(&str, TopicKind)> {
+    if topic.len() > MAX_TOPIC_LEN {
+        return None;
+    }
     let rest = topic.strip_prefix("sensors/")?;
     let (id, tail) = rest.split_once('/')?;
     let kind = match tail {
@@ -105,6 +134,9 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, RejectReason> {
             Err(e) => classify(e),
         });
     }
+    if too_deep(bytes, MAX_DEPTH) {
+        return Err(RejectReason::TooComplex);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let wire = Wire::deserialize(&mut de).map_err(classify)?;
     de.end().map_err(classify)?;
@@ -117,9 +149,44 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, RejectReason> {
     })
 }
 
+/// Whether `[`/`{` nest deeper than `max` outside strings: a linear scan that
+/// runs before the parser, so deep input costs one pass and no recursion.
+fn too_deep(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn classify(e: serde_json::Error) -> RejectReason {
     use serde_json::error::Category;
     let msg = e.to_string();
+    if msg.contains(TOO_COMPLEX) {
+        return RejectReason::TooComplex;
+    }
+    if msg.contains(OUT_OF_RANGE) {
+        return RejectReason::OutOfRange;
+    }
     if msg.contains("number out of range") || msg.contains("non-finite") {
         return RejectReason::NonFinite;
     }
@@ -186,13 +253,22 @@ impl<'de> Visitor<'de> for ValuesVisitor {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             n += 1;
             if n > MAX_ENTRIES {
-                return Err(de::Error::custom("too many values"));
+                return Err(de::Error::custom(format!("{TOO_COMPLEX} too many values")));
+            }
+            if key.len() > MAX_NAME_LEN {
+                return Err(de::Error::custom(format!("{TOO_COMPLEX} key too long")));
             }
             match Metric::from_key(&key) {
                 Some(m) => {
                     let v: f64 = map.next_value()?;
                     if !v.is_finite() {
                         return Err(de::Error::custom("non-finite value"));
+                    }
+                    if !physical_range(m).contains(&v) {
+                        return Err(de::Error::custom(format!(
+                            "{OUT_OF_RANGE} {} = {v}",
+                            m.key()
+                        )));
                     }
                     out.values.set(m, v);
                 }
@@ -233,7 +309,10 @@ impl<'de> Visitor<'de> for FlagsVisitor {
         while let Some(name) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
             n += 1;
             if n > MAX_ENTRIES {
-                return Err(de::Error::custom("too many flags"));
+                return Err(de::Error::custom(format!("{TOO_COMPLEX} too many flags")));
+            }
+            if name.len() > MAX_NAME_LEN {
+                return Err(de::Error::custom(format!("{TOO_COMPLEX} flag too long")));
             }
             match Flag::from_key(&name) {
                 Some(f) => out.flags.insert(f),
@@ -318,7 +397,72 @@ mod tests {
     fn bounded_entries() {
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":1")).collect();
         let s = format!("{{\"values\":{{{}}}}}", many.join(","));
-        assert_eq!(parse(&s).unwrap_err(), RejectReason::InvalidField);
+        assert_eq!(parse(&s).unwrap_err(), RejectReason::TooComplex);
+        let flags: Vec<String> = (0..40).map(|i| format!("\"f{i}\"")).collect();
+        let s = format!("{{\"flags\":[{}]}}", flags.join(","));
+        assert_eq!(parse(&s).unwrap_err(), RejectReason::TooComplex);
+        let ok: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("\"k{i}\":1")).collect();
+        assert!(parse(&format!("{{\"values\":{{{}}}}}", ok.join(","))).is_ok());
+    }
+
+    #[test]
+    fn depth_and_name_lengths_are_bounded() {
+        use RejectReason::*;
+        let deep = format!(
+            "{{\"values\":{{\"x\":{}1{}}}}}",
+            "[".repeat(3),
+            "]".repeat(3)
+        );
+        assert_eq!(parse(&deep).unwrap_err(), TooComplex);
+        let ok = r#"{"values":{"x":[[1]]}}"#;
+        assert!(parse(ok).is_ok(), "depth 4 is fine");
+        // Brackets inside strings do not count, escaped quotes do not end them.
+        let s = format!(
+            r#"{{"values":{{"x":"{}\"{}"}}}}"#,
+            "[".repeat(50),
+            "{".repeat(50)
+        );
+        assert!(parse(&s).is_ok(), "{s}");
+        // A million brackets: refused, never a stack overflow.
+        let huge = "[".repeat(1_000_000);
+        assert_eq!(
+            parse_reading("d", huge.as_bytes(), NOW, usize::MAX, Transport::Mqtt).unwrap_err(),
+            InvalidJson,
+            "not an object"
+        );
+        let huge = format!("{{\"a\":{}", "[".repeat(1_000_000));
+        assert_eq!(
+            parse_reading("d", huge.as_bytes(), NOW, usize::MAX, Transport::Mqtt).unwrap_err(),
+            TooComplex
+        );
+        let long_key = format!(r#"{{"values":{{"{}":1}}}}"#, "k".repeat(MAX_NAME_LEN + 1));
+        assert_eq!(parse(&long_key).unwrap_err(), TooComplex);
+        let long_flag = format!(r#"{{"flags":["{}"]}}"#, "f".repeat(MAX_NAME_LEN + 1));
+        assert_eq!(parse(&long_flag).unwrap_err(), TooComplex);
+    }
+
+    #[test]
+    fn values_outside_physical_ranges_are_refused() {
+        use RejectReason::OutOfRange;
+        for bad in [
+            r#"{"values":{"smoke_db_m":-0.1}}"#,
+            r#"{"values":{"smoke_db_m":1e300}}"#,
+            r#"{"values":{"residual_current_ma":-5}}"#,
+            r#"{"values":{"residual_current_ma":1e9}}"#,
+            r#"{"values":{"temperature_c":-273.2}}"#,
+            r#"{"values":{"temperature_c":5000}}"#,
+            r#"{"values":{"battery_pct":101}}"#,
+            r#"{"values":{"rssi_dbm":3}}"#,
+        ] {
+            assert_eq!(parse(bad).unwrap_err(), OutOfRange, "{bad}");
+        }
+        for m in Metric::ALL {
+            let r = physical_range(m);
+            for v in [*r.start(), *r.end()] {
+                let s = format!(r#"{{"values":{{"{}":{v}}}}}"#, m.key());
+                assert!(parse(&s).is_ok(), "{s}");
+            }
+        }
     }
 
     #[test]
@@ -343,6 +487,8 @@ mod tests {
         }
         let long = format!("sensors/{}/reading", "a".repeat(65));
         assert_eq!(parse_topic(&long), None);
+        let longer = format!("sensors/a/reading{}", "/x".repeat(100));
+        assert_eq!(parse_topic(&longer), None);
     }
 
     #[test]

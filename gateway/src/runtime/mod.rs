@@ -13,6 +13,7 @@ use crate::config::{default_event_topic, Config};
 use crate::dispatch::upstream::{Upstream, UpstreamTarget};
 use crate::dispatch::{EventPublisher, Sender};
 use crate::health::{heartbeat, sd_notify, supervise, Health, Stage};
+use crate::ingest::device_auth::{DeviceAuth, InternalCredential};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
 use crate::rules::RuleEngine;
@@ -75,12 +76,13 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
+    let (security, internal) = broker_security(&mqtt_cfg)?;
     let embedded_at = if mqtt_cfg.embedded {
-        Some(broker::start(&mqtt_cfg.listen)?)
+        Some(broker::start_secured(&mqtt_cfg.listen, &security)?)
     } else {
         None
     };
-    let endpoint = mqtt::endpoint(&mqtt_cfg, embedded_at)?;
+    let endpoint = mqtt::endpoint_with(&mqtt_cfg, embedded_at, internal.as_ref())?;
     let channels = Arc::new(Channels::new(&config.gateway.channels, &site)?);
     let events_topic = config
         .gateway
@@ -250,6 +252,8 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     tracing::info!(listen = %http_listen, site = %site.id, "gridwatch serving");
     let app = api::router(state);
     let server = tokio::spawn(async move {
+        // Connect info: failed-login limits are kept per client IP.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
@@ -271,7 +275,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         ));
     }
 
-    wait_for_shutdown(config_tx).await;
+    wait_for_shutdown(config_tx, store.clone()).await;
     notifier.notify("STOPPING=1");
     server_abort.abort();
     if let Err(e) = store.flush().await {
@@ -301,7 +305,7 @@ async fn mirror_broker(mut connected: watch::Receiver<bool>, health: Health) {
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is
 /// refused with its errors and the running one stays).
-async fn wait_for_shutdown(config_tx: Arc<watch::Sender<Arc<Config>>>) {
+async fn wait_for_shutdown(config_tx: Arc<watch::Sender<Arc<Config>>>, store: Store) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -317,7 +321,11 @@ async fn wait_for_shutdown(config_tx: Arc<watch::Sender<Arc<Config>>>) {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let _ = reload(&config_tx);
+                let outcome = match reload(&config_tx) {
+                    Ok(_) => "ok",
+                    Err(_) => "refused: invalid config",
+                };
+                api::record_audit(&store, "reload", None, "SIGHUP", None, outcome);
             }
         }
     }
@@ -344,4 +352,27 @@ pub fn reload(
             Err(errors)
         }
     }
+}
+
+/// The embedded broker's logins and TLS listener from `[mqtt]`, and the
+/// internal credential of the gateway's own client (when logins are on).
+/// `[[mqtt.users]]` and `[mqtt.tls]` are read at start: changing them needs a restart.
+fn broker_security(
+    m: &crate::config::MqttConfig,
+) -> Result<(broker::Security, Option<InternalCredential>), StartError> {
+    let mut sec = broker::Security::default();
+    let mut internal = None;
+    if !m.users.is_empty() {
+        let cred = InternalCredential::generate();
+        sec.auth = Some(Arc::new(DeviceAuth::new(&m.users, cred.clone())));
+        internal = Some(cred);
+    }
+    if let Some(t) = &m.tls {
+        let addr = t
+            .listen
+            .parse()
+            .map_err(|_| broker::BrokerError::BadAddress(t.listen.clone()))?;
+        sec.tls = Some((addr, t.cert.clone(), t.key.clone()));
+    }
+    Ok((sec, internal))
 }

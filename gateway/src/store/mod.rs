@@ -360,3 +360,6 @@ fn aside_path(path: &Path) -> PathBuf {
     name.push(format!(".broken-{stamp}"));
     path.with_file_name(name)
 }
+
+mod security;
+pub use security::{AuditEntry, PurgeReport};
