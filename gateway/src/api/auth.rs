@@ -30,6 +30,12 @@ impl FromRequestParts<ApiState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, s: &ApiState) -> Result<Self, Self::Rejection> {
         let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.to_string());
+        // The duty board's session cookie (CSRF-checked), when no bearer token is sent.
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(c) = super::session::caller_from_cookie(parts, s)? {
+                return Ok(c);
+            }
+        }
         let value = parts
             .headers
             .get(header::AUTHORIZATION)

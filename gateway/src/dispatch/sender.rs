@@ -78,6 +78,7 @@ pub struct Sender {
     store: Store,
     metrics: Arc<Metrics>,
     limit: Arc<Semaphore>,
+    changes: crate::alarms::Changes,
 }
 
 impl Sender {
@@ -94,7 +95,14 @@ impl Sender {
             store,
             metrics,
             limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            changes: crate::alarms::Changes::new(),
         }
+    }
+
+    /// Announces every delivery outcome on `changes` (the duty board shows delivered/failed live).
+    pub fn with_changes(mut self, changes: crate::alarms::Changes) -> Sender {
+        self.changes = changes;
+        self
     }
 
     /// Sends what was pending at start, then every batch the alarms stage hands over.
@@ -191,6 +199,9 @@ impl Sender {
     fn finish(&self, key: u64, record: &DeliveryRecord, done: bool) {
         if let Err(e) = self.store.record_delivery(key, record, done) {
             tracing::error!(error = %e, delivery = %record.delivery_id, "cannot record delivery");
+        }
+        if record.channel != ChannelKind::Mqtt {
+            self.changes.publish(&record.alarm_id, "delivery");
         }
         if done {
             self.metrics

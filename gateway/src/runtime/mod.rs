@@ -119,6 +119,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Alarms and dispatch.
     let (send_tx, send_rx) = mpsc::channel(TO_SENDER);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let changes = crate::alarms::Changes::new();
     let stage = AlarmsStage::new(
         config_rx.clone(),
         store.clone(),
@@ -126,10 +127,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         channels.clone(),
         metrics.clone(),
         send_tx,
-    )?;
+    )?
+    .with_changes(changes.clone());
     tokio::spawn(stage.run(sig_rx, cmd_rx));
     let publisher = EventPublisher::new(client.clone(), events_topic, site.id.clone());
-    let sender = Sender::new(channels, publisher, store.clone(), metrics.clone());
+    let sender = Sender::new(channels, publisher, store.clone(), metrics.clone())
+        .with_changes(changes.clone());
     let pending = store.pending()?;
     metrics.outbox_pending.set(pending.len() as i64);
     tokio::spawn(sender.run(pending, send_rx));
@@ -144,6 +147,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         signer,
         broker_connected: connected_rx,
         rules_alive,
+        sessions: api::session::Sessions::default(),
+        changes,
     };
     let listener = tokio::net::TcpListener::bind(&http_listen)
         .await
