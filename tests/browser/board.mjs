@@ -100,7 +100,7 @@ try {
   mkdirSync(OUT, { recursive: true });
   await page.mouse.move(0, 0);
   await page.locator("#toast").waitFor({ state: "hidden", timeout: WAIT });
-  await page.screenshot({ path: join(OUT, "board.png"), fullPage: true });
+  await page.screenshot({ path: join(OUT, "board.png"), fullPage: true, animations: "disabled" });
   if (process.env.DOCS_SCREENSHOT) {
     mkdirSync(dirname(process.env.DOCS_SCREENSHOT), { recursive: true });
     copyFileSync(join(OUT, "board.png"), process.env.DOCS_SCREENSHOT);
