@@ -63,7 +63,13 @@ try {
   check(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(cookies)}`);
   check(await page.evaluate(() => document.cookie) === "", "the session cookie is invisible to scripts");
   check(await page.locator(".empty").isVisible(), "no alarms yet");
-  await page.evaluate(() => { window.__noReload = "still here"; });
+  await page.evaluate(() => {
+    window.__noReload = "still here";
+    // Count the tones the board plays (Web Audio oscillators).
+    window.__tones = 0;
+    const make = AudioContext.prototype.createOscillator;
+    AudioContext.prototype.createOscillator = function () { window.__tones += 1; return make.call(this); };
+  });
   step("logged in as duty officer");
 
   // --- a smoke reading arrives: the alarm appears live
@@ -79,7 +85,8 @@ try {
   await page.waitForFunction(() => document.title.includes("■ 紧急"), null, { timeout: WAIT });
   check(await page.locator("#urgent", { hasText: "3幢2单元501室" }).isVisible(), "the unacked critical alarm is in the flashing strip");
   check(await page.locator("[data-action=verify]").count() === 0, "a duty officer gets no verify button");
-  step(`alarm ${firstId} appeared without reload; title flashes`);
+  check(await page.evaluate(() => window.__tones) > 0, "a new critical alarm beeps");
+  step(`alarm ${firstId} appeared without reload; title flashes; it beeped`);
 
   // --- ack: the fire brigade's role is marked acked
   await card(page, firstId).locator("[data-action=ack]").click();
@@ -87,10 +94,14 @@ try {
   check(await card(page, firstId).locator("[data-action=ack]").count() === 0, "no second ack button");
   step("acked: fire brigade row shows ✓");
 
-  // --- a second alarm elsewhere; wait for deliveries to show on the first
+  // --- mute, then a second alarm elsewhere: it shows, silently
+  await page.click("#mute");
+  check(await page.getAttribute("#mute", "aria-pressed") === "true", "mute pressed");
+  await page.evaluate(() => { window.__tones = 0; });
   smoke("smk-5-1-201-k", 0.32);
   const second = page.locator("#alarms article", { hasText: "5幢1单元201室" });
   await second.waitFor({ timeout: WAIT });
+  check(await page.evaluate(() => window.__tones) === 0, "muted: no beep");
   await card(page, firstId).locator(".st-sent").first().waitFor({ timeout: WAIT });
   await card(page, firstId).locator(".st-failed").first().waitFor({ timeout: 30_000 });
   const order = await page.locator("#alarms article").evaluateAll((els) => els.map((e) => e.dataset.alarmId));
@@ -98,6 +109,7 @@ try {
   step("deliveries shown (sent and failed)");
 
   mkdirSync(OUT, { recursive: true });
+  await page.click("#mute"); // sound back on for the picture
   await page.mouse.move(0, 0);
   await page.locator("#toast").waitFor({ state: "hidden", timeout: WAIT });
   await page.screenshot({ path: join(OUT, "board.png"), fullPage: true, animations: "disabled" });
