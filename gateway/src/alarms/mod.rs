@@ -4,9 +4,11 @@
 //! hands the notifications of each event to the sender.
 
 pub mod book;
+pub mod changes;
 pub mod record;
 pub mod service;
 
 pub use book::{ActionError, AlarmBook, Place, Transition};
+pub use changes::{AlarmChange, Changes};
 pub use record::{Alarm, Planned, Resolution, RoleAck, TimelineEntry, Verification};
 pub use service::{AlarmsStage, Command};

@@ -55,6 +55,7 @@ pub struct AlarmsStage {
     to_sender: mpsc::Sender<Vec<Pending>>,
     limiter: crate::dispatch::limit::Limiter,
     health: crate::health::Health,
+    changes: super::Changes,
 }
 
 /// A transition with what started it: the reading's receive time, and who acted.
@@ -86,7 +87,14 @@ impl AlarmsStage {
             to_sender,
             limiter: Default::default(),
             health: crate::health::Health::new(),
+            changes: super::Changes::new(),
         })
+    }
+
+    /// Announces every committed change on `changes` (the duty board's live feed).
+    pub fn with_changes(mut self, changes: super::Changes) -> AlarmsStage {
+        self.changes = changes;
+        self
     }
 
     /// Reports the stage's clock ticks to `health` (self-watch).
@@ -291,10 +299,23 @@ impl AlarmsStage {
             }
         }
         self.metrics.alarms_open.set(self.book.open_count() as i64);
+        self.announce(&dirty, happened);
         if !pending.is_empty() && self.to_sender.send(pending).await.is_err() {
             tracing::error!("sender stopped; notifications stay in the outbox for the next start");
         }
         Ok(())
+    }
+
+    /// Tells the board what changed, once the change is safely stored.
+    fn announce(&self, dirty: &[String], happened: &[Happened]) {
+        for h in happened {
+            self.changes.publish(&h.t.alarm_id, h.t.event.as_str());
+        }
+        for id in dirty {
+            if !happened.iter().any(|h| &h.t.alarm_id == id) {
+                self.changes.publish(id, "updated");
+            }
+        }
     }
 
     fn plan(&mut self, cfg: &Config, h: &Happened, now: EpochMs) -> Vec<Outgoing> {

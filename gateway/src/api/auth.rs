@@ -122,6 +122,12 @@ impl FromRequestParts<ApiState> for Caller {
         if limited(ip) {
             return Err(too_many());
         }
+        // The duty board's session cookie (CSRF-checked), when no bearer token is sent.
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(c) = super::session::caller_from_cookie(parts, s)? {
+                return Ok(c);
+            }
+        }
         let value = parts
             .headers
             .get(header::AUTHORIZATION)

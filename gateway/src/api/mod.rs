@@ -6,6 +6,9 @@ mod auth;
 mod report;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
+mod board;
+pub mod people;
+pub mod session;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::{ActionError, Alarm, Command};
@@ -41,6 +44,10 @@ pub struct ApiState {
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
     pub test_hooks: bool,
+    /// Duty-board browser sessions (cookie logins).
+    pub sessions: session::Sessions,
+    /// Alarm change notices, relayed to the board over SSE.
+    pub changes: crate::alarms::Changes,
 }
 
 /// The router.
@@ -60,7 +67,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/report", get(report::report))
         .route("/api/v1/audit", get(audit_log))
         .route("/ack/:token", get(ack_page).post(ack_link))
-        .route("/api/v1/backup", post(backup));
+        .route("/api/v1/backup", post(backup))
+        .merge(board::routes());
     let router = if test_hooks {
         router.route("/test/wedge/:stage", post(wedge))
     } else {
@@ -193,6 +201,12 @@ struct AlarmOut {
     verification: Option<crate::alarms::Verification>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeline: Option<Vec<serde_json::Value>>,
+    /// Who lives there (for the board); absent when the home left the registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    household: Option<people::HouseholdOut>,
+    /// Who was told on which channel, and whether it got through (alarms not yet verified).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notified: Option<Vec<people::NotifiedOut>>,
 }
 
 impl AlarmOut {
@@ -206,7 +220,19 @@ impl AlarmOut {
             resolution: a.resolution.clone(),
             verification: a.verification.clone(),
             timeline: None,
+            household: None,
+            notified: None,
         }
+    }
+
+    /// Adds the home's residents and, unless the alarm is closed, the delivery summary.
+    fn enrich(mut self, a: &Alarm, cfg: &Config, store: &Store) -> Result<AlarmOut, ApiError> {
+        self.household = people::household(cfg, &a.household_id);
+        if a.state != crate::model::AlarmState::Verified {
+            let deliveries = store.deliveries(&a.id).map_err(internal)?;
+            self.notified = Some(people::notified(a, &deliveries));
+        }
+        Ok(self)
     }
 }
 
@@ -231,7 +257,11 @@ async fn list_alarms(
             .cmp(&a.severity)
             .then(a.opened_at.cmp(&b.opened_at))
     });
-    let out: Vec<AlarmOut> = alarms.iter().map(AlarmOut::from).collect();
+    let cfg = s.config.borrow().clone();
+    let out: Vec<AlarmOut> = alarms
+        .iter()
+        .map(|a| AlarmOut::from(a).enrich(a, &cfg, &s.store))
+        .collect::<Result<_, _>>()?;
     Ok(Json(json!({ "alarms": out })))
 }
 
@@ -245,7 +275,8 @@ async fn show_alarm(
         .alarm(&id)
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no alarm {id}")))?;
-    let mut out = AlarmOut::from(&a);
+    let cfg = s.config.borrow().clone();
+    let mut out = AlarmOut::from(&a).enrich(&a, &cfg, &s.store)?;
     let mut timeline: Vec<(i64, serde_json::Value)> =
         a.timeline.iter().map(|t| (t.at, json!(t))).collect();
     for d in s.store.deliveries(&id).map_err(internal)? {

@@ -110,6 +110,7 @@ pub struct Sender {
     /// Wakes the in-order upstream forwarder, when `[upstream]` is configured.
     upstream: Option<Arc<tokio::sync::Notify>>,
     health: crate::health::Health,
+    changes: crate::alarms::Changes,
 }
 
 impl Sender {
@@ -129,7 +130,14 @@ impl Sender {
             limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             upstream,
             health: crate::health::Health::new(),
+            changes: crate::alarms::Changes::new(),
         }
+    }
+
+    /// Announces every delivery outcome on `changes` (the duty board shows delivered/failed live).
+    pub fn with_changes(mut self, changes: crate::alarms::Changes) -> Sender {
+        self.changes = changes;
+        self
     }
 
     /// Reports the sender's clock ticks to `health` (self-watch): a sender
@@ -252,6 +260,9 @@ impl Sender {
     fn finish(&self, key: u64, record: &DeliveryRecord, done: bool) {
         if let Err(e) = self.store.record_delivery(key, record, done) {
             tracing::error!(error = %e, delivery = %record.delivery_id, "cannot record delivery");
+        }
+        if record.channel != ChannelKind::Mqtt {
+            self.changes.publish(&record.alarm_id, "delivery");
         }
         if done {
             self.metrics

@@ -156,6 +156,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     // Alarms and dispatch.
     let (send_tx, send_rx) = mpsc::channel(TO_SENDER);
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let changes = crate::alarms::Changes::new();
     let stage = AlarmsStage::new(
         config_rx.clone(),
         store.clone(),
@@ -164,7 +165,8 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         metrics.clone(),
         send_tx,
     )?
-    .with_health(health.clone());
+    .with_health(health.clone())
+    .with_changes(changes.clone());
     let alarms = tokio::spawn(stage.run(sig_rx, cmd_rx));
     supervise(&health, &metrics, Stage::Alarms, "alarms", alarms);
     let sound_secs = config_rx.borrow().routing.linkage.secs;
@@ -191,7 +193,8 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         metrics.clone(),
         upstream_tx,
     )
-    .with_health(health.clone());
+    .with_health(health.clone())
+    .with_changes(changes.clone());
     let pending = store.pending()?;
     metrics.outbox_pending.set(pending.len() as i64);
     let sender = tokio::spawn(sender.run(pending, send_rx));
@@ -239,6 +242,8 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         health: health.clone(),
         test_hooks: opts.test_hooks,
         reload: config_tx.clone(),
+        sessions: api::session::Sessions::default(),
+        changes,
     };
     if opts.test_hooks {
         tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");
