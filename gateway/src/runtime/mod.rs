@@ -93,6 +93,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         priority: prio_tx,
         normal: norm_tx,
     };
+    // Modbus source: same lanes as MQTT.
+    crate::ingest::modbus::spawn(config_rx.clone(), lanes.clone(), metrics.clone());
     let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
     tokio::spawn(handler.run(pub_rx));
 
