@@ -26,6 +26,7 @@ pub struct GatewayBuilder {
     max_payload: Option<usize>,
     extra_toml: String,
     fixture_overrides: Vec<(String, String)>,
+    profiles: Vec<String>,
 }
 
 impl GatewayBuilder {
@@ -57,6 +58,12 @@ impl GatewayBuilder {
     pub fn extra_toml(mut self, toml: impl Into<String>) -> Self {
         self.extra_toml.push('\n');
         self.extra_toml.push_str(&toml.into());
+        self
+    }
+
+    /// `profiles = [...]`: Modbus profile files (written with [`GatewayBuilder::fixture_file`]).
+    pub fn profiles(mut self, files: &[&str]) -> Self {
+        self.profiles.extend(files.iter().map(|f| f.to_string()));
         self
     }
 
@@ -111,6 +118,7 @@ impl GatewayBuilder {
             r#"registry = "registry.toml"
 rules = "rules.toml"
 routing = "routing.toml"
+profiles = {profiles:?}
 
 [site]
 id = "{site}"
@@ -126,6 +134,7 @@ listen = "127.0.0.1:{mqtt_port}"
 "#,
             site = compound::SITE,
             site_name = compound::SITE_NAME,
+            profiles = self.profiles,
         );
         if let Some(bytes) = self.max_payload {
             let _ = writeln!(toml, "max_payload = {bytes}");
