@@ -357,6 +357,11 @@ fn copy_shipped_config(dir: &Path) -> String {
     ] {
         std::fs::copy(repo_root().join("config").join(f), dir.join(f)).unwrap();
     }
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    for e in std::fs::read_dir(repo_root().join("config").join("profiles")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join("profiles").join(p.file_name().unwrap())).unwrap();
+    }
     dir.join("gateway.toml").to_string_lossy().into_owned()
 }
 

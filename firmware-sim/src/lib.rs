@@ -1,10 +1,12 @@
 //! firmware-sim: simulated smoke detectors and current-leak monitors that talk
-//! to gridwatch over MQTT exactly as field devices do (SPEC §1, §3).
+//! to gridwatch over MQTT and Modbus exactly as field devices do (SPEC §1, §3, §4).
 //!
 //! The pure parts (scenario expansion, load pacing, payloads, registry output)
 //! are apart from the I/O (`mqtt`, `run`) so they can be tested without a broker.
 
+pub mod bank;
 pub mod duration;
+pub mod modbus;
 pub mod mqtt;
 pub mod payload;
 pub mod registry;

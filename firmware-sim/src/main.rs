@@ -1,12 +1,17 @@
-//! `firmware-sim`: drive simulated devices against a gridwatch gateway over MQTT.
+//! `firmware-sim`: drive simulated devices against a gridwatch gateway over MQTT and Modbus.
 
 use clap::{Args, Parser, Subcommand};
+use firmware_sim::bank::{Bank, Behaviour};
+use firmware_sim::modbus::{self, RtuPty, SharedBank};
 use firmware_sim::mqtt::BrokerAddr;
+use firmware_sim::payload::MetricValue;
+use firmware_sim::registry;
 use firmware_sim::run::{self, LoadOptions, ScenarioOptions};
 use firmware_sim::scenario::FORMAT_HELP;
 use firmware_sim::schedule::{AlarmKind, LoadPlan};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Simulated smoke detectors and current-leak monitors for gridwatch.
@@ -27,6 +32,107 @@ enum Cmd {
     Scenario(ScenarioCmd),
     /// Offered-load test: N devices, a total reading rate, a duration.
     Load(LoadCmd),
+    /// Serve N simulated Modbus monitors (generic-rcm layout) with fixed values.
+    Modbus(ModbusCmd),
+}
+
+/// Where and how the simulated Modbus monitors answer.
+#[derive(Args, Debug, Clone)]
+struct ModbusServeArgs {
+    /// Serve Modbus TCP here (e.g. 127.0.0.1:5020).
+    #[arg(long = "modbus-listen", alias = "listen")]
+    modbus_listen: Option<String>,
+    /// Serve Modbus RTU on a new pty; its path is printed, and also linked here.
+    #[arg(long)]
+    rtu_link: Option<PathBuf>,
+    /// Serve Modbus RTU on a new pty and print its path.
+    #[arg(long)]
+    rtu_pty: bool,
+    /// A unit that never answers (repeatable).
+    #[arg(long = "silent-unit", value_name = "UNIT")]
+    silent: Vec<String>,
+    /// A unit that answers after MS milliseconds (repeatable).
+    #[arg(long = "slow-unit", value_name = "UNIT:MS")]
+    slow: Vec<String>,
+    /// A unit that answers every request with an exception (default code 4).
+    #[arg(long = "exception-unit", value_name = "UNIT[:CODE]")]
+    exception: Vec<String>,
+}
+
+impl ModbusServeArgs {
+    fn enabled(&self) -> bool {
+        self.modbus_listen.is_some() || self.rtu_link.is_some() || self.rtu_pty
+    }
+
+    fn behaviours(&self) -> anyhow::Result<Vec<(u8, Behaviour)>> {
+        let mut out = Vec::new();
+        for (kind, list) in [
+            ("silent", &self.silent),
+            ("slow", &self.slow),
+            ("exception", &self.exception),
+        ] {
+            for spec in list {
+                out.push(Behaviour::parse_flag(kind, spec).map_err(anyhow::Error::msg)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts the servers; what they hold must live as long as they serve.
+    async fn start(&self, bank: &SharedBank) -> anyhow::Result<Option<RtuPty>> {
+        modbus::apply_behaviours(bank, &self.behaviours()?);
+        if let Some(addr) = &self.modbus_listen {
+            let local = modbus::serve_tcp(addr, bank.clone()).await?;
+            println!("modbus tcp listening on {local}");
+        }
+        let pty = if self.rtu_pty || self.rtu_link.is_some() {
+            let pty = modbus::serve_rtu_pty(self.rtu_link.as_deref(), bank.clone())?;
+            match &pty.link {
+                Some(l) => println!("modbus rtu on {} (linked at {})", pty.path, l.display()),
+                None => println!("modbus rtu on {}", pty.path),
+            }
+            Some(pty)
+        } else {
+            None
+        };
+        Ok(pty)
+    }
+}
+
+#[derive(Args, Debug)]
+struct ModbusCmd {
+    #[command(flatten)]
+    serve: ModbusServeArgs,
+    /// Number of monitors.
+    #[arg(long, default_value_t = 1)]
+    monitors: u32,
+    /// Monitors per unit id (circuits of one multi-circuit monitor, 2 registers apart).
+    #[arg(long, default_value_t = 1)]
+    per_unit: u32,
+    /// Unit id of the first monitor.
+    #[arg(long, default_value_t = 1)]
+    first_unit: u8,
+    /// Residual current every monitor reports, mA.
+    #[arg(long, default_value_t = 30.0)]
+    residual_ma: f64,
+    /// Temperature every monitor reports, °C.
+    #[arg(long, default_value_t = 25.0, allow_hyphen_values = true)]
+    temperature_c: f64,
+    /// Device id prefix (ids are {prefix}{i:05}).
+    #[arg(long, default_value = "mb-")]
+    prefix: String,
+    /// Write a registry.toml naming the monitors, polled at ENDPOINT.
+    #[arg(long, requires = "endpoint")]
+    registry_out: Option<PathBuf>,
+    /// Endpoint written into --registry-out (tcp://HOST:PORT or rtu:///dev/...).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Poll interval written into --registry-out.
+    #[arg(long, default_value = "1s")]
+    every: String,
+    /// Stop after this many seconds (default: serve until killed).
+    #[arg(long)]
+    duration: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -48,6 +154,16 @@ struct ScenarioCmd {
     /// With --dry-run: first timestamp in epoch ms (default: now).
     #[arg(long, requires = "dry_run")]
     start_ts: Option<i64>,
+    #[command(flatten)]
+    modbus: ModbusServeArgs,
+    /// The gateway's registry.toml: its Modbus devices are simulated as
+    /// monitors (by unit id) instead of publishing over MQTT.
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// With Modbus: keep serving this many seconds after the last message
+    /// (default: until killed).
+    #[arg(long)]
+    linger: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +212,26 @@ fn client_id() -> String {
 }
 
 async fn scenario(cmd: ScenarioCmd) -> anyhow::Result<()> {
+    let bank = if cmd.modbus.enabled() {
+        let Some(reg) = &cmd.registry else {
+            anyhow::bail!("Modbus needs --registry (the gateway's registry.toml names the unit of each device)");
+        };
+        let monitors = modbus::registry_monitors(reg)?;
+        let bank = modbus::bank_from_registry(&monitors);
+        if bank.is_empty() {
+            anyhow::bail!(
+                "{}: no generic-rcm Modbus device to simulate",
+                reg.display()
+            );
+        }
+        Some(Arc::new(Mutex::new(bank)))
+    } else {
+        None
+    };
+    let _pty = match &bank {
+        Some(b) => cmd.modbus.start(b).await?,
+        None => None,
+    };
     let opts = ScenarioOptions {
         file: cmd.file,
         mqtt: BrokerAddr::parse(&cmd.mqtt)?,
@@ -104,8 +240,90 @@ async fn scenario(cmd: ScenarioCmd) -> anyhow::Result<()> {
         dry_run: cmd.dry_run,
         start_ts: cmd.start_ts,
         client_id: client_id(),
+        modbus: bank.clone(),
     };
     run::run_scenario(&opts, &mut std::io::stdout()).await?;
+    if bank.is_some() && !cmd.dry_run {
+        linger(cmd.linger).await;
+    }
+    Ok(())
+}
+
+/// Keeps the process (and its servers) alive for `secs`, or until SIGINT/SIGTERM.
+async fn linger(secs: Option<f64>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let wait = async {
+        match secs {
+            Some(s) if s.is_finite() && s >= 0.0 => {
+                tokio::time::sleep(Duration::from_secs_f64(s)).await
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut t) => {
+                t.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = wait => {}
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn serve_monitors(cmd: ModbusCmd) -> anyhow::Result<()> {
+    if !cmd.serve.enabled() {
+        anyhow::bail!("give --listen HOST:PORT, --rtu-pty or --rtu-link PATH");
+    }
+    if cmd.per_unit == 0 || cmd.monitors == 0 {
+        anyhow::bail!("--monitors and --per-unit must be at least 1");
+    }
+    let mut bank = Bank::default();
+    let mut placed = Vec::new();
+    for i in 0..cmd.monitors {
+        let unit = u32::from(cmd.first_unit) + i / cmd.per_unit;
+        let unit = match u8::try_from(unit) {
+            Ok(u) if u <= 247 => u,
+            _ => anyhow::bail!(
+                "{} monitors at {} per unit need unit ids past 247: raise --per-unit",
+                cmd.monitors,
+                cmd.per_unit
+            ),
+        };
+        let offset = u16::try_from((i % cmd.per_unit) * 2)?;
+        let id = format!("{}{i:05}", cmd.prefix);
+        bank.add_monitor(&id, unit, offset);
+        let values = [
+            (
+                "residual_current_ma".to_string(),
+                MetricValue(cmd.residual_ma),
+            ),
+            ("temperature_c".to_string(), MetricValue(cmd.temperature_c)),
+        ]
+        .into_iter()
+        .collect();
+        bank.set_reading(&id, &values, &[]);
+        placed.push((id, unit, offset));
+    }
+    if let (Some(path), Some(endpoint)) = (&cmd.registry_out, &cmd.endpoint) {
+        std::fs::write(
+            path,
+            registry::modbus_registry_toml(&placed, endpoint, &cmd.every),
+        )?;
+        println!(
+            "registry with {} monitors written to {}",
+            placed.len(),
+            path.display()
+        );
+    }
+    let bank = Arc::new(Mutex::new(bank));
+    let _pty = cmd.serve.start(&bank).await?;
+    println!("serving {} monitors", cmd.monitors);
+    linger(cmd.duration).await;
     Ok(())
 }
 
@@ -152,6 +370,7 @@ async fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Scenario(c) => scenario(c).await,
         Cmd::Load(c) => load(c).await,
+        Cmd::Modbus(c) => serve_monitors(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! The two commands' I/O: pacing, publishing, recording and reporting. The
 //! decisions (what to send, when) come from `scenario` and `schedule`.
 
+use crate::bank::Behaviour;
+use crate::modbus::SharedBank;
 use crate::mqtt::{BrokerAddr, Counts, MqttError, Publisher, PublisherConfig};
 use crate::payload::{now_ms, reading_topic, record_line, status_topic, Payload};
 use crate::registry::registry_toml;
@@ -80,6 +82,10 @@ pub struct ScenarioOptions {
     /// First timestamp of a dry run (epoch ms); now when absent.
     pub start_ts: Option<i64>,
     pub client_id: String,
+    /// Simulated Modbus monitors: readings of these devices go to their
+    /// registers instead of MQTT, and their status messages silence (offline)
+    /// or wake (online) their unit.
+    pub modbus: Option<SharedBank>,
 }
 
 /// What a scenario run did.
@@ -104,7 +110,13 @@ pub async fn run_scenario(
     }
     let messages = scenario.expand();
     let mut record = opts.record.as_deref().map(LineFile::create).transpose()?;
-    let publisher = if opts.dry_run {
+    let on_modbus = |device: &str| {
+        opts.modbus
+            .as_ref()
+            .is_some_and(|b| b.lock().unwrap_or_else(|e| e.into_inner()).has(device))
+    };
+    let needs_mqtt = messages.iter().any(|m| !on_modbus(&m.device));
+    let publisher = if opts.dry_run || !needs_mqtt {
         None
     } else {
         let cfg = PublisherConfig::new(opts.client_id.clone());
@@ -123,12 +135,28 @@ pub async fn run_scenario(
     for m in &messages {
         let scaled = m.offset.div_f64(opts.speed);
         let ts = match &publisher {
-            None => base_ts.saturating_add(i64::try_from(scaled.as_millis()).unwrap_or(i64::MAX)),
-            Some(_) => {
+            None if opts.dry_run => {
+                base_ts.saturating_add(i64::try_from(scaled.as_millis()).unwrap_or(i64::MAX))
+            }
+            _ => {
                 tokio::time::sleep_until((start + scaled).into()).await;
                 now_ms()
             }
         };
+        if let (Some(bank), false) = (&opts.modbus, opts.dry_run) {
+            if on_modbus(&m.device) {
+                let what = set_register(bank, &m.device, &m.body);
+                summary.readings += u64::from(matches!(m.body, Body::Reading { .. }));
+                summary.statuses += u64::from(matches!(m.body, Body::Status(_)));
+                let _ = writeln!(
+                    out,
+                    "+{:>8.3}s  {:<18} modbus {what}",
+                    m.offset.as_secs_f64(),
+                    m.device
+                );
+                continue;
+            }
+        }
         let (topic, bytes, what) = match &m.body {
             Body::Reading { values, flags } => {
                 let payload = Payload {
@@ -179,6 +207,15 @@ pub async fn run_scenario(
                 start.elapsed().as_secs_f64()
             );
         }
+        None if !opts.dry_run => {
+            let _ = writeln!(
+                out,
+                "done: {} readings, {} status messages in {:.2}s",
+                summary.readings,
+                summary.statuses,
+                start.elapsed().as_secs_f64()
+            );
+        }
         None => {
             let _ = writeln!(
                 out,
@@ -188,6 +225,29 @@ pub async fn run_scenario(
         }
     }
     Ok(summary)
+}
+
+/// Applies one scenario message to a Modbus monitor; returns what it did, for the log.
+fn set_register(bank: &SharedBank, device: &str, body: &Body) -> String {
+    let mut b = bank.lock().unwrap_or_else(|e| e.into_inner());
+    match body {
+        Body::Reading { values, flags } => {
+            b.set_reading(device, values, flags);
+            let vals: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("registers {} {:?}", vals.join(" "), flags)
+        }
+        Body::Status(s) => {
+            let Some(unit) = b.unit_of(device) else {
+                return String::new();
+            };
+            let behaviour = match s {
+                crate::scenario::DeviceStatus::Offline => Behaviour::Silent,
+                crate::scenario::DeviceStatus::Online => Behaviour::Normal,
+            };
+            b.set_behaviour(unit, behaviour);
+            format!("unit {unit} {:?}", behaviour)
+        }
+    }
 }
 
 /// `firmware-sim load` options.

@@ -110,7 +110,24 @@ pub struct Metrics {
     pub store_bytes: IntGauge,
     /// Records removed by the retention sweep, by `what` (alarms, deliveries).
     pub housekeeping_removed_total: IntCounterVec,
+    /// Modbus polls by endpoint and outcome (ok, timeout, exception, ...).
+    pub modbus_polls_total: IntCounterVec,
+    /// 1 while a Modbus link (TCP connection or serial port) is open.
+    pub modbus_link_up: IntGaugeVec,
+    /// Devices per endpoint by breaker state (closed, open, half_open).
+    pub modbus_breakers: IntGaugeVec,
+    /// Successful opens of a Modbus link (the first one included).
+    pub modbus_connects_total: IntCounterVec,
+    /// How late each poll started against its schedule.
+    pub modbus_poll_delay_seconds: HistogramVec,
+    /// Poll cycles dropped because a link was more than a whole period behind.
+    pub modbus_cycles_skipped_total: IntCounterVec,
 }
+
+/// Buckets from 1 ms to 5 s: how late a Modbus poll starts.
+const POLL_DELAY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 /// Buckets from 0.5 ms to 10 s: the dispatch path is measured in milliseconds.
 const DISPATCH_BUCKETS: &[f64] = &[
@@ -242,6 +259,55 @@ impl Metrics {
                 &["what"],
             )
             .expect("static metric"),
+            modbus_polls_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_modbus_polls_total",
+                    "Modbus polls by endpoint and outcome",
+                ),
+                &["endpoint", "outcome"],
+            )
+            .expect("static metric"),
+            modbus_link_up: IntGaugeVec::new(
+                Opts::new(
+                    "gridwatch_modbus_link_up",
+                    "1 while the Modbus link of an endpoint is open",
+                ),
+                &["endpoint"],
+            )
+            .expect("static metric"),
+            modbus_breakers: IntGaugeVec::new(
+                Opts::new(
+                    "gridwatch_modbus_breakers",
+                    "Modbus devices per endpoint by circuit-breaker state",
+                ),
+                &["endpoint", "state"],
+            )
+            .expect("static metric"),
+            modbus_connects_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_modbus_connects_total",
+                    "Modbus link opens by endpoint (reconnects included)",
+                ),
+                &["endpoint"],
+            )
+            .expect("static metric"),
+            modbus_poll_delay_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "gridwatch_modbus_poll_delay_seconds",
+                    "How late a Modbus poll started against its schedule",
+                )
+                .buckets(POLL_DELAY_BUCKETS.to_vec()),
+                &["endpoint"],
+            )
+            .expect("static metric"),
+            modbus_cycles_skipped_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_modbus_cycles_skipped_total",
+                    "Modbus poll cycles dropped because the link was a whole period behind",
+                ),
+                &["endpoint"],
+            )
+            .expect("static metric"),
             registry,
         };
         m.register_all();
@@ -270,6 +336,12 @@ impl Metrics {
             Box::new(self.stage_healthy.clone()),
             Box::new(self.store_bytes.clone()),
             Box::new(self.housekeeping_removed_total.clone()),
+            Box::new(self.modbus_polls_total.clone()),
+            Box::new(self.modbus_link_up.clone()),
+            Box::new(self.modbus_breakers.clone()),
+            Box::new(self.modbus_connects_total.clone()),
+            Box::new(self.modbus_poll_delay_seconds.clone()),
+            Box::new(self.modbus_cycles_skipped_total.clone()),
         ];
         for c in all {
             // Names are static and unique: registering cannot fail.
@@ -323,6 +395,27 @@ impl Metrics {
         for k in [AlarmKind::Smoke, AlarmKind::FireConfirmed] {
             self.alarms_total
                 .with_label_values(&[k.as_str(), Severity::Critical.as_str()]);
+        }
+    }
+
+    /// Creates a Modbus endpoint's label values at 0, so its outcomes show before they happen.
+    pub fn touch_modbus_link(&self, endpoint: &str) {
+        for o in crate::ingest::modbus::PollOutcome::ALL {
+            self.modbus_polls_total
+                .with_label_values(&[endpoint, o.as_str()]);
+        }
+        self.modbus_cycles_skipped_total
+            .with_label_values(&[endpoint]);
+        self.modbus_connects_total.with_label_values(&[endpoint]);
+    }
+
+    /// Drops the gauges of an endpoint no longer configured (counters stay: they are cumulative).
+    pub fn forget_modbus_link(&self, endpoint: &str) {
+        let _ = self.modbus_link_up.remove_label_values(&[endpoint]);
+        for s in crate::ingest::modbus::schedule::BreakerState::ALL {
+            let _ = self
+                .modbus_breakers
+                .remove_label_values(&[endpoint, s.as_str()]);
         }
     }
 

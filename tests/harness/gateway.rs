@@ -29,6 +29,7 @@ pub struct GatewayBuilder {
     run_args: Vec<String>,
     run_env: Vec<(String, String)>,
     storage_path: Option<PathBuf>,
+    profiles: Vec<String>,
 }
 
 impl GatewayBuilder {
@@ -60,6 +61,12 @@ impl GatewayBuilder {
     pub fn extra_toml(mut self, toml: impl Into<String>) -> Self {
         self.extra_toml.push('\n');
         self.extra_toml.push_str(&toml.into());
+        self
+    }
+
+    /// `profiles = [...]`: Modbus profile files (written with [`GatewayBuilder::fixture_file`]).
+    pub fn profiles(mut self, files: &[&str]) -> Self {
+        self.profiles.extend(files.iter().map(|f| f.to_string()));
         self
     }
 
@@ -134,6 +141,7 @@ impl GatewayBuilder {
             r#"registry = "registry.toml"
 rules = "rules.toml"
 routing = "routing.toml"
+profiles = {profiles:?}
 
 [site]
 id = "{site}"
@@ -153,6 +161,7 @@ listen = "127.0.0.1:{mqtt_port}"
                 .storage_path
                 .as_ref()
                 .map_or("data".to_string(), |p| p.display().to_string()),
+            profiles = self.profiles,
         );
         if let Some(bytes) = self.max_payload {
             let _ = writeln!(toml, "max_payload = {bytes}");

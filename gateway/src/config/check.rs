@@ -28,9 +28,6 @@ const TEMP_ALARM_MAX: f64 = 140.0;
 const MAX_HOLD: Duration = Duration::from_secs(25);
 /// Longest MQTT heartbeat: a silent detector must be noticed within about a day.
 const MAX_HEARTBEAT: Duration = Duration::from_secs(25 * 3600);
-/// The only Modbus profile known until profile files are supported.
-const BUILTIN_PROFILE: &str = "generic-rcm";
-
 /// `gateway.toml` on its own.
 pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut Report) {
     let site = &gw.site;
@@ -404,28 +401,6 @@ fn has_scheme(url: &str, schemes: &[&str]) -> bool {
         .any(|s| url.len() > s.len() && url[..s.len()].eq_ignore_ascii_case(s))
 }
 
-/// Profile files named in gateway.toml: they must exist; they are not read yet.
-pub(crate) fn profiles(src: &Source, gw: &GatewayFile, base: &Path, rep: &mut Report) {
-    for (i, p) in gw.profiles.iter().enumerate() {
-        let path = base.join(p);
-        let at = [K("profiles"), I(i)];
-        if path.is_file() {
-            rep.warnings.push(src.error_at(
-                &at,
-                format!(
-                    "profile file {} is not read yet: only the built-in {BUILTIN_PROFILE} profile is known",
-                    path.display()
-                ),
-            ));
-        } else {
-            rep.errors.push(src.error_at(
-                &at,
-                format!("profile file {} does not exist", path.display()),
-            ));
-        }
-    }
-}
-
 /// Position of each id, reporting duplicates at the second occurrence.
 fn index_ids<'a>(
     src: &Source,
@@ -590,15 +565,6 @@ fn device(src: &Source, i: usize, d: &Device, homes: &HashMap<&str, usize>, rep:
                 format!(
                     "modbus unit {} of device {:?} must be 1 to 247",
                     m.unit, d.id
-                ),
-            ));
-        }
-        if m.profile != BUILTIN_PROFILE {
-            rep.errors.push(src.error_at(
-                &mb("profile"),
-                format!(
-                    "unknown modbus profile {:?} for device {:?}: only the built-in {BUILTIN_PROFILE} is known until profile files are supported",
-                    m.profile, d.id
                 ),
             ));
         }

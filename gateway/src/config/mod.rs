@@ -10,15 +10,17 @@
 mod check;
 pub mod duration;
 mod env;
+pub mod profile;
 mod source;
 pub mod types;
 
 pub use duration::Dur;
+pub use profile::{Profile, ProfileEntry, RegType, Table, WordOrder, BUILTIN_PROFILE};
 pub use types::*;
 
 use check::Report;
 use source::{entry, EntryCheck, Seg::K, Source};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,8 @@ pub struct Config {
     pub routing: Routing,
     /// Path of gateway.toml as given.
     pub path: PathBuf,
+    /// Modbus profiles by name: the built-in ones and those of the `profiles` files.
+    pub profiles: BTreeMap<String, Profile>,
     /// Non-fatal findings (e.g. a secret written in clear, a role channel that is not configured).
     pub warnings: Vec<ConfigError>,
     devices: HashMap<String, usize>,
@@ -176,9 +180,13 @@ impl Config {
             .as_ref()
             .and_then(|s| s.deserialize(env, &[entry::<Route>("route")], &mut rep.errors));
 
+        let mut profiles = profile::builtin_profiles();
         if let Some(g) = &gateway {
             check::gateway(&gw_src, g, env, &mut rep);
-            check::profiles(&gw_src, g, &base, &mut rep);
+            profiles = profile::load(&gw_src, g, &base, env, &mut rep);
+        }
+        if let (Some(src), Some(r)) = (&reg_src, &registry) {
+            profile::check_devices(src, r, &profiles, &mut rep);
         }
         if let (Some(src), Some(r)) = (&reg_src, &registry) {
             check::registry(
@@ -208,6 +216,7 @@ impl Config {
                     registry,
                     rules,
                     routing,
+                    profiles,
                     path.to_path_buf(),
                     warnings,
                 ))
@@ -247,6 +256,7 @@ impl Config {
         registry: Registry,
         rules: Rules,
         routing: Routing,
+        profiles: BTreeMap<String, Profile>,
         path: PathBuf,
         warnings: Vec<ConfigError>,
     ) -> Config {
@@ -262,6 +272,7 @@ impl Config {
             registry,
             rules,
             routing,
+            profiles,
             path,
             warnings,
         }

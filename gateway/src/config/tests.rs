@@ -759,7 +759,7 @@ fn device_checks() {
         (
             "profile = \"generic-rcm\"",
             "profile = \"acrel\"",
-            "only the built-in generic-rcm",
+            "unknown modbus profile \"acrel\"",
         ),
         (
             "endpoint = \"tcp://127.0.0.1:5020\"",

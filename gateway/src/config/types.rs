@@ -472,6 +472,13 @@ pub struct ModbusDevice {
     pub profile: String,
     #[serde(default = "default_poll_every")]
     pub every: Dur,
+    /// Added to every address of the profile: multi-circuit monitors lay out
+    /// one circuit after another under one unit id.
+    #[serde(default)]
+    pub offset: u16,
+    /// Longest wait for one reply; 500 ms when left out.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 fn default_poll_every() -> Dur {

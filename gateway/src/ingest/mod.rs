@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod device_auth;
+pub mod modbus;
 pub mod mqtt;
 pub mod payload;
 

@@ -19,6 +19,15 @@ fn template(ext: &str) -> PathBuf {
     repo().join(format!("config/ledger-template.{ext}"))
 }
 
+/// The Modbus profile files the shipped gateway.toml names.
+fn copy_profiles(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to.join("profiles")).unwrap();
+    for e in std::fs::read_dir(from.join("profiles")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join("profiles").join(p.file_name().unwrap())).unwrap();
+    }
+}
+
 /// A copy of the shipped config in a temp dir; returns (dir, gateway.toml).
 fn shipped_config() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -30,6 +39,7 @@ fn shipped_config() -> (tempfile::TempDir, PathBuf) {
     ] {
         std::fs::copy(repo().join("config").join(f), dir.path().join(f)).unwrap();
     }
+    copy_profiles(&repo().join("config"), dir.path());
     let gw = dir.path().join("gateway.toml");
     (dir, gw)
 }
@@ -134,6 +144,7 @@ fn the_csv_template_imports_to_the_shipped_registry() {
     let names: BTreeSet<String> = listing(dir.path()).into_iter().map(|(n, _)| n).collect();
     let expected: BTreeSet<String> = [
         "gateway.toml",
+        "profiles",
         "registry.toml",
         "registry.toml.bak",
         "rules.toml",

@@ -126,6 +126,8 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         priority: prio_tx,
         normal: norm_tx,
     };
+    // Modbus source: same lanes as MQTT.
+    crate::ingest::modbus::spawn(config_rx.clone(), lanes.clone(), metrics.clone());
     let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
     let handler = tokio::spawn(handler.run(pub_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
