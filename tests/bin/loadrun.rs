@@ -1,19 +1,18 @@
 //! `loadrun`: the load harness of docs/benchmarks.md in one command.
 //!
 //! ```text
-//! cargo run --release -p gridwatch-e2e --bin loadrun -- --rates 1000,5000,20000 --duration 10
+//! scripts/loadrun --rates 1000,5000,20000 --duration 10
 //! ```
 //!
-//! Builds the release `gridwatch` and `firmware-sim` (unless `--debug`), then
-//! for every broker and offered rate starts a fresh gateway and prints one
+//! The script builds the release `gridwatch`, `firmware-sim` and `loadrun`
+//! in one cargo call and runs this binary, which for every broker and offered rate starts a fresh gateway and prints one
 //! Markdown table, the knee (highest rate with alarm p99 under 5 ms), and on
 //! request the scale (`--scale 10000,100000`) and kill -9 recovery
 //! (`--recovery 2500`) tables.
 
 use anyhow::{bail, Context};
-use gridwatch_e2e::bins::{repo_root, target_dir};
+use gridwatch_e2e::bins::target_dir;
 use gridwatch_e2e::load::{self, Bins, BrokerMode, LoadSpec};
-use std::process::Command;
 use std::time::Duration;
 
 /// Alarm p99 target of the issue.
@@ -44,7 +43,7 @@ const USAGE: &str =
   --broker      embedded (default), mosquitto (external, started here) or both
   --scale       also time start→ready and RSS with these numbers of registered devices
   --recovery    also kill -9 with DEVICES×4 pending webhooks and time ready and drain
-  --debug       use the debug binaries (CI smoke) instead of building release ones";
+  --debug       use the debug binaries (CI smoke) instead of the release ones";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
@@ -105,24 +104,31 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// Builds (if needed) and locates the binaries.
+/// Locates the binaries. Nothing is built here: a cargo build started from
+/// inside `cargo run` sees a different environment and relinks gridwatch, so
+/// `scripts/loadrun` builds everything in one cargo call first, and `--debug`
+/// uses the test harness's (built only when missing).
 fn bins(debug: bool) -> anyhow::Result<Bins> {
-    let profile = if debug { "debug" } else { "release" };
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(repo_root())
-        .args(["build", "-p", "gridwatch", "-p", "firmware-sim"]);
-    if !debug {
-        cmd.arg("--release");
+    if debug {
+        return Ok(Bins {
+            gridwatch: gridwatch_e2e::gridwatch_bin(),
+            firmware_sim: gridwatch_e2e::firmware_sim_bin(),
+        });
     }
-    let status = cmd.status().context("run cargo build")?;
-    if !status.success() {
-        bail!("cargo build ({profile}) failed: {status}");
-    }
-    let dir = target_dir().join(profile);
-    Ok(Bins {
+    let dir = target_dir().join("release");
+    let bins = Bins {
         gridwatch: dir.join("gridwatch"),
         firmware_sim: dir.join("firmware-sim"),
-    })
+    };
+    for path in [&bins.gridwatch, &bins.firmware_sim] {
+        if !path.exists() {
+            bail!(
+                "{} is missing: run scripts/loadrun (it builds the release binaries first)",
+                path.display()
+            );
+        }
+    }
+    Ok(bins)
 }
 
 #[tokio::main]

@@ -685,6 +685,8 @@ pub fn scale_table(rows: &[ScaleRow]) -> String {
 pub struct RecoveryRow {
     /// Alarms raised while the webhook was down.
     pub alarms: usize,
+    /// Open alarms at the kill.
+    pub open_at_kill: usize,
     /// Pending notifications at the kill.
     pub pending_at_kill: f64,
     /// Restart → `/readyz` 200.
@@ -759,14 +761,25 @@ pub async fn run_recovery(bins: &Bins, devices: u32) -> RecoveryRow {
         String::from_utf8_lossy(&out.stderr)
     );
     let want = f64::from(devices) * RECOVERY_WORKERS.len() as f64;
+    // Kill at the peak: when all are pending, or when the count stopped
+    // growing for 2 s (a sender that gives up on an unreachable webhook
+    // without a fallback shrinks the outbox again).
     let start = Instant::now();
+    let (mut peak, mut peak_at) = (0.0, Instant::now());
     let pending_at_kill = loop {
         let pending = outbox(&api).await;
-        if pending >= want || start.elapsed() > Duration::from_secs(60) {
+        if pending > peak {
+            (peak, peak_at) = (pending, Instant::now());
+        }
+        if pending >= want
+            || peak_at.elapsed() > Duration::from_secs(2)
+            || start.elapsed() > Duration::from_secs(60)
+        {
             break pending;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let open_at_kill = api.open_alarms().await.len();
     gw.kill9();
     // The webhook comes up on the port it was configured with.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port))
@@ -794,6 +807,7 @@ pub async fn run_recovery(bins: &Bins, devices: u32) -> RecoveryRow {
     ids.dedup();
     RecoveryRow {
         alarms: devices as usize,
+        open_at_kill,
         pending_at_kill,
         ready_ms: ready.as_secs_f64() * 1000.0,
         drained_ms: drained.as_secs_f64() * 1000.0,
@@ -806,8 +820,8 @@ pub async fn run_recovery(bins: &Bins, devices: u32) -> RecoveryRow {
 /// The recovery row as a Markdown table.
 pub fn recovery_table(r: &RecoveryRow) -> String {
     format!(
-        "| alarms | pending at kill -9 | restart→ready ms | restart→outbox empty ms | webhooks received | distinct deliveries | peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|\n| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} |\n",
-        r.alarms, r.pending_at_kill, r.ready_ms, r.drained_ms, r.delivered, r.distinct, r.peak_rss_mib
+        "| alarm readings | open alarms at kill -9 | pending at kill -9 | restart→ready ms | restart→outbox empty ms | webhooks received | distinct deliveries | peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} |\n",
+        r.alarms, r.open_at_kill, r.pending_at_kill, r.ready_ms, r.drained_ms, r.delivered, r.distinct, r.peak_rss_mib
     )
 }
 
