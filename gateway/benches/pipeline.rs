@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo bench -p gridwatch --bench pipeline`. The routing and rendering
 //! benches use the e2e compound (tests/fixtures/compound): a smoke alarm in a
-//! home whose grid worker, director, fire brigade, family and two neighbour
-//! homes are all told, so the plan has eight recipients.
+//! home whose grid worker, director, fire brigade, family and neighbour homes
+//! are all told. Figures: docs/benchmarks.md.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use gridwatch::ack_link::AckSigner;

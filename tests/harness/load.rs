@@ -762,7 +762,8 @@ pub async fn run_recovery(bins: &Bins, devices: u32) -> RecoveryRow {
     );
     let want = f64::from(devices) * RECOVERY_WORKERS.len() as f64;
     // Kill at the peak: when all are pending, or when the count stopped
-    // growing for 2 s (a sender that gives up on an unreachable webhook
+    // growing for 5 s (a slow debug build under 10k retrying deliveries
+    // needs that long between batches; a sender that gives up on an unreachable webhook
     // without a fallback shrinks the outbox again).
     let start = Instant::now();
     let (mut peak, mut peak_at) = (0.0, Instant::now());
@@ -771,9 +772,10 @@ pub async fn run_recovery(bins: &Bins, devices: u32) -> RecoveryRow {
         if pending > peak {
             (peak, peak_at) = (pending, Instant::now());
         }
-        if pending >= want
-            || peak_at.elapsed() > Duration::from_secs(2)
-            || start.elapsed() > Duration::from_secs(60)
+        let open = metric_or(&api, "gridwatch_alarms_open").await;
+        if (pending >= want && open >= f64::from(devices))
+            || peak_at.elapsed() > Duration::from_secs(5)
+            || start.elapsed() > Duration::from_secs(120)
         {
             break pending;
         }
@@ -825,7 +827,21 @@ pub fn recovery_table(r: &RecoveryRow) -> String {
     )
 }
 
-/// `gridwatch_outbox_pending`.
+/// `gridwatch_outbox_pending`; -1 when /metrics does not answer in time (a
+/// busy debug build), so a caller polls again instead of failing.
 pub async fn outbox(api: &Api) -> f64 {
-    parse_metric(&api.metrics().await, "gridwatch_outbox_pending", &[]).unwrap_or(0.0)
+    metric_or(api, "gridwatch_outbox_pending").await
+}
+
+/// A metric's value; -1 when /metrics does not answer within 30 s.
+async fn metric_or(api: &Api, name: &str) -> f64 {
+    let url = format!("{}/metrics", api.base());
+    let fetched = async {
+        let response = reqwest::get(&url).await.ok()?;
+        response.text().await.ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(30), fetched).await {
+        Ok(Some(text)) => parse_metric(&text, name, &[]).unwrap_or(0.0),
+        _ => -1.0,
+    }
 }
