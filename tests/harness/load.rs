@@ -333,7 +333,12 @@ pub fn start_mosquitto(dir: &Path) -> (Proc, u16) {
     )
     .expect("write mosquitto.conf");
     let log = File::create(dir.join("mosquitto.log")).expect("create mosquitto.log");
-    let child = Command::new("mosquitto")
+    // /usr/sbin is not on every PATH (scripts/test installs the package).
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("mosquitto");
+    let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
         .stdin(Stdio::null())
