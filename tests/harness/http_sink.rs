@@ -86,6 +86,11 @@ impl HttpSink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("HttpSink: bind 127.0.0.1:0");
+        HttpSink::start_on(listener).await
+    }
+
+    /// Starts on a listener the caller bound (e.g. a port configured earlier).
+    pub async fn start_on(listener: tokio::net::TcpListener) -> HttpSink {
         let addr = listener.local_addr().expect("local_addr");
         let shared = Shared {
             requests: Arc::default(),

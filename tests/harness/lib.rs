@@ -12,6 +12,7 @@ pub mod bins;
 pub mod compound;
 pub mod gateway;
 pub mod http_sink;
+pub mod load;
 pub mod mime;
 pub mod mqtt;
 pub mod smtp;

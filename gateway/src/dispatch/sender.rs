@@ -141,7 +141,7 @@ impl Sender {
     }
 
     /// Reports the sender's clock ticks to `health` (self-watch): a sender
-    /// stuck on a full in-flight limit stops beating.
+    /// whose loop stops stops beating.
     pub fn with_health(mut self, health: crate::health::Health) -> Sender {
         self.health = health;
         self
@@ -178,13 +178,13 @@ impl Sender {
                 }
                 continue;
             }
-            let Ok(permit) = self.limit.clone().acquire_owned().await else {
-                return;
-            };
+            // The in-flight limit is taken per attempt inside `deliver`, not
+            // for the task's life: a delivery waiting out its backoff (a dead
+            // webhook) must not hold a slot, or 512 of them stall the sender,
+            // then the alarms stage, and no new alarm is raised.
             let me = self.clone();
             tokio::spawn(async move {
                 me.deliver(p).await;
-                drop(permit);
             });
         }
         self.metrics
@@ -213,7 +213,10 @@ impl Sender {
         loop {
             record.attempts += 1;
             tries_here += 1;
-            let result = self.send_once(&n).await;
+            let result = match self.limit.clone().acquire_owned().await {
+                Ok(_permit) => self.send_once(&n).await,
+                Err(_) => return,
+            };
             record.at = now_ms();
             match result {
                 Ok(()) => {
