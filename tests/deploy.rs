@@ -636,15 +636,25 @@ async fn backup_of_running_daemon_restores_open_alarms_and_pending_notifications
             "an alarm email"
         );
     }
-    let timeline = b.api().alarm(&alarm_id).await;
-    assert!(
-        timeline["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["what"] == "delivery" && t["channel"] == "email" && t["status"] == "sent"),
-        "B records the delivery in A's alarm timeline: {timeline}"
-    );
+    // The sink has the mail before B has heard the server's answer and
+    // recorded it: wait for the record.
+    gridwatch_e2e::wait_until_async(
+        "B records the delivery in A's alarm timeline",
+        WAIT,
+        POLL,
+        || async {
+            let timeline = b.api().alarm(&alarm_id).await;
+            timeline["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| {
+                    t["what"] == "delivery" && t["channel"] == "email" && t["status"] == "sent"
+                })
+                .then_some(())
+        },
+    )
+    .await;
     drop(a);
 }
 
