@@ -337,8 +337,12 @@ impl Slot {
             .level
             .map(|sev| Hit::new(sev, SignalCause::Threshold, Some(rule.levels.level_of(sev))));
         let trend = |t: Option<TrendRule>, holds: bool| {
-            t.filter(|_| holds)
-                .map(|t| Hit::new(t.severity, t.cause, Some(t.delta)))
+            t.filter(|_| holds).map(|t| {
+                // A trend's delta is a change (mA or °C per window), not a level:
+                // shown as "threshold" beside the reading it would be misread
+                // ("37 °C (threshold 8)"), so trend alarms carry none.
+                Hit::new(t.severity, t.cause, None)
+            })
         };
         Verdict {
             hit: strongest([

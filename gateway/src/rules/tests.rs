@@ -395,7 +395,7 @@ fn slow_rise_warns_and_clears_when_it_no_longer_holds() {
         vec![(K::ResidualCurrent, S::Warning, Firing, C::Rise)]
     );
     assert_eq!(all[0].ts, 600_000);
-    assert_eq!(all[0].threshold, Some(100.0));
+    assert_eq!(all[0].threshold, None, "a trend has no level to show");
     // Flat for another minute: the 50 mA sample has left the window.
     let s = r.rc(660_000, 150.0);
     assert_eq!(
@@ -417,7 +417,7 @@ fn step_warns_then_clears_after_within() {
         brief(&s),
         vec![(K::ResidualCurrent, S::Warning, Firing, C::Step)]
     );
-    assert_eq!(s[0].threshold, Some(50.0));
+    assert_eq!(s[0].threshold, None, "a trend has no level to show");
     assert!(r.rc(5_000, 119.0).is_empty());
     let s = r.rc(6_000, 119.0);
     assert_eq!(brief(&s)[0].2, Cleared);
@@ -452,7 +452,7 @@ fn rate_of_rise_is_an_alarm() {
         brief(&s),
         vec![(K::Temperature, S::Alarm, Firing, C::RateOfRise)]
     );
-    assert_eq!(s[0].threshold, Some(8.0));
+    assert_eq!(s[0].threshold, None, "a trend has no level to show");
     // The 30 °C sample leaves the window: 37.9 → 38.0 is no rate of rise.
     let s = r.feed("d", 60_001, &[(TEMP, 38.0)], &[]);
     assert_eq!(brief(&s)[0].2, Cleared);
