@@ -164,8 +164,3 @@ pub fn loopback_of(addr: SocketAddr) -> SocketAddr {
     };
     SocketAddr::new(ip, addr.port())
 }
-
-/// Whether something accepts TCP at `addr` (readiness).
-pub fn is_up(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
