@@ -320,18 +320,32 @@ async fn flood_of_hostile_uplinks_while_a_real_alarm_goes_through_and_nothing_le
     )
     .await;
     assert_eq!(raised.json()["alarm"]["device_id"], SMOKE_KITCHEN);
-    // Every hostile message is counted once; the chatty sensor's excess is rate-limited.
+    // Every hostile message is counted once; the chatty sensor's excess is
+    // rate-limited. The telemetry published after the flood may still be in
+    // flight when the hostile count is complete, so wait for both totals.
     let n = hostile.len() as f64;
+    let expected_telemetry = telemetry as f64 + 1.0;
     let api = gw.api().clone();
-    wait_until_async("every hostile uplink counted", WAIT, POLL, || {
+    wait_until_async("every uplink counted", WAIT, POLL, || {
         let api = api.clone();
         async move {
             let m = api.metrics().await;
-            let got = rejected_sum(&m, "rate_limited");
-            if got == n {
+            let hostile_got = rejected_sum(&m, "rate_limited");
+            let limited = parse_metric(
+                &m,
+                "gridwatch_readings_rejected_total",
+                &[("reason", "rate_limited")],
+            )
+            .unwrap_or(0.0);
+            let accepted = parse_metric(&m, "gridwatch_readings_total", &[("transport", "mqtt")])
+                .unwrap_or(0.0);
+            if hostile_got == n && limited + accepted >= expected_telemetry {
                 Ok(())
             } else {
-                Err(format!("{got} of {n}"))
+                Err(format!(
+                    "hostile {hostile_got} of {n}, telemetry {} of {expected_telemetry}",
+                    limited + accepted
+                ))
             }
         }
     })
@@ -347,7 +361,7 @@ async fn flood_of_hostile_uplinks_while_a_real_alarm_goes_through_and_nothing_le
     assert!(limited > 0.0, "the chatty sensor was limited:\n{m}");
     assert_eq!(
         limited + accepted,
-        telemetry as f64 + 1.0,
+        expected_telemetry,
         "telemetry + the alarm, each counted once"
     );
     for reason in [
