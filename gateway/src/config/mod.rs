@@ -120,7 +120,7 @@ impl Config {
             }])
         })?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let gw_src = Source::new(path, text, &mut rep.errors);
+        let gw_src = Source::new(path, text);
         let mut gateway: Option<GatewayFile> = gw_src.deserialize(env, &[], &mut rep.errors);
         if let Some(g) = &mut gateway {
             check::resolve_secret_files(&gw_src, g, &base, &mut rep);
@@ -151,7 +151,7 @@ impl Config {
             };
             let p = base.join(&name);
             match std::fs::read_to_string(&p) {
-                Ok(text) => sources.push(Some(Source::new(&p, text, &mut rep.errors))),
+                Ok(text) => sources.push(Some(Source::new(&p, text))),
                 Err(e) => {
                     rep.errors.push(gw_src.error_at(
                         &[K(key)],
@@ -170,9 +170,9 @@ impl Config {
             entry::<Device>("devices"),
             entry::<Contact>("contacts"),
         ];
-        let registry: Option<Registry> = reg_src
-            .as_ref()
-            .and_then(|s| s.deserialize(env, &registry_entries, &mut rep.errors));
+        let registry: Option<Registry> = reg_src.as_ref().and_then(|s| {
+            s.deserialize_blocks(env, &registry_entries, Registry::append, &mut rep.errors)
+        });
         let rules: Option<Rules> = rules_src
             .as_ref()
             .and_then(|s| s.deserialize(env, &[entry::<Override>("override")], &mut rep.errors));
@@ -238,7 +238,7 @@ impl Config {
                 message: format!("cannot read rules: {e}"),
             }])
         })?;
-        let src = Source::new(path, text, &mut rep.errors);
+        let src = Source::new(path, text);
         let rules: Option<Rules> =
             src.deserialize(&env, &[entry::<Override>("override")], &mut rep.errors);
         if let Some(r) = &rules {

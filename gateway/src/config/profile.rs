@@ -176,7 +176,7 @@ pub(crate) fn load(
                 continue;
             }
         };
-        let src = Source::new(&path, text, &mut rep.errors);
+        let src = Source::new(&path, text);
         let Some(file) = src.deserialize::<ProfileFile>(env, &[], &mut rep.errors) else {
             continue;
         };

@@ -375,6 +375,17 @@ pub struct Registry {
     pub contacts: Vec<Contact>,
 }
 
+impl Registry {
+    /// Adds `other`'s entries after this one's, as if its text followed: the
+    /// registry is read one `[[entry]]` block at a time (see `config::source`).
+    pub fn append(&mut self, other: Registry) {
+        self.grids.extend(other.grids);
+        self.households.extend(other.households);
+        self.devices.extend(other.devices);
+        self.contacts.extend(other.contacts);
+    }
+}
+
 /// `[[grids]]`: a grid and the people responsible for it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
