@@ -11,6 +11,7 @@ use super::trend::{StepWindow, WindowMin};
 use super::{Signal, SignalCause};
 use crate::config::{Device, DeviceKind, Override, Rules, Trend};
 use crate::model::{AlarmKind, Condition, EpochMs, Flag, Flags, Metric, Reading, Severity};
+use std::sync::Arc;
 
 /// Battery level below which a device reports LowBattery by itself (percent).
 pub(crate) const LOW_BATTERY_PCT: f64 = 15.0;
@@ -228,13 +229,14 @@ pub(crate) struct Slot {
     pub id: String,
     pub household: usize,
     pub kind: DeviceKind,
-    pub rules: DeviceRules,
+    /// Shared by every device of a kind without an override (10k devices, a handful of rule sets).
+    pub rules: Arc<DeviceRules>,
     pub st: DeviceState,
 }
 
 impl Slot {
     /// A device with fresh state.
-    pub fn new(dev: &Device, household: usize, rules: DeviceRules) -> Slot {
+    pub fn new(dev: &Device, household: usize, rules: Arc<DeviceRules>) -> Slot {
         let st = DeviceState {
             metrics: vec![MetricState::default(); rules.metrics.len()],
             ..DeviceState::default()

@@ -26,12 +26,13 @@ mod device_state;
 mod threshold;
 mod trend;
 
-use crate::config::{Override, Registry, Rules};
+use crate::config::{DeviceKind, Override, Registry, Rules};
 use crate::model::{AlarmKind, Condition, EpochMs, Flag, Reading, Severity};
 use correlation::Household;
 use device_state::{DeviceRules, Settled, Slot, Stamp};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A change in an alarm condition; the alarms stage turns these into alarm records.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +127,7 @@ impl RuleEngine {
             .collect();
         let mut households: Vec<Household> = Vec::new();
         let mut hh_index: HashMap<&str, usize> = HashMap::new();
+        let mut shared: HashMap<DeviceKind, Arc<DeviceRules>> = HashMap::new();
         let mut slots = Vec::with_capacity(registry.devices.len());
         let mut index = HashMap::with_capacity(registry.devices.len());
         for dev in &registry.devices {
@@ -136,8 +138,13 @@ impl RuleEngine {
                 households.push(Household::new(dev.household.clone()));
                 households.len() - 1
             });
-            let rules =
-                DeviceRules::build(rules, dev.kind, overrides.get(dev.id.as_str()).copied());
+            let rules = match overrides.get(dev.id.as_str()) {
+                Some(o) => Arc::new(DeviceRules::build(rules, dev.kind, Some(o))),
+                None => shared
+                    .entry(dev.kind)
+                    .or_insert_with(|| Arc::new(DeviceRules::build(rules, dev.kind, None)))
+                    .clone(),
+            };
             households[h].devices.push(slots.len());
             index.insert(dev.id.clone(), slots.len());
             slots.push(Slot::new(dev, h, rules));

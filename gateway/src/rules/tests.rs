@@ -793,3 +793,32 @@ mod props {
         }
     }
 }
+
+/// 10k devices of a few kinds hold a few rule sets, not 10k copies (RSS
+/// with a large registry, docs/benchmarks.md); an override gets its own.
+#[test]
+fn devices_without_override_share_their_kinds_rules() {
+    let mut rules = Rules::default();
+    rules.overrides.push(Override {
+        device: "tuned".into(),
+        residual_current: Some(PartialThreshold {
+            alarm: Some(400.0),
+            ..Default::default()
+        }),
+        temperature: None,
+        smoke: None,
+        allow_nonstandard: false,
+        reason: None,
+    });
+    let reg = registry(&[
+        ("a", DeviceKind::ResidualCurrent, "h1"),
+        ("b", DeviceKind::ResidualCurrent, "h2"),
+        ("tuned", DeviceKind::ResidualCurrent, "h2"),
+        ("s", DeviceKind::Smoke, "h1"),
+    ]);
+    let e = RuleEngine::new(&rules, &reg);
+    let rules_of = |id: &str| &e.slots[e.index[id]].rules;
+    assert!(Arc::ptr_eq(rules_of("a"), rules_of("b")));
+    assert!(!Arc::ptr_eq(rules_of("a"), rules_of("tuned")));
+    assert!(!Arc::ptr_eq(rules_of("a"), rules_of("s")));
+}
