@@ -727,3 +727,143 @@ fn check_config_reports_an_unknown_registry_key_with_its_line() {
         "expected registry.toml:{bad_line}: in {text}"
     );
 }
+
+/// Epoch milliseconds now (reading timestamps within the gateway's ±5 min skew limit).
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
+/// Publishes timestamped readings of one metric with `mosquitto_pub`, in order.
+async fn publish_series(gw: &Gateway, device: &str, metric: &str, series: &[(i64, f64)]) {
+    for (ts, v) in series {
+        let payload = format!(r#"{{"ts":{ts},"values":{{"{metric}":{v}}}}}"#);
+        mosquitto_pub(gw.mqtt_port(), &reading_topic(device), payload).await;
+    }
+}
+
+/// A trend alarm says which trend fired and what it saw, everywhere a person
+/// or a platform reads it: a slow rise of the distribution board's residual
+/// current (never near its 200 mA warning level) reaches the grid worker by
+/// email and the broker as an alarm event; a temperature rate of rise
+/// reaches the fire brigade's webhook and the director's SMS.
+#[tokio::test]
+async fn trend_alarms_name_their_trigger_in_webhook_mqtt_email_and_sms() {
+    let rig = Rig::start().await;
+    let gw = &rig.gw;
+    let now = now_ms();
+    // +40 mA a minute: below the 50 mA step, +120 mA over the 10-minute rise window.
+    publish_series(
+        gw,
+        "rcm-3-2-db",
+        "residual_current_ma",
+        &[
+            (now - 240_000, 50.0),
+            (now - 180_000, 90.0),
+            (now - 120_000, 130.0),
+            (now - 60_000, 170.0),
+        ],
+    )
+    .await;
+    let event = wait_until(
+        "residual_current alarm.raised on the broker",
+        WAIT,
+        POLL,
+        || {
+            rig.events
+                .json_messages()
+                .into_iter()
+                .map(|(_, v)| v)
+                .find(|v| v["event"] == "alarm.raised" && v["alarm"]["kind"] == "residual_current")
+        },
+    )
+    .await;
+    let a = &event["alarm"];
+    assert_eq!(a["severity"], "warning", "{a}");
+    assert_eq!(a["value"].as_f64(), Some(170.0), "{a}");
+    assert!(a["threshold"].is_null(), "a trend has no level: {a}");
+    assert_eq!(
+        a["trigger"],
+        serde_json::json!({"rule": "rise", "delta": 120.0, "within_s": 600.0}),
+        "{a}"
+    );
+    let alarm_id = a["id"].as_str().unwrap().to_string();
+    let api = gw
+        .api()
+        .get_json(&format!("/api/v1/alarms/{alarm_id}"))
+        .await;
+    assert_eq!(
+        api["trigger"], a["trigger"],
+        "the API shows the same trigger"
+    );
+    let mail = wait_until(
+        "the grid worker's email of the slow rise",
+        WAIT,
+        POLL,
+        || {
+            rig.smtp.messages_to(WANG_EMAIL).into_iter().find(|m| {
+                m.subject
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("residual_current")
+            })
+        },
+    )
+    .await;
+    let body = mail.body_text();
+    assert!(
+        body.contains("【预警】剩余电流报警（缓慢上升）"),
+        "the headline names the trend: {body}"
+    );
+    assert!(
+        body.contains("剩余电流 170 mA，10分钟内上升 120 mA（缓慢上升）"),
+        "the reading line says what the trend saw: {body}"
+    );
+
+    // Temperature: 30 → 39.5 °C within a minute, far below the 60 °C warning.
+    let now = now_ms();
+    publish_series(
+        gw,
+        "tmp-3-2-501-k",
+        "temperature_c",
+        &[(now - 60_000, 30.0), (now, 39.5)],
+    )
+    .await;
+    let hook = wait_until("temperature alarm.raised webhook", WAIT, POLL, || {
+        raised_webhooks(&rig.http, None)
+            .into_iter()
+            .find(|r| r.json()["alarm"]["kind"] == "temperature")
+    })
+    .await;
+    let a = &hook.json()["alarm"];
+    assert_eq!(a["severity"], "alarm", "{a}");
+    assert_eq!(
+        a["trigger"],
+        serde_json::json!({"rule": "rate_of_rise", "delta": 9.5, "within_s": 60.0}),
+        "{a}"
+    );
+    let sms = wait_until(
+        "the director's SMS of the temperature alarm",
+        WAIT,
+        POLL,
+        || {
+            sms_sent(&rig.http)
+                .into_iter()
+                .find(|s| s.to == LI_PHONE && s.text.contains("温度报警"))
+        },
+    )
+    .await;
+    assert!(sms.text.chars().count() <= 140, "{}", sms.text);
+    assert!(
+        sms.text.starts_with("【告警】温度报警（温升过快）"),
+        "the SMS names the trend first: {}",
+        sms.text
+    );
+    assert!(
+        sms.text.contains("39.5°C(1分钟内升9.5°C)"),
+        "the SMS says what it saw: {}",
+        sms.text
+    );
+}

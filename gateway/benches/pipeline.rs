@@ -78,6 +78,7 @@ fn smoke_alarm() -> Alarm {
         threshold: Some(0.15),
         unit: "dB/m".into(),
         reading_ts: NOW,
+        trigger: None,
         peak: Some(0.21),
         count: 1,
         acks: Vec::new(),

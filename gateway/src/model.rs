@@ -520,4 +520,36 @@ pub struct AlarmView {
     pub value: Option<f64>,
     pub threshold: Option<f64>,
     pub unit: String,
+    /// Why it fired (an addition to SPEC §5): a trend names its rule and the
+    /// change it saw, so "37 °C" is not mistaken for a threshold crossing.
+    /// Absent in outbox entries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+}
+
+/// What decided an alarm's current severity, as receivers see it
+/// (`alarm.trigger` in the webhook body, MQTT events and the API).
+///
+/// Named `trigger`, not `cause`: `cause` is the person's verdict given on
+/// resolve (`fire`, `cooking`, ...). `delta` and `within_s` are set for the
+/// trend rules only (`rise`, `step`, `rate_of_rise`): the change observed
+/// over the rule's window, in the alarm's unit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// The rule's wire name: `threshold`, `flag`, `rise`, `step`, `rate_of_rise`,
+    /// `heartbeat`, `status_offline`, `poll_failures`, `correlation`.
+    pub rule: crate::rules::SignalCause,
+    /// The change the trend rule saw over its window (e.g. +120 mA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    /// The trend rule's window in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_s: Option<f64>,
+}
+
+impl Trigger {
+    /// True for the trend rules, whose figures are a change, not a level.
+    pub fn is_trend(&self) -> bool {
+        self.rule.is_trend()
+    }
 }

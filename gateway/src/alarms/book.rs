@@ -6,8 +6,8 @@
 
 use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, Verification};
 use crate::config::Route;
-use crate::model::{AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role};
-use crate::rules::Signal;
+use crate::model::{AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role, Trigger};
+use crate::rules::{Signal, SignalCause};
 use std::collections::HashMap;
 
 /// A verified alarm whose condition fires again within this window reopens.
@@ -187,6 +187,9 @@ impl AlarmBook {
             AlarmState::ActiveUnacked | AlarmState::ActiveAcked => {
                 update_reading(a, s);
                 a.condition = Condition::Firing;
+                if (started && s.severity >= a.severity) || s.severity > a.severity {
+                    take_trigger(a, s);
+                }
                 if started {
                     a.count += 1;
                     a.timeline.push(TimelineEntry::new(s.ts, "repeat"));
@@ -479,6 +482,7 @@ fn open_alarm(id: String, site: &str, s: &Signal, place: Place) -> Alarm {
         threshold: s.threshold,
         unit: s.unit.to_string(),
         reading_ts: s.ts,
+        trigger: trigger_of(s),
         peak: s.value,
         count: 1,
         acks: Vec::new(),
@@ -495,7 +499,9 @@ fn open_alarm(id: String, site: &str, s: &Signal, place: Place) -> Alarm {
 
 fn update_reading(a: &mut Alarm, s: &Signal) {
     a.value = s.value.or(a.value);
-    if s.threshold.is_some() {
+    // A trend-triggered alarm shows no level: a lesser threshold condition
+    // later does not decide it (its severity stays the highest seen).
+    if s.threshold.is_some() && !a.trigger.is_some_and(|t| t.is_trend()) {
         a.threshold = s.threshold;
     }
     a.reading_ts = s.ts;
@@ -505,8 +511,30 @@ fn update_reading(a: &mut Alarm, s: &Signal) {
     }
 }
 
+/// The alarm's trigger for a deciding signal; `None` for a repeat, which decides nothing.
+fn trigger_of(s: &Signal) -> Option<Trigger> {
+    (s.cause != SignalCause::Repeat).then(|| Trigger {
+        rule: s.cause,
+        delta: s.trend.map(|t| t.delta),
+        within_s: s.trend.map(|t| t.within_ms as f64 / 1000.0),
+    })
+}
+
+/// A signal decided the alarm's severity anew (opened again, or rose): the
+/// trigger and the threshold shown beside the reading are now its own, so a
+/// trend never shows a stale threshold and a threshold never a stale trend.
+fn take_trigger(a: &mut Alarm, s: &Signal) {
+    if let Some(t) = trigger_of(s) {
+        a.trigger = Some(t);
+        a.threshold = s.threshold;
+    }
+}
+
 fn reopen(a: &mut Alarm, s: &Signal) {
     update_reading(a, s);
+    if s.severity >= a.severity {
+        take_trigger(a, s);
+    }
     a.state = AlarmState::ActiveUnacked;
     a.condition = Condition::Firing;
     a.severity = a.severity.max(s.severity);
@@ -537,6 +565,7 @@ mod tests {
             threshold: Some(0.15),
             unit: "dB/m",
             cause: SignalCause::Threshold,
+            trend: None,
             ts,
             received: ts,
         }
@@ -605,6 +634,73 @@ mod tests {
         let a = b.get("a1").unwrap();
         assert_eq!(a.count, 2);
         assert_eq!(a.severity, Severity::Alarm);
+    }
+
+    #[test]
+    fn trigger_follows_the_deciding_signal_not_repeats() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        let rise = Signal {
+            severity: Severity::Warning,
+            value: Some(170.0),
+            threshold: None,
+            unit: "mA",
+            cause: SignalCause::Rise,
+            trend: Some(crate::rules::TrendChange {
+                delta: 120.0,
+                within_ms: 600_000,
+            }),
+            ..sig(
+                AlarmKind::ResidualCurrent,
+                Severity::Warning,
+                Condition::Firing,
+                1,
+            )
+        };
+        apply(&mut b, &rise, &mut n);
+        let want = Trigger {
+            rule: SignalCause::Rise,
+            delta: Some(120.0),
+            within_s: Some(600.0),
+        };
+        assert_eq!(b.get("a1").unwrap().trigger, Some(want));
+        assert_eq!(b.get("a1").unwrap().view().trigger, Some(want));
+        // A repeat reading decides nothing: the trend stays the trigger.
+        let repeat = Signal {
+            cause: SignalCause::Repeat,
+            trend: None,
+            value: Some(180.0),
+            ..rise.clone()
+        };
+        assert_eq!(apply(&mut b, &repeat, &mut n), None);
+        let a = b.get("a1").unwrap();
+        assert_eq!(
+            (a.trigger, a.value, a.threshold),
+            (Some(want), Some(180.0), None)
+        );
+        // The threshold takes it to Alarm: trigger and level are the threshold's.
+        let level = Signal {
+            severity: Severity::Alarm,
+            threshold: Some(300.0),
+            cause: SignalCause::Threshold,
+            trend: None,
+            ..rise.clone()
+        };
+        assert_eq!(
+            apply(&mut b, &level, &mut n).unwrap().event,
+            EventKind::Escalated
+        );
+        let a = b.get("a1").unwrap();
+        assert_eq!(
+            a.trigger.map(|t| (t.rule, t.delta)),
+            Some((SignalCause::Threshold, None))
+        );
+        assert_eq!(a.threshold, Some(300.0));
+        // A record stored before `trigger` existed still reads.
+        let mut old = serde_json::to_value(a).unwrap();
+        old.as_object_mut().unwrap().remove("trigger");
+        let back: Alarm = serde_json::from_value(old).unwrap();
+        assert_eq!(back.trigger, None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::model::{
     rfc3339_ms, AlarmKind, AlarmState, AlarmView, Cause, ChannelKind, Condition, EpochMs, Role,
-    Severity,
+    Severity, Trigger,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,10 @@ pub struct Alarm {
     pub threshold: Option<f64>,
     pub unit: String,
     pub reading_ts: EpochMs,
+    /// What decided the current severity (threshold, a trend and what it saw, a flag, ...).
+    /// Records stored before it existed read as `None`.
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
     /// Highest value seen while open.
     pub peak: Option<f64>,
     /// How many times the condition started firing while this alarm was open.
@@ -137,6 +141,7 @@ impl Alarm {
             value: self.value,
             threshold: self.threshold,
             unit: self.unit.clone(),
+            trigger: self.trigger,
         }
     }
 

@@ -11,8 +11,9 @@
 
 use crate::config::{Locale, WebhookFormat};
 use crate::model::{AlarmKind, AlarmState, Condition, EpochMs, EventKind, Metric, Severity};
-use crate::model::{AlarmView, ResidentInfo};
+use crate::model::{AlarmView, ResidentInfo, Trigger};
 use crate::notification::Notification;
+use crate::rules::SignalCause;
 use chrono::{DateTime, FixedOffset, Offset as _};
 use serde_json::{json, Map, Value};
 
@@ -89,9 +90,10 @@ pub fn sms(n: &Notification) -> String {
     let loc = n.context.locale;
     let a = &n.alarm;
     let mut head = format!(
-        "{}{}",
+        "{}{}{}",
         severity_tag(loc, a.severity),
-        kind_label(loc, a.kind)
+        kind_label(loc, a.kind),
+        trend_tag_suffix(loc, a)
     );
     if let Some(w) = event_word(loc, n.event) {
         match loc {
@@ -114,6 +116,13 @@ pub fn sms(n: &Notification) -> String {
             match loc {
                 Locale::ZhCn => r.push_str(&format!("(阈值{})", num(t))),
                 Locale::En => r.push_str(&format!(" (thr {})", num(t))),
+            }
+        }
+        if let Some((delta, within_s)) = trend_figures(a.trigger) {
+            let change = format!("{}{}", num(delta), a.unit);
+            match loc {
+                Locale::ZhCn => r.push_str(&format!("({}内升{change})", span(loc, within_s))),
+                Locale::En => r.push_str(&format!(" (+{change} in {})", span(loc, within_s))),
             }
         }
         parts.push(r);
@@ -321,9 +330,10 @@ fn headline(n: &Notification) -> String {
     let loc = n.context.locale;
     let a = &n.alarm;
     let mut h = format!(
-        "{}{}",
+        "{}{}{}",
         severity_tag(loc, a.severity),
-        kind_label(loc, a.kind)
+        kind_label(loc, a.kind),
+        trend_tag_suffix(loc, a)
     );
     if let Some(w) = event_word(loc, n.event) {
         h.push_str(if loc == Locale::ZhCn { " " } else { " — " });
@@ -476,6 +486,10 @@ fn reading(loc: Locale, a: &AlarmView, peak: Option<f64>, count: u32) -> Option<
         } else {
             s.push_str(&format!(" (threshold {})", num(t)));
         }
+    }
+    if let Some(t) = trend_phrase(loc, a) {
+        s.push_str(if zh { "，" } else { ", " });
+        s.push_str(&t);
     }
     let peak = peak.filter(|p| *p > v);
     if peak.is_some() || count > 1 {
@@ -660,7 +674,103 @@ fn alarm_json(a: &AlarmView) -> Value {
         a.threshold.map_or(Value::Null, Value::from),
     );
     m.insert("unit".into(), a.unit.clone().into());
+    if let Some(t) = &a.trigger {
+        m.insert("trigger".into(), trigger_json(t));
+    }
     Value::Object(m)
+}
+
+/// `alarm.trigger`: `{"rule":"rise","delta":120.0,"within_s":600.0}`; figures only for trends.
+fn trigger_json(t: &Trigger) -> Value {
+    let mut m = Map::new();
+    m.insert("rule".into(), t.rule.as_str().into());
+    if let Some(d) = t.delta {
+        m.insert("delta".into(), d.into());
+    }
+    if let Some(w) = t.within_s {
+        m.insert("within_s".into(), w.into());
+    }
+    Value::Object(m)
+}
+
+/// A trend trigger's observed change and window, when it has both.
+fn trend_figures(t: Option<Trigger>) -> Option<(f64, f64)> {
+    let t = t.filter(|t| t.is_trend())?;
+    Some((t.delta?, t.within_s?))
+}
+
+/// The trend rule's name for people: `缓慢上升` / `slow rise`.
+pub fn trend_label(loc: Locale, rule: SignalCause) -> Option<&'static str> {
+    let zh = loc == Locale::ZhCn;
+    Some(match rule {
+        SignalCause::Rise => {
+            if zh {
+                "缓慢上升"
+            } else {
+                "slow rise"
+            }
+        }
+        SignalCause::Step => {
+            if zh {
+                "突变"
+            } else {
+                "sudden step"
+            }
+        }
+        SignalCause::RateOfRise => {
+            if zh {
+                "温升过快"
+            } else {
+                "rapid rise"
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// `（缓慢上升）` / ` (slow rise)` after the kind when a trend fired the alarm; else empty.
+fn trend_tag_suffix(loc: Locale, a: &AlarmView) -> String {
+    match a.trigger.and_then(|t| trend_label(loc, t.rule)) {
+        Some(l) if loc == Locale::ZhCn => format!("（{l}）"),
+        Some(l) => format!(" ({l})"),
+        None => String::new(),
+    }
+}
+
+/// What the trend saw: `10分钟内上升 120 mA（缓慢上升）` /
+/// `rose 120 mA within 10 min (slow rise)`. The reading alone ("37 °C") looks
+/// harmless; the change is why it is an alarm.
+fn trend_phrase(loc: Locale, a: &AlarmView) -> Option<String> {
+    let t = a.trigger?;
+    let label = trend_label(loc, t.rule)?;
+    let (delta, within_s) = trend_figures(Some(t))?;
+    let change = with_unit(delta, &a.unit);
+    let within = span(loc, within_s);
+    let step = t.rule == SignalCause::Step;
+    Some(match loc {
+        Locale::ZhCn => {
+            let verb = if step { "突增" } else { "上升" };
+            format!("{within}内{verb} {change}（{label}）")
+        }
+        Locale::En => {
+            let verb = if step { "jumped" } else { "rose" };
+            format!("{verb} {change} within {within} ({label})")
+        }
+    })
+}
+
+/// A rule window for people: `1小时`, `10分钟`, `2秒` / `1 h`, `10 min`, `2 s`.
+fn span(loc: Locale, secs: f64) -> String {
+    let zh = loc == Locale::ZhCn;
+    let whole = secs.fract() == 0.0 && secs >= 1.0;
+    let (n, unit) = if whole && secs % 3600.0 == 0.0 {
+        (secs / 3600.0, if zh { "小时" } else { " h" })
+    } else if whole && secs % 60.0 == 0.0 {
+        (secs / 60.0, if zh { "分钟" } else { " min" })
+    } else {
+        (secs, if zh { "秒" } else { " s" })
+    };
+    format!("{}{unit}", num(n))
 }
 
 /// Markdown for the chat robots: bold headline and labels, the link as a link.
@@ -753,6 +863,7 @@ pub(crate) mod tests {
                 value: Some(0.21),
                 threshold: Some(0.15),
                 unit: "dB/m".into(),
+                trigger: None,
             },
             recipient: Recipient {
                 contact_id: "c-xihu-119".into(),
@@ -1073,6 +1184,118 @@ pub(crate) mod tests {
             webhook_json(&n)["alarm"],
             serde_json::to_value(&n.alarm).unwrap()
         );
+    }
+
+    /// A residual-current warning raised by the slow-rise rule: +120 mA within 10 min.
+    fn slow_rise(locale: Locale) -> Notification {
+        let mut n = smoke(locale);
+        n.alarm.kind = AlarmKind::ResidualCurrent;
+        n.alarm.severity = Severity::Warning;
+        n.alarm.device_id = "rcm-3-2-db".into();
+        n.alarm.location = "楼道配电箱".into();
+        n.alarm.value = Some(170.0);
+        n.alarm.threshold = None;
+        n.alarm.unit = "mA".into();
+        n.alarm.trigger = Some(Trigger {
+            rule: SignalCause::Rise,
+            delta: Some(120.0),
+            within_s: Some(600.0),
+        });
+        n.context.peak = Some(170.0);
+        n
+    }
+
+    #[test]
+    fn trend_alarms_say_which_trend_and_what_it_saw() {
+        let n = slow_rise(Locale::ZhCn);
+        let t = text(&n);
+        assert!(t.starts_with("【预警】剩余电流报警（缓慢上升）\n"), "{t}");
+        assert!(
+            t.contains("读数：剩余电流 170 mA，10分钟内上升 120 mA（缓慢上升）\n"),
+            "{t}"
+        );
+        assert!(!t.contains("阈值"), "{t}");
+        let s = sms(&n);
+        assert!(s.chars().count() <= SMS_MAX_CHARS, "{s}");
+        assert_in_order(
+            &s,
+            &[
+                "【预警】剩余电流报警（缓慢上升）",
+                "楼道配电箱",
+                "170mA(10分钟内升120mA)",
+            ],
+        );
+        let n = slow_rise(Locale::En);
+        let t = text(&n);
+        assert!(
+            t.starts_with("[WARNING] Residual current alarm (slow rise)\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Reading: residual current 170 mA, rose 120 mA within 10 min (slow rise)\n"),
+            "{t}"
+        );
+        let s = sms(&n);
+        assert_in_order(
+            &s,
+            &[
+                "[WARNING] Residual current alarm (slow rise)",
+                "170mA (+120mA in 10 min)",
+            ],
+        );
+        // Step and rate of rise have their own words; windows read as people say them.
+        let mut n = slow_rise(Locale::ZhCn);
+        n.alarm.trigger = Some(Trigger {
+            rule: SignalCause::Step,
+            delta: Some(60.0),
+            within_s: Some(2.0),
+        });
+        assert!(text(&n).contains("2秒内突增 60 mA（突变）"), "{}", text(&n));
+        let mut n = slow_rise(Locale::En);
+        n.alarm.kind = AlarmKind::Temperature;
+        n.alarm.severity = Severity::Alarm;
+        n.alarm.value = Some(39.5);
+        n.alarm.unit = "°C".into();
+        n.alarm.trigger = Some(Trigger {
+            rule: SignalCause::RateOfRise,
+            delta: Some(9.5),
+            within_s: Some(3600.0),
+        });
+        let t = text(&n);
+        assert!(
+            t.contains("temperature 39.5 °C, rose 9.5 °C within 1 h (rapid rise)"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn threshold_and_flag_triggers_read_as_before() {
+        for rule in [SignalCause::Threshold, SignalCause::Flag] {
+            let mut n = smoke(Locale::ZhCn);
+            let before = (text(&n), sms(&n));
+            n.alarm.trigger = Some(Trigger {
+                rule,
+                delta: None,
+                within_s: None,
+            });
+            assert_eq!((text(&n), sms(&n)), before);
+            assert_eq!(
+                webhook_json(&n)["alarm"]["trigger"],
+                serde_json::json!({ "rule": rule.as_str() })
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_json_names_the_trigger() {
+        let n = slow_rise(Locale::ZhCn);
+        let v = webhook_json(&n);
+        assert_eq!(
+            v["alarm"]["trigger"],
+            serde_json::json!({"rule": "rise", "delta": 120.0, "within_s": 600.0})
+        );
+        assert!(v["alarm"]["threshold"].is_null());
+        assert_eq!(v["alarm"], serde_json::to_value(&n.alarm).unwrap());
     }
 
     #[test]

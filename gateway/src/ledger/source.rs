@@ -102,14 +102,39 @@ pub fn csv_sheet(text: &str) -> Result<Sheet, csv::Error> {
     Ok(Sheet { rows })
 }
 
-/// The sheet named `台账` or `ledger` if there is one, else the first.
+/// A spreadsheet file by its extension.
 fn workbook(path: &Path) -> Result<Sheet, SourceError> {
     let shown = path.display().to_string();
-    let sheet_err = |source| SourceError::Sheet {
+    let wb = calamine::open_workbook_auto(path).map_err(|source| SourceError::Sheet {
         path: shown.clone(),
         source,
+    })?;
+    ledger_sheet(wb, &shown)
+}
+
+/// A spreadsheet held in memory (XLSX, XLS, XLSB or ODS, told apart by its
+/// content), read as [`read`] reads a file: for bytes that never were a file
+/// (an upload) and for the fuzz target. `shown` names it in errors.
+pub fn workbook_bytes(bytes: &[u8], shown: &str) -> Result<Sheet, SourceError> {
+    let wb =
+        calamine::open_workbook_auto_from_rs(std::io::Cursor::new(bytes)).map_err(|source| {
+            SourceError::Sheet {
+                path: shown.to_string(),
+                source,
+            }
+        })?;
+    ledger_sheet(wb, shown)
+}
+
+/// The sheet named `台账` or `ledger` if there is one, else the first.
+fn ledger_sheet<RS: std::io::Read + std::io::Seek>(
+    mut wb: calamine::Sheets<RS>,
+    shown: &str,
+) -> Result<Sheet, SourceError> {
+    let sheet_err = |source| SourceError::Sheet {
+        path: shown.to_string(),
+        source,
     };
-    let mut wb = calamine::open_workbook_auto(path).map_err(sheet_err)?;
     let names = wb.sheet_names();
     let name = names
         .iter()
@@ -117,7 +142,7 @@ fn workbook(path: &Path) -> Result<Sheet, SourceError> {
         .or_else(|| names.first())
         .cloned()
         .ok_or_else(|| SourceError::NoSheet {
-            path: shown.clone(),
+            path: shown.to_string(),
         })?;
     let range = wb.worksheet_range(&name).map_err(sheet_err)?;
     let (row0, col0) = range.start().unwrap_or((0, 0));
@@ -167,6 +192,17 @@ mod tests {
         // The blank line is skipped but still counts, as in a spreadsheet.
         assert_eq!(numbers, vec![1, 2, 4]);
         assert_eq!(s.rows[1].cells[1], "h,1");
+    }
+
+    #[test]
+    fn workbook_bytes_reads_what_read_reads_and_refuses_garbage() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/ledger-template.xlsx");
+        let from_file = read(&path).unwrap();
+        let from_bytes = workbook_bytes(&std::fs::read(&path).unwrap(), "upload").unwrap();
+        assert_eq!(from_bytes.rows, from_file.rows);
+        assert!(!from_bytes.rows.is_empty());
+        let err = workbook_bytes(b"PK\x03\x04 not a zip", "upload").unwrap_err();
+        assert!(err.to_string().starts_with("upload: "), "{err}");
     }
 
     #[test]

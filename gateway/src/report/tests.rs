@@ -29,6 +29,7 @@ fn alarm(id: &str, home: &str, opened: EpochMs, roles: &[Role]) -> Alarm {
         threshold: Some(0.15),
         unit: "dB/m".into(),
         reading_ts: opened,
+        trigger: None,
         peak: Some(0.2),
         count: 1,
         acks: Vec::new(),

@@ -8,7 +8,7 @@
 
 use super::threshold::{Hold, Levels};
 use super::trend::{StepWindow, WindowMin};
-use super::{Signal, SignalCause};
+use super::{Signal, SignalCause, TrendChange};
 use crate::config::{Device, DeviceKind, Override, Rules, Trend};
 use crate::model::{AlarmKind, Condition, EpochMs, Flag, Flags, Metric, Reading, Severity};
 use std::sync::Arc;
@@ -68,6 +68,9 @@ pub(crate) struct MetricState {
     step: StepWindow,
     rise_hit: bool,
     step_hit: bool,
+    /// The latest rise over the window and step against `within` ago (what a trend alarm says it saw).
+    rise_delta: f64,
+    step_delta: f64,
 }
 
 /// Everything a device's rules are, resolved once from config.
@@ -151,12 +154,13 @@ pub(crate) fn smoke_capable(kind: DeviceKind) -> bool {
     matches!(kind, DeviceKind::Smoke | DeviceKind::Combo)
 }
 
-/// What decided a condition: the severity, why, and the level crossed.
+/// What decided a condition: the severity, why, the level crossed or the trend seen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Hit {
     pub severity: Severity,
     pub cause: SignalCause,
     pub threshold: Option<f64>,
+    pub trend: Option<TrendChange>,
 }
 
 impl Hit {
@@ -165,6 +169,7 @@ impl Hit {
             severity,
             cause,
             threshold,
+            trend: None,
         }
     }
 }
@@ -289,13 +294,13 @@ impl Slot {
             };
             ms.hold.observe(&rule.levels, v, r.ts);
             if let Some(t) = rule.rise {
-                ms.rise_hit = ms.min.push(r.ts, v, t.within_ms) >= t.delta;
+                ms.rise_delta = ms.min.push(r.ts, v, t.within_ms);
+                ms.rise_hit = ms.rise_delta >= t.delta;
             }
             if let Some(t) = rule.step {
-                ms.step_hit = ms
-                    .step
-                    .push(r.ts, v, t.within_ms)
-                    .is_some_and(|d| d >= t.delta);
+                let step = ms.step.push(r.ts, v, t.within_ms);
+                ms.step_delta = step.unwrap_or(0.0);
+                ms.step_hit = step.is_some_and(|d| d >= t.delta);
             }
         }
     }
@@ -338,19 +343,26 @@ impl Slot {
             .hold
             .level
             .map(|sev| Hit::new(sev, SignalCause::Threshold, Some(rule.levels.level_of(sev))));
-        let trend = |t: Option<TrendRule>, holds: bool| {
+        let trend = |t: Option<TrendRule>, holds: bool, seen: f64| {
             t.filter(|_| holds).map(|t| {
                 // A trend's delta is a change (mA or °C per window), not a level:
                 // shown as "threshold" beside the reading it would be misread
-                // ("37 °C (threshold 8)"), so trend alarms carry none.
-                Hit::new(t.severity, t.cause, None)
+                // ("37 °C (threshold 8)"), so trend alarms carry none; they
+                // carry the change they saw instead.
+                Hit {
+                    trend: Some(TrendChange {
+                        delta: seen,
+                        within_ms: t.within_ms,
+                    }),
+                    ..Hit::new(t.severity, t.cause, None)
+                }
             })
         };
         Verdict {
             hit: strongest([
                 threshold,
-                trend(rule.rise, ms.rise_hit),
-                trend(rule.step, ms.step_hit),
+                trend(rule.rise, ms.rise_hit, ms.rise_delta),
+                trend(rule.step, ms.step_hit, ms.step_delta),
             ]),
             value: ms.hold.last,
             unit: if ms.hold.last.is_some() {
@@ -466,16 +478,16 @@ impl Slot {
         out: &mut Vec<Signal>,
     ) -> bool {
         let slot = &mut self.st.conds[kind as usize];
-        let (condition, severity, cause, threshold) = match (*slot, hit) {
+        let (condition, severity, cause, threshold, trend) = match (*slot, hit) {
             (None, None) => return false,
             (Some((sev, _)), Some(h)) if sev == h.severity => return false,
             (_, Some(h)) => {
                 *slot = Some((h.severity, h.cause));
-                (Condition::Firing, h.severity, h.cause, h.threshold)
+                (Condition::Firing, h.severity, h.cause, h.threshold, h.trend)
             }
             (Some((sev, cause)), None) => {
                 *slot = None;
-                (Condition::Cleared, sev, cause, None)
+                (Condition::Cleared, sev, cause, None, None)
             }
         };
         out.push(Signal {
@@ -488,6 +500,7 @@ impl Slot {
             threshold,
             unit,
             cause,
+            trend,
             ts: at.ts,
             received: at.received,
         });

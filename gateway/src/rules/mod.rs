@@ -30,7 +30,7 @@ use crate::config::{DeviceKind, Override, Registry, Rules};
 use crate::model::{AlarmKind, Condition, EpochMs, Flag, Reading, Severity};
 use correlation::Household;
 use device_state::{DeviceRules, Settled, Slot, Stamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -56,14 +56,27 @@ pub struct Signal {
     pub unit: &'static str,
     /// What decided the change (for Cleared: what had raised it).
     pub cause: SignalCause,
+    /// For a trend (`rise`, `step`, `rate_of_rise`) firing: the change it saw.
+    pub trend: Option<TrendChange>,
     /// Reading time (or tick time).
     pub ts: crate::model::EpochMs,
     /// `reading.received` (or tick time): the start of the dispatch-latency clock.
     pub received: crate::model::EpochMs,
 }
 
-/// Why a condition changed, for logs, replay output and the alarm timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// The change a trend rule saw when it fired: what the alarm's `trigger` says
+/// ("rose 120 mA within 10 min"), since a trend's reading alone looks harmless.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrendChange {
+    /// Observed change over the window, in the metric's unit (≥ the rule's delta).
+    pub delta: f64,
+    /// The rule's window (`within`).
+    pub within_ms: i64,
+}
+
+/// Why a condition changed, for logs, replay output and the alarm timeline;
+/// stored in the alarm record as its `trigger` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignalCause {
     /// A value crossed a configured level.
@@ -84,6 +97,9 @@ pub enum SignalCause {
     PollFailures,
     /// Fire confirmed by several detectors or smoke plus heat.
     Correlation,
+    /// Not a decision: a reading of a condition already firing, forwarded by
+    /// the rules stage so the open alarm's value and peak follow it.
+    Repeat,
 }
 
 impl SignalCause {
@@ -99,7 +115,16 @@ impl SignalCause {
             SignalCause::StatusOffline => "status_offline",
             SignalCause::PollFailures => "poll_failures",
             SignalCause::Correlation => "correlation",
+            SignalCause::Repeat => "repeat",
         }
+    }
+
+    /// True for the trend rules: their figures are a change over a window, not a level.
+    pub fn is_trend(self) -> bool {
+        matches!(
+            self,
+            SignalCause::Rise | SignalCause::Step | SignalCause::RateOfRise
+        )
     }
 }
 
@@ -339,6 +364,7 @@ impl RuleEngine {
                 threshold: None,
                 unit: "",
                 cause: SignalCause::Correlation,
+                trend: None,
                 ts,
                 received,
             });

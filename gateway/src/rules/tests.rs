@@ -405,6 +405,50 @@ fn slow_rise_warns_and_clears_when_it_no_longer_holds() {
 }
 
 #[test]
+fn trend_signals_carry_the_change_they_saw_and_the_window() {
+    let mut r = Rig::new(&trend_rules(), &[("d", DeviceKind::ResidualCurrent, "h")]);
+    let mut all = Vec::new();
+    // +10 mA a minute to +90, then +30 in the tenth minute: a rise of 120 over
+    // the 10-minute window (more than the rule's 100), no step (+30 < 50).
+    for i in 0..=9 {
+        all.extend(r.rc(i * 60_000, 50.0 + 10.0 * i as f64));
+    }
+    assert!(all.is_empty(), "{all:?}");
+    let s = r.rc(600_000, 170.0);
+    assert_eq!(
+        brief(&s),
+        vec![(K::ResidualCurrent, S::Warning, Firing, C::Rise)]
+    );
+    assert_eq!(
+        s[0].trend,
+        Some(TrendChange {
+            delta: 120.0,
+            within_ms: 600_000
+        })
+    );
+    // The threshold takes over: no trend figures on a level crossing.
+    r.rc(601_000, 320.0);
+    let s = r.rc(606_000, 320.0);
+    assert_eq!(
+        brief(&s),
+        vec![(K::ResidualCurrent, S::Alarm, Firing, C::Threshold)]
+    );
+    assert_eq!(s[0].trend, None);
+    // Temperature rate of rise: the change over its one-minute window.
+    let mut r = Rig::new(&trend_rules(), &[("t", DeviceKind::Temperature, "h")]);
+    r.feed("t", 0, &[(TEMP, 30.0)], &[]);
+    let s = r.feed("t", 60_000, &[(TEMP, 39.5)], &[]);
+    assert_eq!(brief(&s)[0].3, C::RateOfRise);
+    assert_eq!(
+        s[0].trend,
+        Some(TrendChange {
+            delta: 9.5,
+            within_ms: 60_000
+        })
+    );
+}
+
+#[test]
 fn step_warns_then_clears_after_within() {
     let mut r = Rig::new(&trend_rules(), &[("d", DeviceKind::ResidualCurrent, "h")]);
     assert!(r.rc(0, 20.0).is_empty());
@@ -418,6 +462,13 @@ fn step_warns_then_clears_after_within() {
         vec![(K::ResidualCurrent, S::Warning, Firing, C::Step)]
     );
     assert_eq!(s[0].threshold, None, "a trend has no level to show");
+    assert_eq!(
+        s[0].trend,
+        Some(TrendChange {
+            delta: 50.0,
+            within_ms: 2_000
+        })
+    );
     assert!(r.rc(5_000, 119.0).is_empty());
     let s = r.rc(6_000, 119.0);
     assert_eq!(brief(&s)[0].2, Cleared);

@@ -127,7 +127,8 @@ fn repeat_updates(
             value: Some(value),
             threshold: None,
             unit: metric_of(kind).map_or("", Metric::unit),
-            cause: SignalCause::Threshold,
+            cause: SignalCause::Repeat,
+            trend: None,
             ts: r.ts,
             received: r.received,
         });

@@ -32,6 +32,7 @@ pub fn notification(channel: ChannelKind, address: &str) -> Notification {
             value: Some(0.21),
             threshold: Some(0.15),
             unit: "dB/m".into(),
+            trigger: None,
         },
         recipient: Recipient {
             contact_id: "c-xihu-119".into(),

@@ -29,6 +29,7 @@ const STR = {
     delivery: { sent: "已送达", failed: "发送失败", pending: "发送中" },
     causes: { fire: "火灾", electrical_fault: "电气故障", cooking: "烹饪油烟", false_alarm: "误报", test: "测试", other: "其他" },
     dkinds: { smoke: "烟感", residual_current: "剩余电流", temperature: "温度", combo: "复合" },
+    trends: { rise: "缓慢上升", step: "突变", rate_of_rise: "温升过快" },
   },
   en: {
     board: "duty board", token_label: "Access token", login: "Log in", login_hint: "Enter the token once: this browser keeps a 12-hour session.",
@@ -50,6 +51,7 @@ const STR = {
     delivery: { sent: "delivered", failed: "FAILED", pending: "sending" },
     causes: { fire: "fire", electrical_fault: "electrical fault", cooking: "cooking", false_alarm: "false alarm", test: "test", other: "other" },
     dkinds: { smoke: "smoke", residual_current: "residual current", temperature: "temperature", combo: "combo" },
+    trends: { rise: "slow rise", step: "sudden step", rate_of_rise: "rapid rise" },
   },
 };
 const ROLE_ORDER = ["fire_brigade", "grid_worker", "director", "family", "neighbour"];
@@ -110,6 +112,23 @@ function kindLabel(k) { return state.labels?.[state.lang]?.kind?.[k] ?? k; }
 function sevLabel(s) { return state.labels?.[state.lang]?.severity?.[s] ?? s; }
 function roleLabel(r) { return STR[state.lang].roles[r] ?? r; }
 function num(v) { return v == null ? "–" : (Math.round(v * 1000) / 1000).toString(); }
+// A rule window as people say it: 10分钟 / 10 min.
+function span(secs) {
+  const zh = state.lang === "zh";
+  if (secs >= 3600 && secs % 3600 === 0) return `${secs / 3600}${zh ? "小时" : " h"}`;
+  if (secs >= 60 && secs % 60 === 0) return `${secs / 60}${zh ? "分钟" : " min"}`;
+  return `${num(secs)}${zh ? "秒" : " s"}`;
+}
+// What a trend-triggered alarm saw, where a threshold alarm shows its level:
+// "10分钟内上升 120 mA（缓慢上升）" / "rose 120 mA within 10 min (slow rise)".
+function trendText(a) {
+  const t = a.trigger;
+  const label = t && STR[state.lang].trends[t.rule];
+  if (!label || t.delta == null || t.within_s == null) return null;
+  const change = `${num(t.delta)} ${a.unit}`;
+  if (state.lang === "zh") return `${span(t.within_s)}内${t.rule === "step" ? "突增" : "上升"} ${change}（${label}）`;
+  return `${t.rule === "step" ? "jumped" : "rose"} ${change} within ${span(t.within_s)} (${label})`;
+}
 function clock(ms) {
   const d = new Date(ms);
   const today = new Date().toDateString() === d.toDateString();
@@ -210,6 +229,7 @@ function alarmCard(a) {
   const reading = a.value != null
     ? h("div", { class: "reading" }, `${T("reading")} `, h("b", {}, `${num(a.value)} ${a.unit}`),
       a.threshold != null ? h("span", { class: "thr" }, ` / ${T("threshold")} ${num(a.threshold)} ${a.unit}`) : "",
+      trendText(a) ? h("span", { class: "trend" }, ` · ${trendText(a)}`) : "",
       a.peak != null && a.peak !== a.value ? h("span", { class: "thr" }, ` · ${T("peak")} ${num(a.peak)}`) : "")
     : null;
   const res = a.resolution;
