@@ -8,11 +8,14 @@
 //! in one cargo call and runs this binary, which for every broker and offered rate starts a fresh gateway and prints one
 //! Markdown table, the knee (highest rate with alarm p99 under 5 ms), and on
 //! request the scale (`--scale 10000,100000`) and kill -9 recovery
-//! (`--recovery 2500`) tables.
+//! (`--recovery 2500`) tables; `--compare nodered` adds the same load
+//! through Mosquitto + Node-RED (bench/nodered/), the ratios, and a kill -9
+//! durability comparison.
 
 use anyhow::{bail, Context};
 use gridwatch_e2e::bins::target_dir;
 use gridwatch_e2e::load::{self, Bins, BrokerMode, LoadSpec};
+use gridwatch_e2e::nodered::{self, Target};
 use std::time::Duration;
 
 /// Alarm p99 target of the issue.
@@ -30,12 +33,15 @@ struct Args {
     debug: bool,
     scale: Vec<u32>,
     recovery: Option<u32>,
+    compare_nodered: bool,
+    durability: u32,
 }
 
 const USAGE: &str =
     "usage: loadrun [--rates R1,R2,..] [--duration S] [--devices N] [--alarms-per-sec A]
                [--broker embedded|mosquitto|both] [--connections C] [--inflight W]
                [--scale N1,N2,..] [--recovery DEVICES] [--debug]
+               [--compare nodered] [--durability ALARMS]
   --rates       offered readings/s, one run each (default 1000,5000,20000); 0 rates = none
   --duration    seconds of load per run (default 10)
   --devices     simulated devices (default 10007, prime: each alarm on its own device)
@@ -43,6 +49,10 @@ const USAGE: &str =
   --broker      embedded (default), mosquitto (external, started here) or both
   --scale       also time start→ready and RSS with these numbers of registered devices
   --recovery    also kill -9 with DEVICES×4 pending webhooks and time ready and drain
+  --compare nodered  also run every rate through Mosquitto + Node-RED (bench/nodered/,
+                installed by bench/nodered/install), print the ratios, and compare kill -9
+                durability (Mosquitto in front of both)
+  --durability  alarms in the kill -9 comparison (default 200; 0 = skip it)
   --debug       use the debug binaries (CI smoke) instead of the release ones";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -57,6 +67,8 @@ fn parse_args() -> anyhow::Result<Args> {
         debug: false,
         scale: Vec::new(),
         recovery: None,
+        compare_nodered: false,
+        durability: 200,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,6 +102,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--inflight" => a.inflight = value.parse().context("--inflight")?,
             "--scale" => a.scale = list(&value)?.into_iter().map(|n| n as u32).collect(),
             "--recovery" => a.recovery = Some(value.parse().context("--recovery")?),
+            "--durability" => a.durability = value.parse().context("--durability")?,
+            "--compare" => match value.as_str() {
+                "nodered" => a.compare_nodered = true,
+                other => bail!("--compare {other:?}: only nodered"),
+            },
             "--broker" => {
                 a.brokers = match value.as_str() {
                     "embedded" => vec![BrokerMode::Embedded],
@@ -135,6 +152,10 @@ fn bins(debug: bool) -> anyhow::Result<Bins> {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let bins = bins(args.debug)?;
+    if args.compare_nodered {
+        nodered::check_installed()?;
+        eprintln!("loadrun: comparing with {}", nodered::versions());
+    }
     let mut rows = Vec::new();
     for &broker in &args.brokers {
         for &rate in &args.rates {
@@ -155,25 +176,60 @@ async fn main() -> anyhow::Result<()> {
             rows.push(load::run_once(&bins, &spec).await);
         }
     }
+    if args.compare_nodered {
+        for &rate in &args.rates {
+            eprintln!(
+                "loadrun: mosquitto + node-red at {rate}/s for {}s ...",
+                args.duration
+            );
+            let spec = LoadSpec {
+                rate,
+                duration: args.duration,
+                devices: args.devices,
+                alarms_per_sec: args.alarms_per_sec,
+                broker: BrokerMode::Mosquitto,
+                connections: args.connections,
+                inflight: args.inflight,
+            };
+            rows.push(nodered::run_once(&bins, &spec).await);
+        }
+    }
     if !rows.is_empty() {
         println!("{}", load::table(&rows));
-        for &broker in &args.brokers {
-            let mine: Vec<_> = rows
-                .iter()
-                .filter(|r| r.broker == broker.label())
-                .cloned()
-                .collect();
+        let mut labels: Vec<&str> = args.brokers.iter().map(|b| b.label()).collect();
+        if args.compare_nodered {
+            labels.push(nodered::LABEL);
+        }
+        for label in labels {
+            let mine: Vec<_> = rows.iter().filter(|r| r.broker == label).cloned().collect();
             match load::knee(&mine, TARGET_P99_MS) {
                 Some(k) => println!(
-                    "knee ({}): {k:.0} readings/s offered with alarm p99 < {TARGET_P99_MS} ms",
-                    broker.label()
+                    "knee ({label}): {k:.0} readings/s offered with alarm p99 < {TARGET_P99_MS} ms"
                 ),
                 None => println!(
-                    "knee ({}): none of the offered rates kept alarm p99 < {TARGET_P99_MS} ms",
-                    broker.label()
+                    "knee ({label}): none of the offered rates kept alarm p99 < {TARGET_P99_MS} ms"
                 ),
             }
         }
+    }
+    if args.compare_nodered && !rows.is_empty() {
+        println!(
+            "\ngridwatch vs Mosquitto + Node-RED ({}):\n\n{}",
+            nodered::versions(),
+            nodered::ratio_table(&rows)
+        );
+    }
+    if args.compare_nodered && args.durability > 0 {
+        let mut d = Vec::new();
+        for target in [Target::Gridwatch, Target::NodeRed] {
+            eprintln!(
+                "loadrun: kill -9 of {} with {} alarms waiting for a dead webhook ...",
+                target.label(),
+                args.durability
+            );
+            d.push(nodered::run_durability(&bins, target, args.durability).await);
+        }
+        println!("\n{}", nodered::durability_table(&d));
     }
     if !args.scale.is_empty() {
         let mut scale = Vec::new();

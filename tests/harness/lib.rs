@@ -15,6 +15,7 @@ pub mod http_sink;
 pub mod load;
 pub mod mime;
 pub mod mqtt;
+pub mod nodered;
 pub mod smtp;
 
 pub use api::{parse_metric, Api};

@@ -21,10 +21,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The path of the webhook the sink listens on.
-const HOOK_PATH: &str = "/hook";
+pub const HOOK_PATH: &str = "/hook";
 
 /// How long alarms may still trickle in after the load generator exits.
-const DRAIN: Duration = Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// Which broker the readings go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,9 @@ pub struct Row {
     pub broker_cpu_s: Option<f64>,
     /// Peak RSS (VmHWM) of gridwatch in MiB.
     pub peak_rss_mib: f64,
+    /// Peak RSS (VmHWM) of the external broker in MiB, if any (not a table
+    /// column: the Node-RED comparison adds it to the process's own).
+    pub broker_peak_rss_mib: Option<f64>,
     /// `gridwatch_outbox_pending` at the end.
     pub outbox: f64,
 }
@@ -142,7 +145,7 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {} |",
             r.broker,
             r.offered,
             r.sent_rate,
@@ -157,7 +160,11 @@ pub fn table(rows: &[Row]) -> String {
             r.cpu_s,
             r.broker_cpu_s.map_or("-".to_string(), |c| format!("{c:.2}")),
             r.peak_rss_mib,
-            r.outbox
+            if r.outbox.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.0}", r.outbox)
+            }
         );
     }
     out
@@ -296,6 +303,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Takes ownership of a spawned child; `name` is used in panics.
+    pub fn new(child: Child, name: &'static str) -> Proc {
+        Proc { child, name }
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -480,13 +492,13 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
 }
 
 /// Wall clock in epoch ms with sub-ms precision.
-fn epoch_ms(t: SystemTime) -> f64 {
+pub fn epoch_ms(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// `(device_id, ts)` per line of `--alarms-out`.
-fn read_alarms_out(path: &Path) -> Vec<(String, i64)> {
+pub fn read_alarms_out(path: &Path) -> Vec<(String, i64)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -495,7 +507,7 @@ fn read_alarms_out(path: &Path) -> Vec<(String, i64)> {
 }
 
 /// What `firmware-sim load` printed last: `published N`.
-fn published_count(stdout: &str) -> u64 {
+pub fn published_count(stdout: &str) -> u64 {
     stdout
         .split("published ")
         .nth(1)
@@ -533,33 +545,7 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
     let cpu_before = cpu_seconds(gw.pid());
     let broker_cpu_before = mosquitto.as_ref().map(|m| cpu_seconds(m.pid()));
 
-    let alarm_every = ((spec.rate / spec.alarms_per_sec).round() as u64).max(1);
-    let alarms_path = dir.path().join("alarms.jsonl");
-    let load_start = Instant::now();
-    let out = tokio::process::Command::new(&bins.firmware_sim)
-        .args(["load", "--devices", &spec.devices.to_string()])
-        .args(["--rate", &spec.rate.to_string()])
-        .args(["--duration", &spec.duration.to_string()])
-        .args(["--mqtt", &format!("127.0.0.1:{}", conn.port())])
-        .args(["--alarm-every", &alarm_every.to_string()])
-        .args(["--alarm-kind", "smoke"])
-        .args(["--connections", &spec.connections.to_string()])
-        .args(["--inflight", &spec.inflight.to_string()])
-        .arg("--alarms-out")
-        .arg(&alarms_path)
-        .output()
-        .await
-        .expect("run firmware-sim load");
-    let load_elapsed = load_start.elapsed().as_secs_f64();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "firmware-sim load failed ({}): {stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent = published_count(&stdout);
-    let alarms = read_alarms_out(&alarms_path);
+    let (sent, load_elapsed, alarms) = play_load(bins, spec, conn.port(), dir.path()).await;
 
     // Let the last readings and alarms through: until every alarm arrived and
     // the counter stopped moving, or DRAIN.
@@ -577,25 +563,8 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
     gw.check_alive(&dir.path().join("gridwatch.log"));
     let handled = (last - handled_before).max(0.0) as u64;
 
-    let sent_at: HashMap<&str, i64> = alarms.iter().map(|(d, ts)| (d.as_str(), *ts)).collect();
-    let mut latencies: Vec<f64> = sink
-        .requests_to(HOOK_PATH)
-        .iter()
-        .filter_map(|r| {
-            let device = r.json.as_ref()?["alarm"]["device_id"].as_str()?;
-            let ts = *sent_at.get(device)?;
-            Some(epoch_ms(r.received_wall) - ts as f64)
-        })
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let latency_ms = (!latencies.is_empty()).then(|| {
-        [
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.99),
-            percentile(&latencies, 0.999),
-            latencies[latencies.len() - 1],
-        ]
-    });
+    let latencies = alarm_latencies(&sink, &alarms);
+    let latency_ms = latency_summary(&latencies);
     let outbox = parse_metric(&api.metrics().await, "gridwatch_outbox_pending", &[]).unwrap_or(0.0);
     let row = Row {
         broker: spec.broker.label(),
@@ -613,6 +582,7 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
             .zip(broker_cpu_before)
             .map(|(m, before)| cpu_seconds(m.pid()) - before),
         peak_rss_mib: status_mib(gw.pid(), "VmHWM"),
+        broker_peak_rss_mib: mosquitto.as_ref().map(|m| status_mib(m.pid(), "VmHWM")),
         outbox,
     };
     gw.kill9();
@@ -620,6 +590,75 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
         m.kill9();
     }
     row
+}
+
+/// Plays `firmware-sim load` at `spec` against the broker on `mqtt_port`;
+/// returns readings published, the generator's wall time in s, and the
+/// alarm readings sent (`(device_id, ts)`, written to `dir`/alarms.jsonl).
+pub async fn play_load(
+    bins: &Bins,
+    spec: &LoadSpec,
+    mqtt_port: u16,
+    dir: &Path,
+) -> (u64, f64, Vec<(String, i64)>) {
+    let alarm_every = ((spec.rate / spec.alarms_per_sec).round() as u64).max(1);
+    let alarms_path = dir.join("alarms.jsonl");
+    let load_start = Instant::now();
+    let out = tokio::process::Command::new(&bins.firmware_sim)
+        .args(["load", "--devices", &spec.devices.to_string()])
+        .args(["--rate", &spec.rate.to_string()])
+        .args(["--duration", &spec.duration.to_string()])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt_port}")])
+        .args(["--alarm-every", &alarm_every.to_string()])
+        .args(["--alarm-kind", "smoke"])
+        .args(["--connections", &spec.connections.to_string()])
+        .args(["--inflight", &spec.inflight.to_string()])
+        .arg("--alarms-out")
+        .arg(&alarms_path)
+        .output()
+        .await
+        .expect("run firmware-sim load");
+    let load_elapsed = load_start.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "firmware-sim load failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        published_count(&stdout),
+        load_elapsed,
+        read_alarms_out(&alarms_path),
+    )
+}
+
+/// Latency in ms of every webhook the sink got on [`HOOK_PATH`] for one of
+/// `alarms` (matched by `alarm.device_id`), sorted.
+pub fn alarm_latencies(sink: &HttpSink, alarms: &[(String, i64)]) -> Vec<f64> {
+    let sent_at: HashMap<&str, i64> = alarms.iter().map(|(d, ts)| (d.as_str(), *ts)).collect();
+    let mut latencies: Vec<f64> = sink
+        .requests_to(HOOK_PATH)
+        .iter()
+        .filter_map(|r| {
+            let device = r.json.as_ref()?["alarm"]["device_id"].as_str()?;
+            let ts = *sent_at.get(device)?;
+            Some(epoch_ms(r.received_wall) - ts as f64)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+/// p50, p99, p999 and max of sorted latencies; `None` without samples.
+pub fn latency_summary(sorted: &[f64]) -> Option<[f64; 4]> {
+    let max = *sorted.last()?;
+    Some([
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.99),
+        percentile(sorted, 0.999),
+        max,
+    ])
 }
 
 /// `gridwatch_readings_total` summed over sources.
