@@ -133,14 +133,17 @@ fn bins(debug: bool) -> anyhow::Result<Bins> {
         });
     }
     let dir = target_dir().join("release");
+    // The gridwatch under test may come from another profile (`edge`, what
+    // edge boxes run); the load generator always comes from release.
+    let profile = std::env::var("GRIDWATCH_PROFILE").unwrap_or_else(|_| "release".into());
     let bins = Bins {
-        gridwatch: dir.join("gridwatch"),
+        gridwatch: target_dir().join(&profile).join("gridwatch"),
         firmware_sim: dir.join("firmware-sim"),
     };
     for path in [&bins.gridwatch, &bins.firmware_sim] {
         if !path.exists() {
             bail!(
-                "{} is missing: run scripts/loadrun (it builds the release binaries first)",
+                "{} is missing: run scripts/loadrun (it builds the binaries first)",
                 path.display()
             );
         }
@@ -152,6 +155,10 @@ fn bins(debug: bool) -> anyhow::Result<Bins> {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let bins = bins(args.debug)?;
+    eprintln!(
+        "loadrun: gridwatch under test: {}",
+        bins.gridwatch.display()
+    );
     if args.compare_nodered {
         nodered::check_installed()?;
         eprintln!("loadrun: comparing with {}", nodered::versions());
