@@ -505,6 +505,105 @@ mod tests {
         assert!(r.admit("a", false, 1100));
     }
 
+    /// A handler over the shipped config plus an "acme" vendor format and one
+    /// device credential covering `smk-3-*` only.
+    fn vendor_handler() -> (Handler, tempfile::TempDir, Arc<Metrics>) {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["registry.toml", "rules.toml", "routing.toml"] {
+            std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
+        }
+        let hash = crate::security::password::hash_password("pw").unwrap();
+        let gateway = format!(
+            r#"registry = "registry.toml"
+rules = "rules.toml"
+routing = "routing.toml"
+[site]
+id = "t"
+name = "T"
+[mqtt]
+listen = "127.0.0.1:1883"
+[[mqtt.users]]
+username = "acme-floor3"
+password_hash = "{hash}"
+devices = ["smk-3-*"]
+[[mqtt.format]]
+name = "acme"
+topic = "acme/+/up"
+device = "topic:1"
+device_prefix = "smk-"
+metrics = {{ smoke_db_m = "/smoke" }}
+flags = {{ smoke_alarm = "/alarm" }}
+[[mqtt.format]]
+name = "lns"
+topic = "lns/+/up"
+device = "/id"
+"#
+        );
+        std::fs::write(dir.path().join("gateway.toml"), gateway).unwrap();
+        let cfg = Config::load_with_env(&dir.path().join("gateway.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (client, _el) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 10);
+        let (priority, _) = mpsc::channel(1);
+        let (normal, _) = mpsc::channel(1);
+        let (_tx, rx) = watch::channel(Arc::new(cfg));
+        let metrics = Metrics::new();
+        let h = Handler::new(client, Lanes { priority, normal }, rx, metrics.clone());
+        (h, dir, metrics)
+    }
+
+    fn rejected(m: &Metrics, reason: RejectReason) -> u64 {
+        m.readings_rejected_total
+            .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
+    #[test]
+    fn vendor_publishes_pass_the_native_checks() {
+        use RejectReason::*;
+        let (mut h, _dir, metrics) = vendor_handler();
+        let publish = |topic: &str, payload: &str| {
+            Publish::new(topic, QoS::AtLeastOnce, payload.as_bytes().to_vec())
+        };
+        let Some(Input::Reading(r)) = h.accept(
+            &publish("acme/3-2-501-k/up", r#"{"smoke":0.3,"alarm":true}"#),
+            1_000,
+        ) else {
+            panic!("a good vendor reading is accepted");
+        };
+        assert_eq!(r.device_id, "smk-3-2-501-k");
+        assert_eq!(r.values.get(crate::model::Metric::SmokeDbM), Some(0.3));
+        assert!(r.flags.has(crate::model::Flag::SmokeAlarm));
+        assert_eq!(metrics.readings_total.with_label_values(&["mqtt"]).get(), 1);
+        let cases = [
+            ("acme/5-1-201-k/up", "{}", NotPermitted),
+            ("lns/a/up", r#"{"id":"smk-5-1-201-k"}"#, NotPermitted),
+            ("acme/3-9-999-x/up", "{}", UnknownDevice),
+            ("lns/a/up", r#"{"id":"smk-3-9-999-x"}"#, UnknownDevice),
+            ("acme/a b/up", "{}", BadTopic),
+            ("other/x/up", "{}", BadTopic),
+            ("acme/3-2-501-k/up", r#"{"smoke":"x"}"#, InvalidField),
+            ("lns/a/up", r#"{"name":"x"}"#, InvalidField),
+            ("acme/3-2-501-k/up", "{", InvalidJson),
+        ];
+        for (topic, payload, reason) in cases {
+            let before = rejected(&metrics, reason);
+            assert!(
+                h.accept(&publish(topic, payload), 2_000).is_none(),
+                "{topic}"
+            );
+            assert_eq!(rejected(&metrics, reason), before + 1, "{topic} {payload}");
+        }
+        // The per-device rate limit applies to vendor readings too.
+        let mut limited = false;
+        for i in 0..100 {
+            limited |= h
+                .accept(&publish("acme/3-2-501-b/up", "{}"), 3_000 + i)
+                .is_none();
+        }
+        assert!(limited && rejected(&metrics, RateLimited) > 0);
+    }
+
     #[test]
     fn reconnect_delay_is_capped() {
         assert!(reconnect_delay(1) <= Duration::from_millis(125));
