@@ -129,11 +129,18 @@ mod tests {
         Config::load_with_env(path, &|_| None)
     }
 
-    /// 1-based line of the one line of `text` holding `needle`.
+    /// 1-based line of the one line holding `needle` in the part of `text`
+    /// appended by the test (the shipped file's comments are skipped).
     fn line_of(text: &str, needle: &str) -> usize {
+        let shipped = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml"),
+        )
+        .unwrap();
+        let skip = shipped.lines().count();
         let hits: Vec<usize> = text
             .lines()
             .enumerate()
+            .skip(skip)
             .filter(|(_, l)| l.contains(needle))
             .map(|(i, _)| i + 1)
             .collect();

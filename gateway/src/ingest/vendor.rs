@@ -122,28 +122,37 @@ impl Format {
         if cfg.name.trim().is_empty() {
             errors.push(err(Field::Name, "name must not be empty"));
         }
-        let levels = match parse_filter(&cfg.topic) {
-            Ok(l) => l,
+        let (levels, topic_ok) = match parse_filter(&cfg.topic) {
+            Ok(l) => (l, true),
             Err(e) => {
                 errors.push(err(Field::Topic, e));
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         let wildcards = levels.iter().filter(|l| **l == Level::Any).count();
         let device = match cfg.device.strip_prefix("topic:") {
-            Some(n) => match n.parse::<usize>() {
-                Ok(n) if n >= 1 && n <= wildcards => Some(DeviceSource::Topic(n - 1)),
-                _ => {
-                    errors.push(err(
-                        Field::Device,
-                        format!(
-                            "device {:?}: the topic {:?} has {wildcards} '+' level(s); write \"topic:1\"..\"topic:{wildcards}\" or a JSON pointer like \"/devEUI\"",
-                            cfg.device, cfg.topic
-                        ),
-                    ));
-                    None
+            Some(n) => {
+                match n.parse::<usize>() {
+                    Ok(n) if n >= 1 && n <= wildcards => Some(DeviceSource::Topic(n - 1)),
+                    // The topic's own error says it all; counting its levels would mislead.
+                    _ if !topic_ok => None,
+                    _ => {
+                        let fix = match wildcards {
+                        0 => "it has no '+' level: use a JSON pointer like \"/devEUI\"".to_string(),
+                        1 => "write \"topic:1\" or a JSON pointer like \"/devEUI\"".to_string(),
+                        w => format!("write \"topic:1\" to \"topic:{w}\" or a JSON pointer like \"/devEUI\""),
+                    };
+                        errors.push(err(
+                            Field::Device,
+                            format!(
+                                "device {:?} does not name a '+' level of the topic {:?}: {fix}",
+                                cfg.device, cfg.topic
+                            ),
+                        ));
+                        None
+                    }
                 }
-            },
+            }
             None => match check_pointer(&cfg.device) {
                 Ok(()) => Some(DeviceSource::Pointer(cfg.device.clone())),
                 Err(e) => {
@@ -846,7 +855,7 @@ mod tests {
             (
                 Box::new(|f| f.device = "topic:2".into()),
                 Field::Device,
-                "1 '+' level",
+                "write \"topic:1\"",
             ),
             (
                 Box::new(|f| f.device = "topic:0".into()),
@@ -914,6 +923,16 @@ mod tests {
                 "{field:?} {msg:?}: {errors:?}"
             );
         }
+        let only_topic = Format::compile(&VendorFormat {
+            topic: "acme/#".into(),
+            ..acme()
+        })
+        .unwrap_err();
+        assert_eq!(
+            only_topic.iter().map(|e| &e.field).collect::<Vec<_>>(),
+            [&Field::Topic],
+            "a bad topic does not also blame topic:1: {only_topic:?}"
+        );
         assert!(Format::compile(&acme()).is_ok());
         assert!(Format::compile(&lora()).is_ok());
         let (fs, errors) = Formats::compile(&[
