@@ -51,6 +51,7 @@ pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut 
     }
     housekeeping(src, gw, rep);
     mqtt(src, &gw.mqtt, rep);
+    super::vendor::check(src, gw, rep);
     http(src, &gw.http, env, rep);
     channels(src, &gw.channels, rep);
     if let Some(up) = &gw.upstream {

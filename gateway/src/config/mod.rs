@@ -13,6 +13,7 @@ mod env;
 pub mod profile;
 mod source;
 pub mod types;
+mod vendor;
 
 pub use duration::Dur;
 pub use profile::{Profile, ProfileEntry, RegType, Table, WordOrder, BUILTIN_PROFILE};

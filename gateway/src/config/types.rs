@@ -138,6 +138,10 @@ pub struct MqttConfig {
     /// Per-device ingest limit: messages accepted in a burst after a quiet period.
     #[serde(default = "default_device_burst")]
     pub device_burst: f64,
+    /// `[[mqtt.format]]`: vendor uplink formats mapped onto readings (SPEC §3),
+    /// so a new detector brand needs config, not code.
+    #[serde(default, rename = "format")]
+    pub formats: Vec<VendorFormat>,
 }
 
 /// `[mqtt.tls]`: the embedded broker's TLS listener (PEM files).
@@ -170,6 +174,7 @@ impl Default for MqttConfig {
             tls: None,
             device_rate: default_device_rate(),
             device_burst: default_device_burst(),
+            formats: Vec::new(),
         }
     }
 }
@@ -206,6 +211,153 @@ impl MqttUser {
                 .devices
                 .iter()
                 .any(|g| crate::security::glob::matches(g, device_id))
+    }
+}
+
+/// `[[mqtt.format]]`: how one vendor's uplink (topic filter plus JSON
+/// pointers) maps onto a SPEC §3 reading. Checked by `config::vendor` and
+/// compiled by `ingest::vendor`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendorFormat {
+    /// Shown in logs and errors.
+    pub name: String,
+    /// MQTT filter with `+` wildcards (no `#`), e.g. `"acme/+/up"`.
+    pub topic: String,
+    /// Where the device id comes from: `"topic:N"` (the N-th `+` level) or a JSON pointer.
+    pub device: String,
+    /// Put in front of the extracted id, so vendor serials map to registry ids.
+    #[serde(default)]
+    pub device_prefix: String,
+    /// JSON pointer to the device's timestamp; receive time when left out.
+    #[serde(default)]
+    pub ts: Option<String>,
+    /// Unit of `ts`: `ms` (default), `s`, or `rfc3339` (a string).
+    #[serde(default)]
+    pub ts_unit: TsUnit,
+    /// SPEC §3 metric name → pointer (or `{ pointer, scale }`).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, VendorMetric>,
+    /// SPEC §3 flag name → pointer (or `{ pointer, equals }`).
+    #[serde(default)]
+    pub flags: BTreeMap<String, VendorFlag>,
+}
+
+/// Unit of a vendor timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TsUnit {
+    /// Epoch milliseconds (a number).
+    #[default]
+    Ms,
+    /// Epoch seconds (a number, fractions kept to the millisecond).
+    S,
+    /// An RFC 3339 string, e.g. `"2026-11-24T10:00:00.123Z"`.
+    Rfc3339,
+}
+
+/// One metric of a vendor format: `"/ptr"` or `{ pointer = "/ptr", scale = 0.1 }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "PointerOr<MetricTable>")]
+pub struct VendorMetric {
+    /// JSON pointer (RFC 6901) to a number.
+    pub pointer: String,
+    /// Multiplier from the vendor's unit to the SPEC unit.
+    pub scale: f64,
+}
+
+/// The table form of [`VendorMetric`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricTable {
+    pointer: String,
+    #[serde(default = "unit_scale")]
+    scale: f64,
+}
+
+fn unit_scale() -> f64 {
+    1.0
+}
+
+impl From<PointerOr<MetricTable>> for VendorMetric {
+    fn from(f: PointerOr<MetricTable>) -> Self {
+        match f {
+            PointerOr::Pointer(pointer) => VendorMetric {
+                pointer,
+                scale: 1.0,
+            },
+            PointerOr::Table(t) => VendorMetric {
+                pointer: t.pointer,
+                scale: t.scale,
+            },
+        }
+    }
+}
+
+/// One flag of a vendor format: `"/ptr"` (set when true or a non-zero
+/// number) or `{ pointer = "/ptr", equals = "ALARM" }` (set when equal).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "PointerOr<FlagTable>")]
+pub struct VendorFlag {
+    /// JSON pointer (RFC 6901).
+    pub pointer: String,
+    /// When given, the flag is set exactly when the value equals this scalar.
+    pub equals: Option<serde_json::Value>,
+}
+
+/// The table form of [`VendorFlag`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagTable {
+    pointer: String,
+    #[serde(default)]
+    equals: Option<serde_json::Value>,
+}
+
+impl From<PointerOr<FlagTable>> for VendorFlag {
+    fn from(f: PointerOr<FlagTable>) -> Self {
+        match f {
+            PointerOr::Pointer(pointer) => VendorFlag {
+                pointer,
+                equals: None,
+            },
+            PointerOr::Table(t) => VendorFlag {
+                pointer: t.pointer,
+                equals: t.equals,
+            },
+        }
+    }
+}
+
+/// A bare pointer string or a table `T`. Hand-written instead of
+/// `#[serde(untagged)]` so a typo inside the table is reported as
+/// "unknown field `scal`" rather than "did not match any variant".
+#[derive(Debug, Clone, PartialEq)]
+pub enum PointerOr<T> {
+    Pointer(String),
+    Table(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for PointerOr<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = PointerOr<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON pointer string like \"/data/smoke\" or an inline table")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(PointerOr::Pointer(s.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PointerOr::Table)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 

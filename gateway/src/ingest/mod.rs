@@ -8,6 +8,7 @@ pub mod device_auth;
 pub mod modbus;
 pub mod mqtt;
 pub mod payload;
+pub mod vendor;
 
 use crate::model::{EpochMs, Reading};
 

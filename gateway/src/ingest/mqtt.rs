@@ -5,7 +5,8 @@
 //! jitter; QoS-1 readings are acked only after they are in the rules stage's
 //! queue, so a crash before that makes the broker deliver them again.
 
-use super::payload::{self, TopicKind};
+use super::payload::{self, Parsed, TopicKind};
+use super::vendor::{self, Formats};
 use super::{Input, Lanes};
 use crate::config::{Config, MqttConfig};
 use crate::metrics::{Metrics, RejectReason};
@@ -114,11 +115,13 @@ pub fn client(ep: &Endpoint, client_id: &str) -> (AsyncClient, EventLoop) {
 pub type Connected = watch::Sender<bool>;
 
 /// Polls the event loop forever: forwards incoming publishes to the handler.
+/// `config` names the vendor format filters subscribed beside `sensors/#`.
 pub async fn run_event_loop(
     client: AsyncClient,
     mut el: EventLoop,
     to_handler: mpsc::Sender<Publish>,
     connected: Arc<Connected>,
+    config: watch::Receiver<Arc<Config>>,
 ) {
     let mut failures: u32 = 0;
     loop {
@@ -129,8 +132,13 @@ pub async fn run_event_loop(
                 tracing::info!("connected to MQTT broker");
                 // All of `sensors/#`, so that a device publishing on a wrong
                 // topic is counted (bad_topic) instead of silently unheard.
-                if let Err(e) = client.try_subscribe("sensors/#", QoS::AtLeastOnce) {
+                if let Err(e) = client.try_subscribe(vendor::NATIVE_FILTER, QoS::AtLeastOnce) {
                     tracing::error!(error = %e, "cannot subscribe");
+                }
+                for filter in format_filters(&config.borrow()) {
+                    if let Err(e) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, %filter, "cannot subscribe to a vendor format topic");
+                    }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -156,6 +164,45 @@ fn reconnect_delay(failures: u32) -> Duration {
     Duration::from_millis((ms * rand::thread_rng().gen_range(0.75..1.25)) as u64)
 }
 
+/// The topic filters of the configured vendor formats, in file order.
+fn format_filters(cfg: &Config) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    cfg.gateway
+        .mqtt
+        .formats
+        .iter()
+        .map(|f| f.topic.clone())
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
+}
+
+/// Follows config reloads: subscribes the topics of added vendor formats and
+/// unsubscribes those of removed ones, so a format change needs no restart.
+/// (The event loop subscribes the current set again on every ConnAck.)
+pub async fn follow_format_topics(client: AsyncClient, mut config: watch::Receiver<Arc<Config>>) {
+    let mut current = format_filters(&config.borrow_and_update());
+    while config.changed().await.is_ok() {
+        let next = format_filters(&config.borrow_and_update());
+        for filter in next.iter().filter(|f| !current.contains(f)) {
+            match client.subscribe(filter.as_str(), QoS::AtLeastOnce).await {
+                Ok(()) => tracing::info!(%filter, "vendor format topic subscribed"),
+                Err(e) => {
+                    tracing::error!(error = %e, %filter, "cannot subscribe to a vendor format topic")
+                }
+            }
+        }
+        for filter in current.iter().filter(|f| !next.contains(f)) {
+            match client.unsubscribe(filter.as_str()).await {
+                Ok(()) => tracing::info!(%filter, "vendor format topic unsubscribed"),
+                Err(e) => {
+                    tracing::error!(error = %e, %filter, "cannot unsubscribe a vendor format topic")
+                }
+            }
+        }
+        current = next;
+    }
+}
+
 /// Turns publishes into inputs: checks topic, size, JSON and device, counts
 /// what it refuses, and acks each message after it is queued (or refused).
 pub struct Handler {
@@ -166,6 +213,8 @@ pub struct Handler {
     max_payload: usize,
     quiet: RejectLog,
     rates: DeviceRates,
+    /// Vendor formats compiled from the config they came from.
+    formats: (Arc<Config>, Arc<Formats>),
 }
 
 /// Per-device ingest buckets, one for telemetry and one for urgent readings
@@ -219,6 +268,8 @@ impl Handler {
             let m = &config.borrow().gateway.mqtt;
             (m.max_payload, m.device_rate, m.device_burst)
         };
+        let current = config.borrow().clone();
+        let formats = (current.clone(), compile_formats(&current));
         Handler {
             client,
             lanes,
@@ -227,6 +278,7 @@ impl Handler {
             max_payload,
             quiet: RejectLog::default(),
             rates: DeviceRates::new(rate, burst),
+            formats,
         }
     }
 
@@ -251,19 +303,15 @@ impl Handler {
             // Our own downlink (linked sounders), seen because we listen on sensors/#.
             return None;
         }
-        let Some((device_id, kind)) = payload::parse_topic(&p.topic) else {
-            return self.refuse(&p.topic, RejectReason::BadTopic, now);
-        };
         let cfg = self.config.borrow().clone();
-        if cfg.device(device_id).is_none() {
-            return self.refuse(device_id, RejectReason::UnknownDevice, now);
-        }
-        let users = &cfg.gateway.mqtt.users;
-        if !users.is_empty() && !users.iter().any(|u| u.covers(device_id)) {
-            return self.refuse(device_id, RejectReason::NotPermitted, now);
-        }
         self.rates
             .set(cfg.gateway.mqtt.device_rate, cfg.gateway.mqtt.device_burst);
+        let Some((device_id, kind)) = payload::parse_topic(&p.topic) else {
+            return self.accept_vendor(&cfg, p, now);
+        };
+        if let Err(reason) = self.check_device(&cfg, device_id) {
+            return self.refuse(device_id, reason, now);
+        }
         match kind {
             TopicKind::Status => match payload::parse_status(&p.payload) {
                 Some(online) if self.rates.admit(device_id, true, now) => Some(Input::Status {
@@ -282,29 +330,87 @@ impl Handler {
                     self.max_payload,
                     Transport::Mqtt,
                 ) {
-                    Ok(parsed) => {
-                        let urgent = parsed.reading.flags.iter().next().is_some();
-                        if !self.rates.admit(device_id, urgent, now) {
-                            return self.refuse(device_id, RejectReason::RateLimited, now);
-                        }
-                        self.metrics
-                            .readings_total
-                            .with_label_values(&["mqtt"])
-                            .inc();
-                        if parsed.unknown_keys > 0 {
-                            self.metrics
-                                .readings_unknown_keys_total
-                                .inc_by(u64::from(parsed.unknown_keys));
-                        }
-                        if parsed.clock_skewed {
-                            self.metrics.readings_clock_skew_total.inc();
-                        }
-                        Some(Input::Reading(parsed.reading))
-                    }
+                    Ok(parsed) => self.admit(parsed, now),
                     Err(reason) => self.refuse(device_id, reason, now),
                 }
             }
         }
+    }
+
+    /// A publish on a vendor format's topic (SPEC §3), mapped by
+    /// [`vendor`] and then treated exactly like a native reading; a topic
+    /// that no format matches is `bad_topic`.
+    fn accept_vendor(&mut self, cfg: &Arc<Config>, p: &Publish, now: EpochMs) -> Option<Input> {
+        if !Arc::ptr_eq(&self.formats.0, cfg) {
+            self.formats = (cfg.clone(), compile_formats(cfg));
+        }
+        let formats = self.formats.1.clone();
+        let Some(route) = formats.route(&p.topic) else {
+            return self.refuse(&p.topic, RejectReason::BadTopic, now);
+        };
+        // As for native topics, an id in the topic is checked before the payload.
+        let from_topic = match route.device_from_topic() {
+            None => None,
+            Some(Ok(id)) => match self.check_device(cfg, &id) {
+                Ok(()) => Some(id),
+                Err(reason) => return self.refuse(&id, reason, now),
+            },
+            Some(Err(reason)) => return self.refuse(&p.topic, reason, now),
+        };
+        let mapped = vendor::parse_document(&p.payload, self.max_payload).and_then(|doc| {
+            let id = match from_topic {
+                Some(id) => id,
+                None => {
+                    let id = route.device(&doc)?;
+                    self.check_device(cfg, &id)?;
+                    id
+                }
+            };
+            route.reading(&id, &doc, now)
+        });
+        match mapped {
+            Ok(parsed) => self.admit(parsed, now),
+            Err(reason) => {
+                let who = format!("{} ({})", p.topic, route.format().name());
+                self.refuse(&who, reason, now)
+            }
+        }
+    }
+
+    /// The device checks every uplink passes: in the registry, and (with
+    /// `[[mqtt.users]]`) spoken for by some credential.
+    fn check_device(&self, cfg: &Config, device_id: &str) -> Result<(), RejectReason> {
+        if cfg.device(device_id).is_none() {
+            return Err(RejectReason::UnknownDevice);
+        }
+        let users = &cfg.gateway.mqtt.users;
+        if !users.is_empty() && !users.iter().any(|u| u.covers(device_id)) {
+            return Err(RejectReason::NotPermitted);
+        }
+        Ok(())
+    }
+
+    /// Rate-limits and counts a parsed reading, native or vendor.
+    fn admit(&mut self, parsed: Parsed, now: EpochMs) -> Option<Input> {
+        let device_id = parsed.reading.device_id.as_str();
+        let urgent = parsed.reading.flags.iter().next().is_some();
+        if !self.rates.admit(device_id, urgent, now) {
+            let id = device_id.to_string();
+            return self.refuse(&id, RejectReason::RateLimited, now);
+        }
+        self.metrics
+            .readings_total
+            .with_label_values(&["mqtt"])
+            .inc();
+        if parsed.unknown_keys > 0 {
+            self.metrics
+                .readings_unknown_keys_total
+                .inc_by(u64::from(parsed.unknown_keys));
+        }
+        if parsed.clock_skewed {
+            self.metrics.readings_clock_skew_total.inc();
+        }
+        Some(Input::Reading(parsed.reading))
     }
 
     fn refuse(&mut self, who: &str, reason: RejectReason, now: EpochMs) -> Option<Input> {
@@ -314,6 +420,16 @@ impl Handler {
         }
         None
     }
+}
+
+/// Compiles the formats of `cfg`; the config check refused bad entries
+/// already, so an error here is a bug worth a log line, not a crash.
+fn compile_formats(cfg: &Config) -> Arc<Formats> {
+    let (formats, errors) = Formats::compile(&cfg.gateway.mqtt.formats);
+    for (i, e) in errors {
+        tracing::error!(format = i + 1, error = %e, "vendor format left out");
+    }
+    Arc::new(formats)
 }
 
 /// Logs a rejection once per source per minute, with bounded memory.
@@ -387,6 +503,105 @@ mod tests {
         assert!(r.admit("a", false, 1000), "refilled");
         r.set(10.0, 2.0);
         assert!(r.admit("a", false, 1100));
+    }
+
+    /// A handler over the shipped config plus an "acme" vendor format and one
+    /// device credential covering `smk-3-*` only.
+    fn vendor_handler() -> (Handler, tempfile::TempDir, Arc<Metrics>) {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["registry.toml", "rules.toml", "routing.toml"] {
+            std::fs::copy(shipped.join(name), dir.path().join(name)).unwrap();
+        }
+        let hash = crate::security::password::hash_password("pw").unwrap();
+        let gateway = format!(
+            r#"registry = "registry.toml"
+rules = "rules.toml"
+routing = "routing.toml"
+[site]
+id = "t"
+name = "T"
+[mqtt]
+listen = "127.0.0.1:1883"
+[[mqtt.users]]
+username = "acme-floor3"
+password_hash = "{hash}"
+devices = ["smk-3-*"]
+[[mqtt.format]]
+name = "acme"
+topic = "acme/+/up"
+device = "topic:1"
+device_prefix = "smk-"
+metrics = {{ smoke_db_m = "/smoke" }}
+flags = {{ smoke_alarm = "/alarm" }}
+[[mqtt.format]]
+name = "lns"
+topic = "lns/+/up"
+device = "/id"
+"#
+        );
+        std::fs::write(dir.path().join("gateway.toml"), gateway).unwrap();
+        let cfg = Config::load_with_env(&dir.path().join("gateway.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (client, _el) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 10);
+        let (priority, _) = mpsc::channel(1);
+        let (normal, _) = mpsc::channel(1);
+        let (_tx, rx) = watch::channel(Arc::new(cfg));
+        let metrics = Metrics::new();
+        let h = Handler::new(client, Lanes { priority, normal }, rx, metrics.clone());
+        (h, dir, metrics)
+    }
+
+    fn rejected(m: &Metrics, reason: RejectReason) -> u64 {
+        m.readings_rejected_total
+            .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
+    #[test]
+    fn vendor_publishes_pass_the_native_checks() {
+        use RejectReason::*;
+        let (mut h, _dir, metrics) = vendor_handler();
+        let publish = |topic: &str, payload: &str| {
+            Publish::new(topic, QoS::AtLeastOnce, payload.as_bytes().to_vec())
+        };
+        let Some(Input::Reading(r)) = h.accept(
+            &publish("acme/3-2-501-k/up", r#"{"smoke":0.3,"alarm":true}"#),
+            1_000,
+        ) else {
+            panic!("a good vendor reading is accepted");
+        };
+        assert_eq!(r.device_id, "smk-3-2-501-k");
+        assert_eq!(r.values.get(crate::model::Metric::SmokeDbM), Some(0.3));
+        assert!(r.flags.has(crate::model::Flag::SmokeAlarm));
+        assert_eq!(metrics.readings_total.with_label_values(&["mqtt"]).get(), 1);
+        let cases = [
+            ("acme/5-1-201-k/up", "{}", NotPermitted),
+            ("lns/a/up", r#"{"id":"smk-5-1-201-k"}"#, NotPermitted),
+            ("acme/3-9-999-x/up", "{}", UnknownDevice),
+            ("lns/a/up", r#"{"id":"smk-3-9-999-x"}"#, UnknownDevice),
+            ("acme/a b/up", "{}", BadTopic),
+            ("other/x/up", "{}", BadTopic),
+            ("acme/3-2-501-k/up", r#"{"smoke":"x"}"#, InvalidField),
+            ("lns/a/up", r#"{"name":"x"}"#, InvalidField),
+            ("acme/3-2-501-k/up", "{", InvalidJson),
+        ];
+        for (topic, payload, reason) in cases {
+            let before = rejected(&metrics, reason);
+            assert!(
+                h.accept(&publish(topic, payload), 2_000).is_none(),
+                "{topic}"
+            );
+            assert_eq!(rejected(&metrics, reason), before + 1, "{topic} {payload}");
+        }
+        // The per-device rate limit applies to vendor readings too.
+        let mut limited = false;
+        for i in 0..100 {
+            limited |= h
+                .accept(&publish("acme/3-2-501-b/up", "{}"), 3_000 + i)
+                .is_none();
+        }
+        assert!(limited && rejected(&metrics, RateLimited) > 0);
     }
 
     #[test]

@@ -106,11 +106,7 @@ pub fn parse_reading(
         return Err(RejectReason::TooLarge);
     }
     let payload = parse_payload(bytes)?;
-    let (ts, clock_skewed) = match payload.ts {
-        Some(ts) if (ts - now).abs() <= MAX_CLOCK_SKEW_MS => (ts, false),
-        Some(_) => (now, true),
-        None => (now, false),
-    };
+    let (ts, clock_skewed) = bind_ts(payload.ts, now);
     Ok(Parsed {
         reading: Reading {
             device_id: device_id.to_string(),
@@ -123,6 +119,16 @@ pub fn parse_reading(
         unknown_keys: payload.unknown_keys,
         clock_skewed,
     })
+}
+
+/// The reading's time from the device's `ts` (if any) and the receive time:
+/// returns `(ts, clock_skewed)`; a `ts` over [`MAX_CLOCK_SKEW_MS`] off is replaced.
+pub(crate) fn bind_ts(device_ts: Option<i64>, now: EpochMs) -> (EpochMs, bool) {
+    match device_ts {
+        Some(ts) if (ts - now).abs() <= MAX_CLOCK_SKEW_MS => (ts, false),
+        Some(_) => (now, true),
+        None => (now, false),
+    }
 }
 
 /// Parses the JSON body alone.
@@ -151,7 +157,7 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, RejectReason> {
 
 /// Whether `[`/`{` nest deeper than `max` outside strings: a linear scan that
 /// runs before the parser, so deep input costs one pass and no recursion.
-fn too_deep(bytes: &[u8], max: usize) -> bool {
+pub(crate) fn too_deep(bytes: &[u8], max: usize) -> bool {
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_str {
@@ -178,7 +184,7 @@ fn too_deep(bytes: &[u8], max: usize) -> bool {
     false
 }
 
-fn classify(e: serde_json::Error) -> RejectReason {
+pub(crate) fn classify(e: serde_json::Error) -> RejectReason {
     use serde_json::error::Category;
     let msg = e.to_string();
     if msg.contains(TOO_COMPLEX) {

@@ -105,6 +105,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         event_loop,
         pub_tx,
         Arc::new(connected_tx),
+        config_rx.clone(),
     ));
     supervise(
         &health,
@@ -128,6 +129,16 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     };
     // Modbus source: same lanes as MQTT.
     crate::ingest::modbus::spawn(config_rx.clone(), lanes.clone(), metrics.clone());
+    supervise(
+        &health,
+        &metrics,
+        Stage::Ingest,
+        "vendor format topics",
+        tokio::spawn(mqtt::follow_format_topics(
+            client.clone(),
+            config_rx.clone(),
+        )),
+    );
     let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
     let handler = tokio::spawn(handler.run(pub_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
