@@ -32,6 +32,12 @@ function smoke(device, value) {
   execFileSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", MQTT_PORT, "-q", "1", "-t", `sensors/${device}/reading`, "-m", payload]);
 }
 
+// A reading with its own send time (epoch ms), so a trend can be shown in seconds.
+function temperature(device, ts, value) {
+  const payload = JSON.stringify({ ts, values: { temperature_c: value } });
+  execFileSync("mosquitto_pub", ["-h", "127.0.0.1", "-p", MQTT_PORT, "-q", "1", "-t", `sensors/${device}/reading`, "-m", payload]);
+}
+
 // playwright's launch already gives --headless and a fresh --user-data-dir (a temp profile per launch).
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -131,6 +137,16 @@ try {
   await pp.screenshot({ path: join(OUT, "board-phone.png"), fullPage: true });
   await phone.close();
   step("phone layout in English fits the screen");
+
+  // --- a trend alarm says what the trend saw, where a threshold alarm shows its level
+  const now = Date.now();
+  temperature("tmp-3-2-501-k", now - 60_000, 30);
+  temperature("tmp-3-2-501-k", now, 39.5);
+  const trend = page.locator("#alarms article", { hasText: "温升过快" });
+  await trend.waitFor({ timeout: WAIT });
+  const trendCard = await trend.innerText();
+  check(trendCard.includes("1分钟内上升 9.5 °C（温升过快）"), `trend card names what it saw: ${trendCard}`);
+  step("a rate-of-rise alarm shows 1分钟内上升 9.5 °C（温升过快）");
 
   // --- mute persists across a reload
   await page.click("#mute");
