@@ -151,6 +151,19 @@ fn bins(debug: bool) -> anyhow::Result<Bins> {
     Ok(bins)
 }
 
+/// One run of the sweep: the arguments' load at `rate` through `broker`.
+fn spec(args: &Args, rate: f64, broker: BrokerMode) -> LoadSpec {
+    LoadSpec {
+        rate,
+        duration: args.duration,
+        devices: args.devices,
+        alarms_per_sec: args.alarms_per_sec,
+        broker,
+        connections: args.connections,
+        inflight: args.inflight,
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
@@ -171,16 +184,7 @@ async fn main() -> anyhow::Result<()> {
                 broker.label(),
                 args.duration
             );
-            let spec = LoadSpec {
-                rate,
-                duration: args.duration,
-                devices: args.devices,
-                alarms_per_sec: args.alarms_per_sec,
-                broker,
-                connections: args.connections,
-                inflight: args.inflight,
-            };
-            rows.push(load::run_once(&bins, &spec).await);
+            rows.push(load::run_once(&bins, &spec(&args, rate, broker)).await);
         }
     }
     if args.compare_nodered {
@@ -189,15 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 "loadrun: mosquitto + node-red at {rate}/s for {}s ...",
                 args.duration
             );
-            let spec = LoadSpec {
-                rate,
-                duration: args.duration,
-                devices: args.devices,
-                alarms_per_sec: args.alarms_per_sec,
-                broker: BrokerMode::Mosquitto,
-                connections: args.connections,
-                inflight: args.inflight,
-            };
+            let spec = spec(&args, rate, BrokerMode::Mosquitto);
             rows.push(nodered::run_once(&bins, &spec).await);
         }
     }
