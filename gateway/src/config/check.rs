@@ -180,6 +180,15 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
             "mqtt device_rate must be > 0 and device_burst >= 1 (messages per device)",
         ));
     }
+    if !(1..=1024).contains(&m.broker_buffer_mib) {
+        rep.errors.push(src.error_at(
+            &[K("mqtt"), K("broker_buffer_mib")],
+            format!(
+                "mqtt broker_buffer_mib = {} is outside 1..=1024 (MiB of recent uplinks the embedded broker keeps; 16 is the default)",
+                m.broker_buffer_mib
+            ),
+        ));
+    }
 }
 
 /// Reads `token_file`s into `token` (refusing files readable by group or

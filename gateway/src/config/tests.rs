@@ -920,3 +920,25 @@ fn mqtt_users_need_argon2_hashes_and_tls_needs_files() {
         )
         .expect("gateway.toml", "nope.crt", "not found");
 }
+
+#[test]
+fn broker_buffer_defaults_to_16_mib_and_refuses_zero() {
+    let cfg = Files::valid().load().unwrap();
+    assert_eq!(cfg.gateway.mqtt.broker_buffer_mib, 16);
+    let small = Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"",
+            "listen = \"127.0.0.1:1883\"\nbroker_buffer_mib = 2",
+        )
+        .load()
+        .unwrap();
+    assert_eq!(small.gateway.mqtt.broker_buffer_mib, 2);
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"",
+            "listen = \"127.0.0.1:1883\"\nbroker_buffer_mib = 0",
+        )
+        .expect("gateway.toml", "broker_buffer_mib = 0", "outside 1..=1024");
+}

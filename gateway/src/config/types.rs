@@ -138,6 +138,13 @@ pub struct MqttConfig {
     /// Per-device ingest limit: messages accepted in a burst after a quiet period.
     #[serde(default = "default_device_burst")]
     pub device_burst: f64,
+    /// Memory the embedded broker keeps of recent uplinks (MiB of payload):
+    /// the backlog gridwatch's own subscription may fall behind by in a burst
+    /// without losing readings (rumqttd skips what falls out of it). Under
+    /// steady traffic it fills and stays full: it is most of the RSS growth
+    /// under load (docs/benchmarks.md "RSS while working").
+    #[serde(default = "default_broker_buffer_mib")]
+    pub broker_buffer_mib: u32,
     /// `[[mqtt.format]]`: vendor uplink formats mapped onto readings (SPEC §3),
     /// so a new detector brand needs config, not code.
     #[serde(default, rename = "format")]
@@ -163,6 +170,10 @@ fn default_device_burst() -> f64 {
     30.0
 }
 
+fn default_broker_buffer_mib() -> u32 {
+    16
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
@@ -174,6 +185,7 @@ impl Default for MqttConfig {
             tls: None,
             device_rate: default_device_rate(),
             device_burst: default_device_burst(),
+            broker_buffer_mib: default_broker_buffer_mib(),
             formats: Vec::new(),
         }
     }

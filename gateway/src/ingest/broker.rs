@@ -20,6 +20,33 @@ pub struct Security {
     pub tls: Option<(SocketAddr, String, String)>,
 }
 
+/// How much of the recent uplink stream the broker keeps in memory, as
+/// rumqttd's commit log of gridwatch's subscription: `segments` segments of
+/// `segment_bytes` each; when the last is full the oldest is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffer {
+    pub segment_bytes: usize,
+    pub segments: usize,
+}
+
+impl Buffer {
+    /// Four segments: a quarter of the memory is freed at a time, so the
+    /// kept backlog never drops below three quarters of `mib`.
+    pub fn from_mib(mib: u32) -> Buffer {
+        let total = (mib.max(1) as usize) * 1024 * 1024;
+        Buffer {
+            segment_bytes: total / 4,
+            segments: 4,
+        }
+    }
+}
+
+impl Default for Buffer {
+    fn default() -> Buffer {
+        Buffer::from_mib(16)
+    }
+}
+
 /// Why the embedded broker did not come up.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -41,7 +68,7 @@ pub enum BrokerError {
 /// gateway and is counted as `too_large` instead of dropping the device's link.
 const BROKER_MAX_PAYLOAD: usize = 256 * 1024;
 
-fn broker_config(listen: SocketAddr, sec: &Security) -> Config {
+fn broker_config(listen: SocketAddr, sec: &Security, buffer: Buffer) -> Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: BROKER_MAX_PAYLOAD,
@@ -100,9 +127,10 @@ fn broker_config(listen: SocketAddr, sec: &Security) -> Config {
         router: RouterConfig {
             max_connections: 20_000,
             max_outgoing_packet_count: 200,
-            // Small segments: an edge box has 1–4 GB and the broker is not storage.
-            max_segment_size: 4 * 1024 * 1024,
-            max_segment_count: 4,
+            // The broker is not storage: this is only the backlog our own
+            // subscription may lag by (`[mqtt] broker_buffer_mib`).
+            max_segment_size: buffer.segment_bytes,
+            max_segment_count: buffer.segments,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
@@ -115,11 +143,15 @@ fn broker_config(listen: SocketAddr, sec: &Security) -> Config {
 /// Starts the broker on `listen` and waits until it accepts connections.
 /// Returns the loopback address local clients should use.
 pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
-    start_secured(listen, &Security::default())
+    start_secured(listen, &Security::default(), Buffer::default())
 }
 
-/// [`start`] with logins and TLS as `sec` says.
-pub fn start_secured(listen: &str, sec: &Security) -> Result<SocketAddr, BrokerError> {
+/// [`start`] with logins and TLS as `sec` says, keeping `buffer` of recent uplinks.
+pub fn start_secured(
+    listen: &str,
+    sec: &Security,
+    buffer: Buffer,
+) -> Result<SocketAddr, BrokerError> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|_| BrokerError::BadAddress(listen.to_string()))?;
@@ -133,7 +165,7 @@ pub fn start_secured(listen: &str, sec: &Security) -> Result<SocketAddr, BrokerE
             })?,
         );
     }
-    let cfg = broker_config(addr, sec);
+    let cfg = broker_config(addr, sec, buffer);
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -163,4 +195,22 @@ pub fn loopback_of(addr: SocketAddr) -> SocketAddr {
         _ => addr.ip(),
     };
     SocketAddr::new(ip, addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_setting_sizes_the_brokers_commit_log() {
+        let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        let small = broker_config(addr, &Security::default(), Buffer::from_mib(2));
+        assert_eq!(small.router.max_segment_size, 512 * 1024);
+        assert_eq!(small.router.max_segment_count, 4);
+        let default = broker_config(addr, &Security::default(), Buffer::default());
+        assert_eq!(
+            default.router.max_segment_size * default.router.max_segment_count,
+            16 * 1024 * 1024
+        );
+    }
 }

@@ -78,7 +78,11 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     let mqtt_cfg = config.gateway.mqtt.clone();
     let (security, internal) = broker_security(&mqtt_cfg)?;
     let embedded_at = if mqtt_cfg.embedded {
-        Some(broker::start_secured(&mqtt_cfg.listen, &security)?)
+        Some(broker::start_secured(
+            &mqtt_cfg.listen,
+            &security,
+            broker::Buffer::from_mib(mqtt_cfg.broker_buffer_mib),
+        )?)
     } else {
         None
     };
