@@ -60,11 +60,16 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for MaskingMakeWriter<M> {
     }
 }
 
-/// Installs the global subscriber on stderr. `RUST_LOG` overrides the default
-/// filter (rumqttd's per-disconnect errors are off: broker health is in `/readyz`).
+/// The filter when `RUST_LOG` is not set. rumqttd's per-disconnect errors
+/// are off (broker health is in `/readyz`), except its commit log's
+/// warnings: "jumping to head" is the only sign that our subscription fell
+/// further behind than `[mqtt] broker_buffer_mib` and readings were skipped.
+pub const DEFAULT_FILTER: &str = "info,rumqttd=off,rumqttd::segments=warn,rumqttc=warn";
+
+/// Installs the global subscriber on stderr. `RUST_LOG` overrides [`DEFAULT_FILTER`].
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let writer = MaskingMakeWriter::new(std::io::stderr);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -123,5 +128,26 @@ mod tests {
             !text.contains("13800000002") && !text.contains("wang@"),
             "{text}"
         );
+    }
+
+    /// By default a broker commit-log skip is logged (readings lost), the
+    /// broker's per-connection noise is not.
+    #[test]
+    fn the_default_filter_keeps_the_brokers_skip_warning_only() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(DEFAULT_FILTER))
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(target: "rumqttd::segments", "given index 3 less than head 5, jumping to head");
+            tracing::error!(target: "rumqttd::server::broker", "connection closed by peer");
+            tracing::info!(target: "rumqttd::segments", "segment rolled");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("jumping to head"), "{text}");
+        assert!(!text.contains("closed by peer"), "{text}");
+        assert!(!text.contains("segment rolled"), "{text}");
     }
 }
