@@ -5,7 +5,13 @@
 //! an SMTP server or a panic never reaches the journal in clear.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// The log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -67,22 +73,53 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for MaskingMakeWriter<M> {
 pub const DEFAULT_FILTER: &str = "info,rumqttd=off,rumqttd::segments=warn,rumqttc=warn";
 
 /// Installs the global subscriber on stderr. `RUST_LOG` overrides [`DEFAULT_FILTER`].
+/// Broker skips are counted whatever the filter lets through.
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
     let writer = MaskingMakeWriter::new(std::io::stderr);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_ansi(false)
-            .init(),
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(broker_skip_counter())
+        .init();
+}
+
+/// Skips of rumqttd's commit log seen so far: each is a warning of
+/// `rumqttd::segments` ("… jumping to head"), i.e. our subscription fell
+/// out of the broker's backlog and readings were lost. Exposed as
+/// `gridwatch_broker_skips_total`.
+static BROKER_SKIPS: AtomicU64 = AtomicU64::new(0);
+
+/// Broker commit-log skips counted since start (see [`BROKER_SKIPS`]).
+pub fn broker_skips() -> u64 {
+    BROKER_SKIPS.load(Ordering::Relaxed)
+}
+
+/// Counts rumqttd's commit-log warnings into [`BROKER_SKIPS`].
+struct BrokerSkips;
+
+impl<S: tracing::Subscriber> Layer<S> for BrokerSkips {
+    fn on_event(&self, _event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        BROKER_SKIPS.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The counting layer, with its own filter so `RUST_LOG` cannot blind it.
+fn broker_skip_counter<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    BrokerSkips.with_filter(Targets::new().with_target("rumqttd::segments", Level::WARN))
 }
 
 #[cfg(test)]
@@ -149,5 +186,30 @@ mod tests {
         assert!(text.contains("jumping to head"), "{text}");
         assert!(!text.contains("closed by peer"), "{text}");
         assert!(!text.contains("segment rolled"), "{text}");
+    }
+
+    /// A broker skip is counted even when the log filter hides rumqttd.
+    #[test]
+    fn broker_skips_are_counted_whatever_the_log_filter() {
+        let sub = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(tracing_subscriber::EnvFilter::new("info,rumqttd=off")),
+            )
+            .with(broker_skip_counter());
+        let before = broker_skips();
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(target: "rumqttd::segments", "given index 3 less than head 5, jumping to head");
+            tracing::info!(target: "rumqttd::segments", "not a skip");
+            tracing::warn!(target: "rumqttd::router::routing", "not the commit log");
+        });
+        assert_eq!(broker_skips() - before, 1);
+        let shown = crate::metrics::Metrics::new().render();
+        let value = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("gridwatch_broker_skips_total "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(value.is_some_and(|v| v >= 1), "{shown}");
     }
 }

@@ -101,6 +101,8 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub upstream_pending: IntGauge,
     pub store_recovered_total: IntCounter,
+    /// Skips of the embedded broker's backlog (readings lost), from its log; synced on scrape.
+    pub broker_skips_total: IntCounter,
     pub notifications_suppressed_total: IntCounterVec,
     /// Supervised stage tasks that panicked or ended (self-watch).
     pub stage_failures_total: IntCounterVec,
@@ -225,6 +227,11 @@ impl Metrics {
                 "Times the store could not be opened and was moved aside",
             )
             .expect("static metric"),
+            broker_skips_total: IntCounter::new(
+                "gridwatch_broker_skips_total",
+                "Times gridwatch's subscription fell out of the embedded broker's backlog (mqtt.broker_buffer_mib) and readings were skipped",
+            )
+            .expect("static metric"),
             notifications_suppressed_total: IntCounterVec::new(
                 Opts::new(
                     "gridwatch_notifications_suppressed_total",
@@ -331,6 +338,7 @@ impl Metrics {
             Box::new(self.outbox_pending.clone()),
             Box::new(self.upstream_pending.clone()),
             Box::new(self.store_recovered_total.clone()),
+            Box::new(self.broker_skips_total.clone()),
             Box::new(self.notifications_suppressed_total.clone()),
             Box::new(self.stage_failures_total.clone()),
             Box::new(self.stage_healthy.clone()),
@@ -436,6 +444,11 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        let skips = crate::logs::broker_skips();
+        let shown = self.broker_skips_total.get();
+        if skips > shown {
+            self.broker_skips_total.inc_by(skips - shown);
+        }
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
         if enc.encode(&self.registry.gather(), &mut buf).is_err() {
