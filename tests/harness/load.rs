@@ -637,17 +637,42 @@ pub async fn play_load(
 /// `alarms` (matched by `alarm.device_id`), sorted.
 pub fn alarm_latencies(sink: &HttpSink, alarms: &[(String, i64)]) -> Vec<f64> {
     let sent_at: HashMap<&str, i64> = alarms.iter().map(|(d, ts)| (d.as_str(), *ts)).collect();
-    let mut latencies: Vec<f64> = sink
+    let timed: Vec<(&str, i64, f64)> = sink
         .requests_to(HOOK_PATH)
         .iter()
         .filter_map(|r| {
             let device = r.json.as_ref()?["alarm"]["device_id"].as_str()?;
-            let ts = *sent_at.get(device)?;
-            Some(epoch_ms(r.received_wall) - ts as f64)
+            let (device, ts) = sent_at.get_key_value(device)?;
+            Some((*device, *ts, epoch_ms(r.received_wall) - *ts as f64))
         })
         .collect();
+    dump_latencies(&timed);
+    let mut latencies: Vec<f64> = timed.iter().map(|(_, _, l)| *l).collect();
     latencies.sort_by(f64::total_cmp);
     latencies
+}
+
+/// With `LOADRUN_LATENCIES=FILE`, appends `device send_ts_ms latency_ms` per
+/// alarm in send order, to see *which* alarms make the tail (the first after
+/// start? a periodic one?).
+fn dump_latencies(timed: &[(&str, i64, f64)]) {
+    let Some(path) = std::env::var_os("LOADRUN_LATENCIES") else {
+        return;
+    };
+    let mut rows = timed.to_vec();
+    rows.sort_by_key(|(_, ts, _)| *ts);
+    let text: String = rows
+        .iter()
+        .map(|(d, ts, l)| format!("{d} {ts} {l:.2}\n"))
+        .collect();
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("loadrun: cannot write {}: {e}", path.to_string_lossy());
+    }
 }
 
 /// p50, p99, p999 and max of sorted latencies; `None` without samples.
