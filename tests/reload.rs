@@ -27,14 +27,6 @@ async fn analog_smoke(gw: &Gateway, device: &str, v: f64) {
     mosquitto_pub(gw.mqtt_port(), &reading_topic(device), body).await;
 }
 
-async fn open_alarm_of(gw: &Gateway, device: &str) -> Option<Value> {
-    gw.api()
-        .open_alarms()
-        .await
-        .into_iter()
-        .find(|a| a["device_id"] == device && a["kind"] == "smoke")
-}
-
 #[tokio::test]
 async fn broken_reload_is_refused_and_a_good_one_changes_thresholds_keeping_open_alarms() {
     let http = HttpSink::start().await;
@@ -59,7 +51,7 @@ async fn broken_reload_is_refused_and_a_good_one_changes_thresholds_keeping_open
     )
     .await;
     let first = wait_until_async("the kitchen alarm open", WAIT, POLL, || {
-        open_alarm_of(&gw, SMOKE_KITCHEN)
+        gw.api().open_alarm(SMOKE_KITCHEN, "smoke")
     })
     .await;
 
@@ -81,7 +73,7 @@ async fn broken_reload_is_refused_and_a_good_one_changes_thresholds_keeping_open
         "0.20 dB/m alarms under the old 0.15 threshold",
         WAIT,
         POLL,
-        || open_alarm_of(&gw, "smk-3-2-501-b"),
+        || gw.api().open_alarm("smk-3-2-501-b", "smoke"),
     )
     .await;
 
@@ -112,7 +104,9 @@ async fn broken_reload_is_refused_and_a_good_one_changes_thresholds_keeping_open
     assert_eq!(raised.1["alarm"]["value"], 0.30, "{}", raised.1);
 
     // The alarm opened before both reloads is still open, the same one.
-    let still = open_alarm_of(&gw, SMOKE_KITCHEN)
+    let still = gw
+        .api()
+        .open_alarm(SMOKE_KITCHEN, "smoke")
         .await
         .expect("kitchen alarm still open");
     assert_eq!(still["id"], first["id"]);

@@ -9,7 +9,7 @@ use gridwatch_e2e::{
     check_config, mosquitto_pub, temp_dir, wait_until_async, Gateway, HttpSink, RecordedRequest,
     POLL, WAIT,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WEBHOOK_PATH: &str = "/alarm";
 const OPERATOR_TOKEN: &str = "e2e-operator-token-vendor-0123";
@@ -55,14 +55,6 @@ async fn rejected(gw: &Gateway, reason: &str) -> f64 {
         .metric_value("gridwatch_readings_rejected_total", &[("reason", reason)])
         .await
         .unwrap_or(0.0)
-}
-
-async fn open_smoke_alarm(gw: &Gateway, device: &str) -> Option<Value> {
-    gw.api()
-        .open_alarms()
-        .await
-        .into_iter()
-        .find(|a| a["device_id"] == device && a["kind"] == "smoke")
 }
 
 #[tokio::test]
@@ -152,12 +144,16 @@ async fn vendor_smoke_alarm_reaches_the_webhook_and_malformed_payloads_are_rejec
     )
     .await;
     let other = wait_until_async("the other grid's vendor alarm", WAIT, POLL, || {
-        open_smoke_alarm(&gw, SMOKE_OTHER_GRID)
+        gw.api().open_alarm(SMOKE_OTHER_GRID, "smoke")
     })
     .await;
     assert_eq!(other["household_id"], "h-5-1-201", "{other}");
     // The refused readings of the bedroom detector opened nothing.
-    assert!(open_smoke_alarm(&gw, "smk-3-2-501-b").await.is_none());
+    assert!(gw
+        .api()
+        .open_alarm("smk-3-2-501-b", "smoke")
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -191,7 +187,7 @@ async fn a_format_added_by_reload_is_subscribed_and_maps_ids_from_the_payload() 
         WAIT,
         POLL,
         || async {
-            if let Some(a) = open_smoke_alarm(&gw, device).await {
+            if let Some(a) = gw.api().open_alarm(device, "smoke").await {
                 return Some(a);
             }
             mosquitto_pub(gw.mqtt_port(), "lns/app-1/uplink", uplink.to_string()).await;

@@ -93,6 +93,14 @@ impl Api {
         alarms_of(self.get_json("/api/v1/alarms?state=open").await)
     }
 
+    /// The open alarm of `kind` for `device`, if there is one now.
+    pub async fn open_alarm(&self, device: &str, kind: &str) -> Option<Value> {
+        self.open_alarms()
+            .await
+            .into_iter()
+            .find(|a| a["device_id"] == device && a["kind"] == kind)
+    }
+
     /// `GET /api/v1/alarms/{id}`: the alarm with its `timeline`.
     pub async fn alarm(&self, id: &str) -> Value {
         self.get_json(&format!("/api/v1/alarms/{id}")).await
