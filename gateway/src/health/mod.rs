@@ -115,6 +115,8 @@ struct Inner {
     /// `Some(reason)` once a supervised task died.
     failed: Mutex<[Option<String>; N]>,
     wedged: [AtomicBool; N],
+    /// Set at shutdown: stage tasks ending from then on are expected.
+    stopping: AtomicBool,
 }
 
 /// One stage's line in the report.
@@ -180,6 +182,7 @@ impl Health {
                 conditions: Mutex::new(std::array::from_fn(|_| None)),
                 failed: Mutex::new(std::array::from_fn(|_| None)),
                 wedged: std::array::from_fn(|_| AtomicBool::new(false)),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -223,6 +226,12 @@ impl Health {
         if let Ok(mut f) = self.inner.failed.lock() {
             f[stage.idx()] = Some(reason);
         }
+    }
+
+    /// The daemon is shutting down: from now on a stage task that ends is
+    /// doing what it was told, not failing (no `STAGE FAILED` at every stop).
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Test hook: the stage's next beat never returns.
@@ -287,19 +296,21 @@ pub fn ended_reason(task: &str, result: Result<(), tokio::task::JoinError>) -> S
 /// Watches a stage's task: if it panics or returns while the daemon runs, the
 /// stage is failed (readyz says why, the watchdog stops its keep-alives), an
 /// error is logged and `gridwatch_stage_failures_total{stage}` counts it.
+/// Returns the watcher, which ends when the task does.
 pub fn supervise(
     health: &Health,
     metrics: &Arc<Metrics>,
     stage: Stage,
     task: &'static str,
     handle: tokio::task::JoinHandle<()>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let health = health.clone();
     let metrics = metrics.clone();
     tokio::spawn(async move {
         let result = handle.await;
-        if matches!(&result, Err(e) if e.is_cancelled()) {
-            return; // aborted on purpose at shutdown
+        let cancelled = matches!(&result, Err(e) if e.is_cancelled());
+        if cancelled || health.inner.stopping.load(Ordering::Relaxed) {
+            return; // aborted or ended on purpose at shutdown
         }
         let reason = ended_reason(task, result);
         tracing::error!(
@@ -313,7 +324,7 @@ pub fn supervise(
             .with_label_values(&[stage.as_str()])
             .inc();
         health.fail(stage, reason);
-    });
+    })
 }
 
 /// Reads one key to prove the store answers.
@@ -406,5 +417,38 @@ mod tests {
         assert!(r.is_err(), "a wedged beat must not return");
         // Other stages still beat.
         h.beat(Stage::Alarms).await;
+    }
+
+    #[tokio::test]
+    async fn a_task_ending_at_shutdown_is_not_a_failure() {
+        let h = Health::new();
+        let m = Metrics::new();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = end_rx.await;
+        });
+        let watcher = supervise(&h, &m, Stage::Rules, "rules", task);
+        h.stop();
+        let _ = end_tx.send(());
+        watcher.await.unwrap();
+        assert!(
+            h.report(now_ms()).ready,
+            "{}",
+            h.report(now_ms()).problems()
+        );
+        assert_eq!(
+            m.stage_failures_total.with_label_values(&["rules"]).get(),
+            0
+        );
+        // The same end without stop() is a failure.
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<()>();
+        let h = Health::new();
+        let task = tokio::spawn(async move {
+            let _ = end_rx.await;
+        });
+        let watcher = supervise(&h, &m, Stage::Rules, "rules", task);
+        let _ = end_tx.send(());
+        watcher.await.unwrap();
+        assert!(!h.report(now_ms()).ready);
     }
 }

@@ -298,6 +298,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     }
 
     wait_for_shutdown(config_tx, store.clone()).await;
+    health.stop();
     notifier.notify("STOPPING=1");
     server_abort.abort();
     if let Err(e) = store.flush().await {
