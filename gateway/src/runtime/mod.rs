@@ -188,16 +188,38 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     supervise(&health, &metrics, Stage::Alarms, "alarms", alarms);
     let sound_secs = config_rx.borrow().routing.linkage.secs;
     let publisher = EventPublisher::new(client.clone(), events_topic, site.id.clone(), sound_secs);
-    let upstream_tx = match &config_rx.borrow().gateway.upstream {
+    let upstream_cfg = config_rx.borrow().gateway.upstream.clone();
+    let upstream_tx = match upstream_cfg {
         Some(up) => {
-            let target = UpstreamTarget::new(&up.url, up.topic.as_deref(), &site.id)?;
+            let mut target = UpstreamTarget::new(&up.url, up.topic.as_deref(), &site.id)?;
+            target.prefix = up.prefix.clone();
+            target.commands = up.command_key.is_some();
+            target.heartbeat = selfwatch.heartbeat.std();
+            target.keep_alive = up.keep_alive.std();
             let wake = Arc::new(tokio::sync::Notify::new());
             health.expect_beats(Stage::Upstream);
-            let task = tokio::spawn(
-                Upstream::new(target, store.clone(), metrics.clone())
-                    .with_health(health.clone())
-                    .run(wake.clone()),
-            );
+            let mut upstream = Upstream::new(target, store.clone(), metrics.clone())
+                .with_health(health.clone())
+                .with_heartbeat(upstream_beat(&site.id, &health, &metrics, &store));
+            if let Some(key) = &up.command_key {
+                let (raw_tx, raw_rx) = mpsc::channel(COMMANDS);
+                upstream = upstream.with_commands(raw_tx);
+                let inbox = crate::district::inbox::Inbox {
+                    site: site.id.clone(),
+                    key: key.as_bytes().to_vec(),
+                    store: store.clone(),
+                    alarms: cmd_tx.clone(),
+                    metrics: metrics.clone(),
+                };
+                supervise(
+                    &health,
+                    &metrics,
+                    Stage::Upstream,
+                    "district commands",
+                    tokio::spawn(inbox.run(raw_rx)),
+                );
+            }
+            let task = tokio::spawn(upstream.run(wake.clone()));
             supervise(&health, &metrics, Stage::Upstream, "upstream", task);
             Some(wake)
         }
@@ -306,6 +328,33 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// The box heartbeat as sent upstream: the same beat as on the local broker.
+fn upstream_beat(
+    site: &str,
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    store: &Store,
+) -> crate::dispatch::upstream::BeatSource {
+    let (site, health, metrics, store) = (
+        site.to_string(),
+        health.clone(),
+        metrics.clone(),
+        store.clone(),
+    );
+    Box::new(move || {
+        let now = crate::model::now_ms();
+        let b = heartbeat::beat(
+            &site,
+            now,
+            health.started_at(),
+            &health.report(now),
+            &metrics,
+            store.pending_len(),
+        );
+        serde_json::to_vec(&b).ok()
+    })
 }
 
 /// Mirrors the MQTT client's connection state into the health registry.

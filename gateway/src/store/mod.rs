@@ -361,5 +361,6 @@ fn aside_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+mod nonces;
 mod security;
 pub use security::{AuditEntry, PurgeReport};

@@ -1,0 +1,6 @@
+//! The district duty room: many compounds' boxes, one board, over an ordinary
+//! MQTT broker (EMQX, Mosquitto). `command` is the signed command both sides
+//! share; `inbox` is the box side that applies them.
+
+pub mod command;
+pub mod inbox;
