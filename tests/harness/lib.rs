@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod http_sink;
 pub mod load;
 pub mod mime;
+pub mod mosquitto;
 pub mod mqtt;
 pub mod nodered;
 pub mod smtp;
@@ -22,6 +23,7 @@ pub use api::{parse_metric, Api};
 pub use bins::{firmware_sim_bin, gridwatch_bin, repo_root};
 pub use gateway::{check_config, Gateway, GatewayBuilder, DUTY_TOKEN};
 pub use http_sink::{HttpBehaviour, HttpSink, RecordedRequest};
+pub use mosquitto::Mosquitto;
 pub use mqtt::{firmware_sim_scenario, mosquitto_pub, MqttWatcher};
 pub use smtp::{SmtpBehaviour, SmtpMessage, SmtpSink};
 

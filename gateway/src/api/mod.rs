@@ -2,7 +2,7 @@
 //! links. Handlers never touch alarm state directly: actions go to the alarms
 //! stage as commands (it is the one owner), reads come from the store.
 
-mod auth;
+pub(crate) mod auth;
 mod report;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};

@@ -177,12 +177,14 @@ impl Upstream {
         let mut last_key: Option<u64> = None;
         loop {
             self.metrics.upstream_connected.set(0);
+            let pending = self.load(last_key).len();
+            self.metrics.upstream_pending.set(pending as i64);
             let (client, el) = match self.connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let wait = backoff(failures);
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "upstream broker unreachable; events kept in the store");
+                    tracing::warn!(error = %e, pending, retry_in_ms = wait.as_millis() as u64, "upstream broker unreachable; events kept in the store");
                     self.pause(wait).await;
                     continue;
                 }
@@ -242,7 +244,6 @@ impl Upstream {
                     batch = self.load(*last_key).into();
                     need_load = !batch.is_empty();
                 }
-                self.metrics.upstream_pending.set(batch.len() as i64);
                 if let Some(p) = batch.pop_front() {
                     let (topic, body) = event_message(&self.target, &p);
                     if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, body).await {
@@ -252,6 +253,9 @@ impl Upstream {
                     inflight = Some((p, None, tokio::time::Instant::now()));
                 }
             }
+            self.metrics
+                .upstream_pending
+                .set((batch.len() + usize::from(inflight.is_some())) as i64);
             let waiting_since = inflight.as_ref().map(|(_, _, t)| *t);
             tokio::select! {
                 polled = el.poll() => match polled {
@@ -408,6 +412,10 @@ fn event_message(target: &UpstreamTarget, p: &Pending) -> (String, String) {
     let mut body = crate::channels::render::webhook_json(n);
     if let Some(obj) = body.as_object_mut() {
         obj.remove("recipient");
+        // Who acted: the district matches its commands' `by` against it.
+        if let Some(actor) = &n.context.actor {
+            obj.insert("actor".into(), actor.clone().into());
+        }
     }
     (target.topic_for(&n.alarm.id), body.to_string())
 }
