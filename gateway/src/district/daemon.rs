@@ -991,15 +991,14 @@ async fn events(
     caller(&s, &headers, q.token.as_deref())?;
     let rx = s.changes.subscribe();
     let changes = stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(text) => return Some((SseEvent::default().event("change").data(text), rx)),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((SseEvent::default().event("resync").data(n.to_string()), rx))
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let ev = match rx.recv().await {
+            Ok(text) => SseEvent::default().event("change").data(text),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().event("resync").data(n.to_string())
             }
-        }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((ev, rx))
     });
     let all: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> = Box::pin(
         stream::once(async { SseEvent::default().event("ready").data("{}") })
