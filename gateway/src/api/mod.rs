@@ -3,6 +3,7 @@
 //! stage as commands (it is the one owner), reads come from the store.
 
 mod auth;
+mod caller;
 mod report;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
@@ -15,7 +16,7 @@ use crate::alarms::{ActionError, Alarm, Command};
 use crate::config::{ApiRole, Config};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, Role};
-use crate::runtime::devices::DeviceTable;
+use crate::rules::devices::DeviceTable;
 use crate::store::{AuditEntry, Store};
 use auth::Caller;
 use axum::extract::{Path, Query, State};
@@ -28,6 +29,9 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The runtime's reload: the new config, or every reason it was refused.
+pub type Reloader = Arc<dyn Fn() -> Result<Arc<Config>, crate::config::ConfigErrors> + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -38,8 +42,9 @@ pub struct ApiState {
     pub devices: DeviceTable,
     pub signer: AckSigner,
     pub broker_connected: watch::Receiver<bool>,
-    /// Where a reload publishes the new config (every stage watches it).
-    pub reload: Arc<watch::Sender<Arc<Config>>>,
+    /// Re-reads, builds and publishes the config (the runtime's reload,
+    /// handed in so the API does not import the runtime).
+    pub reload: Reloader,
     /// Self-watch: every stage's heartbeat, condition and failure.
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
@@ -492,7 +497,7 @@ async fn reload(c: Caller, State(s): State<ApiState>) -> Response {
         .into_response();
     }
     let reload = s.reload.clone();
-    let loaded = tokio::task::spawn_blocking(move || crate::runtime::reload(&reload)).await;
+    let loaded = tokio::task::spawn_blocking(move || reload()).await;
     match loaded {
         Ok(Ok(cfg)) => {
             let warnings: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();

@@ -6,7 +6,7 @@
 
 pub mod alarms;
 pub mod client;
-pub mod table;
+pub use crate::util::table;
 
 use crate::config::Config;
 use crate::ledger::{self, ImportError, ImportOptions};

@@ -4,7 +4,7 @@
 //! `[profiles.NAME]` tables. Files are read like every other config file:
 //! `${ENV}` expansion, unknown keys refused, every error with file and line.
 
-use super::check::Report;
+use super::source::Report;
 use super::source::{EnvLookup, Seg::I, Seg::K, Source};
 use super::types::{DeviceTransport, GatewayFile, Registry};
 use crate::model::{Flag, Metric};

@@ -3,7 +3,7 @@
 //! needs the rest of gateway.toml: unique names, and no filter that would
 //! catch the gateway's own alarm events or heartbeat.
 
-use super::check::Report;
+use super::source::Report;
 use super::source::{Seg, Seg::I, Seg::K, Source};
 use super::types::{default_event_topic, GatewayFile};
 use crate::ingest::vendor::{filters_overlap, Field, Format};

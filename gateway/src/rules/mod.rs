@@ -23,6 +23,7 @@
 
 mod correlation;
 mod device_state;
+pub mod devices;
 mod threshold;
 mod trend;
 
