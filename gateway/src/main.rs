@@ -1,4 +1,4 @@
-//! `gridwatch`: the daemon and its operator commands (SPEC §1).
+//! `gridwatch`: the daemon and its operator commands (docs/contract.md §1).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

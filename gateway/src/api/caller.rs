@@ -16,7 +16,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// 403 unless the caller's role is one of `allowed` (SPEC §6 "who").
+    /// 403 unless the caller's role is one of `allowed` (docs/contract.md §6 "who").
     pub fn require(&self, allowed: &[ApiRole], what: &str) -> Result<(), ApiError> {
         if allowed.contains(&self.role) {
             return Ok(());

@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC §6): health, metrics, alarms, devices, and one-tap ack
+//! The HTTP API (docs/contract.md §6): health, metrics, alarms, devices, and one-tap ack
 //! links. Handlers never touch alarm state directly: actions go to the alarms
 //! stage as commands (it is the one owner), reads come from the store.
 
@@ -82,7 +82,7 @@ pub fn router(state: ApiState) -> Router {
     router.with_state(state)
 }
 
-/// A JSON error with its status (SPEC §6: `{"error":"…"}`).
+/// A JSON error with its status (docs/contract.md §6: `{"error":"…"}`).
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -107,7 +107,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// Every stage with `"ok"` or why not (SPEC §6: store, broker, rules, and
+/// Every stage with `"ok"` or why not (docs/contract.md §6: store, broker, rules, and
 /// the rest of the pipe); 503 while any is unhealthy.
 async fn readyz(State(s): State<ApiState>) -> Response {
     let report = health_report(&s);
@@ -193,7 +193,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// An alarm as the API shows it: the SPEC §5 object plus its working state.
+/// An alarm as the API shows it: the docs/contract.md §5 object plus its working state.
 #[derive(Serialize)]
 struct AlarmOut {
     #[serde(flatten)]

@@ -60,7 +60,7 @@ pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut 
     }
 }
 
-/// Shortest retention: a verified alarm may reopen within 10 min (SPEC §8),
+/// Shortest retention: a verified alarm may reopen within 10 min (docs/contract.md §8),
 /// and operators look back over at least a day of closed alarms.
 const MIN_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 

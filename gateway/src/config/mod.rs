@@ -1,4 +1,4 @@
-//! Configuration: four TOML files (SPEC §2) read once, checked whole, and
+//! Configuration: four TOML files (docs/contract.md §2) read once, checked whole, and
 //! handed to the stages as one immutable `Config`.
 //!
 //! Loading never stops at the first problem: syntax and type errors of every

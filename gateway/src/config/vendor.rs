@@ -1,4 +1,4 @@
-//! Checks of `[[mqtt.format]]` (vendor uplink formats, SPEC §3): every
+//! Checks of `[[mqtt.format]]` (vendor uplink formats, docs/contract.md §3): every
 //! problem [`Format::compile`] finds is reported at its key's line, plus what
 //! needs the rest of gateway.toml: unique names, and no filter that would
 //! catch the gateway's own alarm events or heartbeat.

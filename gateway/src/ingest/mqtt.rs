@@ -295,7 +295,7 @@ impl Handler {
         }
     }
 
-    /// A publish on a vendor format's topic (SPEC §3), mapped by
+    /// A publish on a vendor format's topic (docs/contract.md §3), mapped by
     /// [`vendor`] and then treated exactly like a native reading; a topic
     /// that no format matches is `bad_topic`.
     fn accept_vendor(&mut self, cfg: &Arc<Config>, p: &Publish, now: EpochMs) -> Option<Input> {
