@@ -1,8 +1,9 @@
-//! The HTTP API (SPEC §6): health, metrics, alarms, devices, and one-tap ack
+//! The HTTP API (docs/contract.md §6): health, metrics, alarms, devices, and one-tap ack
 //! links. Handlers never touch alarm state directly: actions go to the alarms
 //! stage as commands (it is the one owner), reads come from the store.
 
 mod auth;
+mod caller;
 mod report;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
@@ -15,7 +16,7 @@ use crate::alarms::{ActionError, Alarm, Command};
 use crate::config::{ApiRole, Config};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, Role};
-use crate::runtime::devices::DeviceTable;
+use crate::rules::devices::DeviceTable;
 use crate::store::{AuditEntry, Store};
 use auth::Caller;
 use axum::extract::{Path, Query, State};
@@ -28,6 +29,9 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The runtime's reload: the new config, or every reason it was refused.
+pub type Reloader = Arc<dyn Fn() -> Result<Arc<Config>, crate::config::ConfigErrors> + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -38,8 +42,9 @@ pub struct ApiState {
     pub devices: DeviceTable,
     pub signer: AckSigner,
     pub broker_connected: watch::Receiver<bool>,
-    /// Where a reload publishes the new config (every stage watches it).
-    pub reload: Arc<watch::Sender<Arc<Config>>>,
+    /// Re-reads, builds and publishes the config (the runtime's reload,
+    /// handed in so the API does not import the runtime).
+    pub reload: Reloader,
     /// Self-watch: every stage's heartbeat, condition and failure.
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
@@ -77,7 +82,7 @@ pub fn router(state: ApiState) -> Router {
     router.with_state(state)
 }
 
-/// A JSON error with its status (SPEC §6: `{"error":"…"}`).
+/// A JSON error with its status (docs/contract.md §6: `{"error":"…"}`).
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -102,7 +107,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// Every stage with `"ok"` or why not (SPEC §6: store, broker, rules, and
+/// Every stage with `"ok"` or why not (docs/contract.md §6: store, broker, rules, and
 /// the rest of the pipe); 503 while any is unhealthy.
 async fn readyz(State(s): State<ApiState>) -> Response {
     let report = health_report(&s);
@@ -188,7 +193,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// An alarm as the API shows it: the SPEC §5 object plus its working state.
+/// An alarm as the API shows it: the docs/contract.md §5 object plus its working state.
 #[derive(Serialize)]
 struct AlarmOut {
     #[serde(flatten)]
@@ -492,7 +497,7 @@ async fn reload(c: Caller, State(s): State<ApiState>) -> Response {
         .into_response();
     }
     let reload = s.reload.clone();
-    let loaded = tokio::task::spawn_blocking(move || crate::runtime::reload(&reload)).await;
+    let loaded = tokio::task::spawn_blocking(move || reload()).await;
     match loaded {
         Ok(Ok(cfg)) => {
             let warnings: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();

@@ -20,7 +20,7 @@ const TRIES_BEFORE_FALLBACK: u32 = 3;
 /// Most sends in flight at once (bounded like everything else in the pipe).
 const MAX_IN_FLIGHT: usize = 512;
 
-/// Publishes alarm events on the broker (SPEC §3), QoS 1.
+/// Publishes alarm events on the broker (docs/contract.md §3), QoS 1.
 #[derive(Clone)]
 pub struct EventPublisher {
     client: AsyncClient,
@@ -45,7 +45,7 @@ impl EventPublisher {
         }
     }
 
-    /// Tells one detector to sound (SPEC §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
+    /// Tells one detector to sound (docs/contract.md §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
     pub async fn sound(&self, n: &Notification) -> Result<(), SendError> {
         let body = serde_json::json!({
             "cmd": "sound",

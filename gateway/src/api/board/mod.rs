@@ -1,4 +1,4 @@
-//! The duty board (SPEC §6 `GET /`): one page of plain HTML, CSS and JS,
+//! The duty board (docs/contract.md §6 `GET /`): one page of plain HTML, CSS and JS,
 //! embedded in the binary (edge boxes are often offline: no CDN, no build
 //! step), plus the few endpoints only the board needs: login/logout (session
 //! cookie, see `session.rs`), `GET /api/v1/me` (role, CSRF token, who one may
