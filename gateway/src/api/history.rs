@@ -4,7 +4,7 @@
 //! daemon. Categories (fire, electrical, device health) group the kinds the
 //! way the board's tabs and the shelve rule do.
 
-use crate::alarms::Alarm;
+use crate::alarms::{Alarm, Category};
 use crate::model::{AlarmKind, EpochMs};
 use chrono::{NaiveDate, TimeZone};
 use serde::Deserialize;
@@ -15,46 +15,6 @@ pub const MAX_PER_PAGE: usize = 500;
 pub const DEFAULT_PER_PAGE: usize = 50;
 /// Bare dates (`2026-11-24`) are days of the compound's clock, China Standard Time.
 const CST_OFFSET_SECS: i32 = 8 * 3600;
-
-/// The board's three groups of alarm kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Category {
-    /// smoke, fire_confirmed, temperature
-    Fire,
-    /// residual_current
-    Electrical,
-    /// device_fault, tamper, low_battery, offline
-    Health,
-}
-
-impl Category {
-    /// The category of a kind.
-    pub fn of(kind: AlarmKind) -> Category {
-        match kind {
-            AlarmKind::Smoke | AlarmKind::FireConfirmed | AlarmKind::Temperature => Category::Fire,
-            AlarmKind::ResidualCurrent => Category::Electrical,
-            AlarmKind::DeviceFault
-            | AlarmKind::LowBattery
-            | AlarmKind::Tamper
-            | AlarmKind::Offline => Category::Health,
-        }
-    }
-
-    /// Wire name (`fire`, `electrical`, `health`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Fire => "fire",
-            Category::Electrical => "electrical",
-            Category::Health => "health",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Category> {
-        [Category::Fire, Category::Electrical, Category::Health]
-            .into_iter()
-            .find(|c| c.as_str() == s)
-    }
-}
 
 /// The query string of `GET /api/v1/alarms`, as given.
 #[derive(Debug, Default, Deserialize)]

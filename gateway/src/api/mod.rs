@@ -3,6 +3,7 @@
 //! stage as commands (it is the one owner), reads come from the store.
 
 mod auth;
+mod controls;
 mod history;
 mod report;
 
@@ -63,6 +64,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/:id/ack", post(ack))
         .route("/api/v1/alarms/:id/resolve", post(resolve))
         .route("/api/v1/alarms/:id/verify", post(verify))
+        .route("/api/v1/alarms/:id/silence", post(controls::silence))
+        .route(
+            "/api/v1/devices/:id/shelve",
+            post(controls::shelve).delete(controls::unshelve),
+        )
+        .route("/api/v1/shelves", get(controls::shelves))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/:id/readings", get(readings))
         .route("/api/v1/reload", post(reload))
