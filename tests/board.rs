@@ -384,14 +384,18 @@ async fn board_in_headless_chromium() {
     let http = HttpSink::start().await;
     // SMS goes to a port where nothing listens: the board must show failures too.
     let dead_sms = format!("http://127.0.0.1:{}/sms", free_port());
+    let plan = std::fs::read_to_string(repo_root().join("config/plan.svg")).unwrap();
     let gw = with_director(
         Gateway::builder()
             .smtp_port(smtp.port())
             .webhook_url(http.url("/alarm"))
-            .sms_url(dead_sms),
+            .sms_url(dead_sms)
+            .site_plan(plan),
     )
     .start()
     .await;
+    // What the board's 消音 button makes the sounders receive.
+    let commands = MqttWatcher::subscribe(gw.mqtt_port(), "sensors/+/command").await;
     let out = output_dir();
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(browser_dir.join("board.mjs"))
@@ -439,6 +443,17 @@ async fn board_in_headless_chromium() {
     assert_eq!(a["resolution"]["cause"], "cooking");
     assert_eq!(a["verification"]["by"], "e2e-director");
     assert!(out.join("board.png").exists());
+    // The 消音 click reached the sounders: the home's other detector got `silence`.
+    assert!(
+        commands
+            .json_messages()
+            .iter()
+            .any(|(t, v)| t == "sensors/smk-3-2-501-b/command"
+                && v["cmd"] == "silence"
+                && v["alarm_id"] == first),
+        "{:?}",
+        commands.json_messages()
+    );
 }
 
 // ---------------------------------------------------------------------------

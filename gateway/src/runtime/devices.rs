@@ -6,8 +6,9 @@
 //! The history is in memory only and deliberately coarse: one sample per
 //! [`SAMPLE_SPACING_MS`] (readings inside one slot are merged, keeping each
 //! metric's highest value so a peak is never lost), at most [`RING_CAP`]
-//! samples of 32 bytes per device. Recording one costs a few stores under the
-//! write lock the last-reading update already takes.
+//! samples of 32 bytes per device. The slot being filled lives inline next to
+//! the last-reading status (same cache lines, same write lock); the ring is
+//! touched only when a slot closes, at most once per spacing per device.
 
 use crate::model::{EpochMs, Flags, Metric, Values};
 use serde::Serialize;
@@ -67,6 +68,9 @@ pub struct ReadingPoint {
 #[derive(Default)]
 struct Entry {
     status: DeviceStatus,
+    /// The slot being filled (the newest sample).
+    slot: Option<Sample>,
+    /// Closed slots, oldest first; with `slot`, at most [`RING_CAP`] samples.
     ring: VecDeque<Sample>,
 }
 
@@ -76,17 +80,16 @@ impl Entry {
             return;
         }
         let s = Sample::new(at, values);
-        match self.ring.back_mut() {
-            Some(last) if (at - last.ts).abs() < SAMPLE_SPACING_MS => last.merge(&s),
-            _ => {
-                if self.ring.len() >= RING_CAP {
-                    self.ring.pop_front();
+        match &mut self.slot {
+            Some(cur) if (at - cur.ts).abs() < SAMPLE_SPACING_MS => cur.merge(&s),
+            slot => {
+                if let Some(done) = slot.replace(s) {
+                    if self.ring.len() >= RING_CAP - 1 {
+                        self.ring.pop_front();
+                    }
+                    self.ring.push_back(done);
                 }
-                self.ring.push_back(s);
             }
-        }
-        while self.ring.front().is_some_and(|f| f.ts < at - HISTORY_MS) {
-            self.ring.pop_front();
         }
     }
 }
@@ -142,6 +145,7 @@ impl DeviceTable {
         let mut out: Vec<ReadingPoint> = e
             .ring
             .iter()
+            .chain(e.slot.iter())
             .filter(|s| s.ts >= since)
             .map(|s| ReadingPoint {
                 ts: s.ts,

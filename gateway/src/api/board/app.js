@@ -585,7 +585,7 @@ function muteAlarm(id, on) {
 }
 
 function say(a) {
-  if (!state.speak || muted() || !window.speechSynthesis) return;
+  if (!state.speak || muted() || !window.speechSynthesis || typeof SpeechSynthesisUtterance === "undefined") return;
   const u = new SpeechSynthesisUtterance(`${a.address}${a.location ? ` ${a.location}` : ""} ${kindLabel(a.kind)}`);
   u.lang = state.lang === "zh" ? "zh-CN" : "en-GB";
   window.speechSynthesis.speak(u);
