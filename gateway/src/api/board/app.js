@@ -405,8 +405,8 @@ function fillKinds() {
   const keep = sel.value;
   const kinds = Object.keys(CATEGORY);
   sel.replaceChildren(h("option", { value: "" }, T("cat_all")),
-    ["fire", "electrical", "health"].map((c) => h("option", { value: c }, T(`cat_${c}`))),
-    kinds.map((k) => h("option", { value: k }, `· ${kindLabel(k)}`)));
+    ...["fire", "electrical", "health"].map((c) => h("option", { value: c }, T(`cat_${c}`))),
+    ...kinds.map((k) => h("option", { value: k }, `· ${kindLabel(k)}`)));
   sel.value = keep;
   $("#history-form").elements.q.placeholder = T("search_ph");
 }
@@ -434,9 +434,11 @@ async function renderHistory() {
 function tlText(e) {
   const tl = STR[state.lang].tl;
   if (e.what === "delivery") {
-    const who = e.recipient ? `${e.recipient.name}${e.channel === "sounder" ? "" : ` (${roleLabel(e.recipient.role)})`}` : "";
+    // Broker events, forwarding and sounder commands are nobody's delivery: no name, no role.
+    const machine = ["mqtt", "sounder", "upstream"].includes(e.channel);
+    const who = e.recipient && !machine ? `${e.recipient.name} (${roleLabel(e.recipient.role)})` : "";
     const ch = STR[state.lang].channels[e.channel] ?? e.channel;
-    return [`${tl.delivery} ${e.event ?? ""} → ${e.channel === "sounder" ? "" : who} · ${ch} `,
+    return [`${tl.delivery} ${e.event ?? ""} → ${who ? `${who} · ` : ""}${ch} `,
       h("span", { class: `st-${e.status}` }, STR[state.lang].delivery[e.status] ?? e.status), e.error ? h("span", { class: "meta" }, ` ${e.error}`) : ""];
   }
   if (e.what === "audit") { const x = e.audit; return `${tl.audit} ${x.action} · ${x.by ?? ""} (${x.via}) · ${x.outcome}`; }
