@@ -5,7 +5,7 @@
 //! and every `building` a household names must be drawn in it as
 //! `id="building-<name>"`.
 
-use super::check::Report;
+use super::source::Report;
 use super::source::{Seg::I, Seg::K, Source};
 use super::types::{GatewayFile, Registry};
 use std::path::Path;
