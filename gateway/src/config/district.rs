@@ -2,8 +2,7 @@
 //! the same machinery as gateway.toml (`${ENV}`, every error with file:line),
 //! and checked once, here, for both `district --check` and the daemon.
 
-use super::check::Report;
-use super::source::{Seg::K, Source};
+use super::source::{Report, Seg::K, Source};
 use super::{ApiToken, ChannelsConfig, ConfigError, ConfigErrors, Dur, HttpConfig, Locale};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -162,7 +161,7 @@ fn check(src: &Source, f: &DistrictFile, rep: &mut Report) {
             &[K("district"), K("broker")],
             format!("broker {:?} must start with mqtt:// or mqtts://", d.broker),
         ));
-    } else if let Err(e) = crate::ingest::mqtt::parse_url(&d.broker) {
+    } else if let Err(e) = crate::net::parse_url(&d.broker) {
         rep.errors
             .push(src.error_at(&[K("district"), K("broker")], e.to_string()));
     }

@@ -17,9 +17,9 @@
 //! otherwise resend (or, on `session_present = false`, silently drop) its own
 //! in-flight queue behind our back; here the store is the only queue.
 
-use crate::ingest::mqtt::{parse_url, Endpoint, MqttSetupError};
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{now_ms, ChannelKind};
+use crate::net::{parse_url, Endpoint, MqttSetupError};
 use crate::store::{Pending, Store};
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -45,8 +45,8 @@ pub struct UpstreamTarget {
     pub client_id: String,
     /// Prefix of every upstream topic, so compounds can share one broker.
     pub prefix: Option<String>,
-    /// Whether district commands are listened to (`[upstream] command_key` set).
-    pub commands: bool,
+    /// Key of signed district commands (`[upstream] command_key`); none: no commands.
+    pub command_key: Option<Vec<u8>>,
     /// How often the heartbeat goes upstream.
     pub heartbeat: Duration,
     /// MQTT keep-alive of the upstream session.
@@ -64,7 +64,7 @@ impl UpstreamTarget {
             site: site.to_string(),
             client_id: format!("gridwatch-{site}-upstream"),
             prefix: None,
-            commands: false,
+            command_key: None,
             heartbeat: Duration::from_secs(30),
             keep_alive: Duration::from_secs(30),
         })
@@ -230,7 +230,7 @@ impl Upstream {
             return SessionEnd::Lost(e.to_string());
         }
         tags.push_back(Tag::Other);
-        if self.target.commands {
+        if self.target.command_key.is_some() {
             if let Err(e) = client
                 .subscribe(self.target.commands_topic(), QoS::AtLeastOnce)
                 .await

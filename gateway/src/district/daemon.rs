@@ -11,7 +11,7 @@
 
 use super::book::{Book, BoxChange, BoxOffline, BoxState, CompoundAlarm};
 use super::command::{self, Action, Command};
-use crate::api::auth::find_token;
+use crate::api::find_token;
 use crate::channels::{mask, Channels};
 use crate::config::district::{DistrictConfig, DistrictContact};
 use crate::config::{ApiRole, SiteConfig};
@@ -189,7 +189,7 @@ pub async fn run(cfg: DistrictConfig) -> Result<(), DistrictError> {
     let alarms: Vec<CompoundAlarm> = load_all(&db, "alarms");
     let commands: Vec<PendingCommand> = load_all(&db, "commands");
     let book = Book::new(d.sites.keys().cloned(), boxes, alarms, now);
-    let endpoint = crate::ingest::mqtt::parse_url(&d.broker)
+    let endpoint = crate::net::parse_url(&d.broker)
         .map_err(|e| DistrictError::Broker(e.to_string()))?;
     let mut o = MqttOptions::new(
         format!("gridwatch-district-{}", d.id),
@@ -209,6 +209,8 @@ pub async fn run(cfg: DistrictConfig) -> Result<(), DistrictError> {
         id: d.id.clone(),
         name: d.name.clone(),
         locale: d.locale,
+        plan: None,
+        plan_svg: None,
     };
     let channels = Channels::new(&cfg.file.channels, &site)?;
     let plan = cfg

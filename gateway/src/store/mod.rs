@@ -363,4 +363,5 @@ fn aside_path(path: &Path) -> PathBuf {
 
 mod nonces;
 mod security;
+mod shelves;
 pub use security::{AuditEntry, PurgeReport};
