@@ -77,16 +77,28 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
     let (security, internal) = broker_security(&mqtt_cfg)?;
-    let embedded_at = if mqtt_cfg.embedded {
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let embedded = if mqtt_cfg.embedded {
         Some(broker::start_secured(
             &mqtt_cfg.listen,
             &security,
             broker::Buffer::from_mib(mqtt_cfg.broker_buffer_mib),
+            broker_thread_exit(stopping.clone()),
         )?)
     } else {
         None
     };
-    let endpoint = mqtt::endpoint_with(&mqtt_cfg, embedded_at, internal.as_ref())?;
+    // Our own client uses the internal listener; the canary uses the one devices use.
+    let endpoint = mqtt::endpoint_with(
+        &mqtt_cfg,
+        embedded.as_ref().map(|e| e.internal),
+        internal.as_ref(),
+    )?;
+    let canary_endpoint = mqtt::endpoint_with(
+        &mqtt_cfg,
+        embedded.as_ref().map(|e| e.devices),
+        internal.as_ref(),
+    )?;
     let channels = Arc::new(Channels::new(&config.gateway.channels, &site)?);
     let events_topic = config
         .gateway
@@ -118,12 +130,22 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         "mqtt event loop",
         event_loop,
     );
+    // Not ready until the device listeners are open (embedded broker).
+    let (canary_tx, canary_rx) = watch::channel(
+        embedded
+            .is_some()
+            .then(|| "starting: device listeners not open yet".to_string()),
+    );
     supervise(
         &health,
         &metrics,
         Stage::Broker,
         "broker watch",
-        tokio::spawn(mirror_broker(connected_rx.clone(), health.clone())),
+        tokio::spawn(mirror_broker(
+            connected_rx.clone(),
+            canary_rx,
+            health.clone(),
+        )),
     );
     let (prio_tx, prio_rx) = mpsc::channel(PRIORITY_LANE);
     let (norm_tx, norm_rx) = mpsc::channel(NORMAL_LANE);
@@ -143,9 +165,26 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
             config_rx.clone(),
         )),
     );
-    let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
+    let tap = crate::ingest::canary::Tap::default();
+    let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone())
+        .with_canary(tap.clone());
     let handler = tokio::spawn(handler.run(pub_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
+    let refuse_new_mqtt = embedded.as_ref().map(|e| {
+        let flag = e.refuse_handle();
+        Arc::new(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+            as Arc<dyn Fn() + Send + Sync>
+    });
+    let ingress = tokio::spawn(open_ingress(
+        client.clone(),
+        tap,
+        embedded,
+        canary_endpoint,
+        (selfwatch.canary.std(), selfwatch.canary_timeout.std()),
+        canary_tx,
+        metrics.clone(),
+    ));
+    supervise(&health, &metrics, Stage::Broker, "ingress canary", ingress);
 
     // Rules.
     let devices = DeviceTable::default();
@@ -258,6 +297,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         broker_connected: connected_rx,
         health: health.clone(),
         test_hooks: opts.test_hooks,
+        refuse_new_mqtt,
         reload: config_tx.clone(),
         sessions: api::session::Sessions::default(),
         changes,
@@ -298,6 +338,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     }
 
     wait_for_shutdown(config_tx, store.clone()).await;
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     health.stop();
     notifier.notify("STOPPING=1");
     server_abort.abort();
@@ -308,22 +349,83 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     Ok(())
 }
 
-/// Mirrors the MQTT client's connection state into the health registry.
-async fn mirror_broker(mut connected: watch::Receiver<bool>, health: Health) {
+/// Mirrors the MQTT client's connection state and the ingress canary's
+/// verdict into the health registry's `broker` stage.
+async fn mirror_broker(
+    mut connected: watch::Receiver<bool>,
+    mut canary: watch::Receiver<Option<String>>,
+    health: Health,
+) {
     loop {
         let up = *connected.borrow_and_update();
+        let deaf = canary.borrow_and_update().clone();
         health.set(
             Stage::Broker,
-            if up {
-                Ok(())
-            } else {
-                Err("not connected".into())
+            match (up, deaf) {
+                (false, _) => Err("not connected".into()),
+                (true, Some(reason)) => Err(reason),
+                (true, None) => Ok(()),
             },
         );
-        if connected.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = connected.changed() => if r.is_err() { return },
+            r = canary.changed() => if r.is_err() { return },
         }
     }
+}
+
+/// Start order, then the canary: waits until gridwatch's own subscription
+/// is proven (a message of ours came back through it), only then opens the
+/// embedded broker's device listeners, then probes them (or the external
+/// broker) every `[selfwatch] canary`. Runs for the life of the daemon.
+async fn open_ingress(
+    client: rumqttc::AsyncClient,
+    tap: crate::ingest::canary::Tap,
+    embedded: Option<broker::Embedded>,
+    canary_at: mqtt::Endpoint,
+    (every, timeout): (std::time::Duration, std::time::Duration),
+    canary_state: watch::Sender<Option<String>>,
+    metrics: Arc<Metrics>,
+) {
+    if let Some(e) = &embedded {
+        crate::ingest::canary::wait_subscribed(&client, &tap).await;
+        match e.open_device_listeners().await {
+            Ok(()) => {
+                canary_state.send_replace(None);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "device listeners did not open");
+                canary_state.send_replace(Some(format!("device listener: {err}")));
+            }
+        }
+    }
+    if every.is_zero() {
+        tracing::warn!("ingress canary off ([selfwatch] canary = \"0s\")");
+        // Keep the broker's gate (in `embedded`) alive: dropping it closes
+        // the device listeners.
+        std::future::pending::<()>().await;
+    }
+    crate::ingest::canary::run(canary_at, tap, every, timeout, canary_state, metrics).await;
+    drop(embedded);
+}
+
+/// What happens when an embedded-broker thread ends while gridwatch runs:
+/// rumqttd cannot be restarted in-process (no shutdown; the threads still
+/// alive hold the ports), and running on with a dead router or listener is
+/// running deaf. So gridwatch exits non-zero (70) at once and systemd
+/// restarts it (`Restart=always`). Everything that must survive is in the
+/// store already.
+fn broker_thread_exit(stopping: Arc<std::sync::atomic::AtomicBool>) -> broker::OnThreadExit {
+    Arc::new(move |thread: &str| {
+        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(
+            thread,
+            "EMBEDDED MQTT BROKER THREAD ENDED: devices cannot reach gridwatch; exiting (code 70) so systemd restarts it"
+        );
+        std::process::exit(70);
+    })
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is
@@ -396,6 +498,12 @@ fn broker_security(
             .parse()
             .map_err(|_| broker::BrokerError::BadAddress(t.listen.clone()))?;
         sec.tls = Some((addr, t.cert.clone(), t.key.clone()));
+    }
+    if let Some(v5) = &m.listen_v5 {
+        let addr = v5
+            .parse()
+            .map_err(|_| broker::BrokerError::BadAddress(v5.clone()))?;
+        sec.v5 = Some(addr);
     }
     Ok((sec, internal))
 }
