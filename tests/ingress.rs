@@ -252,31 +252,34 @@ async fn an_alarm_published_the_instant_the_port_opens_after_a_restart_is_stored
     let http = HttpSink::start().await;
     let mut gw = builder(&http).start().await;
     let port = gw.mqtt_port();
-    gw.stop().await;
-    // A detector reconnecting at power-up: it dials in a tight loop and
-    // publishes its alarm the moment the port accepts.
-    let racer = tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "the MQTT port never opened");
-            if let Ok(mut s) = TcpStream::connect(addr(port)).await {
-                let payload = compound::smoke_reading(0.3);
-                return raw_mqtt::publish_once(
-                    &mut s,
-                    KITCHEN,
-                    &compound::reading_topic(KITCHEN),
-                    payload.as_bytes(),
-                )
-                .await;
+    // Three power-ups, one detector each (before the fix: lost 3 times of 3).
+    for device in [KITCHEN, BEDROOM, OTHER_HOME] {
+        gw.stop().await;
+        // A detector reconnecting at power-up: it dials in a tight loop and
+        // sends CONNECT and its alarm the moment the port accepts.
+        let racer = tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "the MQTT port never opened");
+                if let Ok(mut s) = TcpStream::connect(addr(port)).await {
+                    let payload = compound::smoke_reading(0.3);
+                    return raw_mqtt::publish_once(
+                        &mut s,
+                        device,
+                        &compound::reading_topic(device),
+                        payload.as_bytes(),
+                    )
+                    .await;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
-    gw.restart().await;
-    let acked = racer.await.expect("racer task");
-    assert_eq!(acked, Ok(()), "the broker acknowledged the alarm");
-    // What the broker acknowledged, gridwatch stored and dispatched.
-    open_alarm(&gw, KITCHEN, "smoke").await;
+        });
+        gw.restart().await;
+        let acked = racer.await.expect("racer task");
+        assert_eq!(acked, Ok(()), "the broker acknowledged {device}'s alarm");
+        // What the broker acknowledged, gridwatch stored.
+        open_alarm(&gw, device, "smoke").await;
+    }
     webhook_got(&http, KITCHEN).await;
 }
 

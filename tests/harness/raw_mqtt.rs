@@ -152,8 +152,9 @@ pub async fn read_packet(stream: &mut TcpStream, timeout: Duration) -> Option<(u
     .flatten()
 }
 
-/// CONNECT, then one QoS-1 PUBLISH; `Ok` once the broker sent CONNACK
-/// (accepted) and the PUBACK, else what went wrong.
+/// CONNECT and one QoS-1 PUBLISH in a single write (MQTT lets a client
+/// send before the CONNACK, and a detector in a hurry does); `Ok` once the
+/// broker sent CONNACK (accepted) and the PUBACK, else what went wrong.
 pub async fn publish_once(
     stream: &mut TcpStream,
     client_id: &str,
@@ -161,12 +162,13 @@ pub async fn publish_once(
     payload: &[u8],
 ) -> Result<(), String> {
     let wait = Duration::from_secs(10);
-    send(stream, &connect(client_id, 4, 30)).await;
+    let mut both = connect(client_id, 4, 30);
+    both.extend(publish_qos1(topic, payload, 1, 4, None));
+    send(stream, &both).await;
     match read_packet(stream, wait).await {
         Some((0x20, body)) if body.get(1) == Some(&0) => {}
         other => return Err(format!("no CONNACK accepting us: {other:?}")),
     }
-    send(stream, &publish_qos1(topic, payload, 1, 4, None)).await;
     match read_packet(stream, wait).await {
         Some((0x40, _)) => Ok(()),
         other => Err(format!("no PUBACK: {other:?}")),
