@@ -31,6 +31,7 @@ pub struct GatewayBuilder {
     run_env: Vec<(String, String)>,
     storage_path: Option<PathBuf>,
     profiles: Vec<String>,
+    plan: bool,
 }
 
 impl GatewayBuilder {
@@ -95,6 +96,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// `[site] plan = "plan.svg"` with this SVG as the compound plan.
+    pub fn site_plan(mut self, svg: impl Into<String>) -> Self {
+        self.plan = true;
+        self.fixture_file("plan.svg", svg)
+    }
+
     /// `[storage] path`: an existing data dir (e.g. a restored backup) instead of `data`.
     pub fn storage_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.storage_path = Some(path.into());
@@ -154,7 +161,7 @@ profiles = {profiles:?}
 id = "{site}"
 name = "{site_name}"
 locale = "zh-CN"
-
+{plan}
 [storage]
 path = "{storage}"
 
@@ -164,6 +171,11 @@ listen = "127.0.0.1:{mqtt_port}"
 "#,
             site = compound::SITE,
             site_name = compound::SITE_NAME,
+            plan = if self.plan {
+                "plan = \"plan.svg\"\n"
+            } else {
+                ""
+            },
             storage = self
                 .storage_path
                 .as_ref()
