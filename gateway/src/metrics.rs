@@ -106,6 +106,9 @@ pub struct Metrics {
     pub notifications_suppressed_total: IntCounterVec,
     /// Supervised stage tasks that panicked or ended (self-watch).
     pub stage_failures_total: IntCounterVec,
+    /// Ingress canary probes that failed: a fresh client could not get a
+    /// message into gridwatch's ingest through the device listener.
+    pub canary_failures_total: IntCounter,
     /// 1 while a stage is healthy, 0 while not (refreshed on each scrape).
     pub stage_healthy: IntGaugeVec,
     /// Bytes the sled store takes on disk.
@@ -240,6 +243,11 @@ impl Metrics {
                 &["channel", "role"],
             )
             .expect("static metric"),
+            canary_failures_total: IntCounter::new(
+                "gridwatch_canary_failures_total",
+                "Ingress canary probes that failed (a fresh MQTT client's message did not reach ingest in time)",
+            )
+            .expect("static metric"),
             stage_failures_total: IntCounterVec::new(
                 Opts::new(
                     "gridwatch_stage_failures_total",
@@ -341,6 +349,7 @@ impl Metrics {
             Box::new(self.broker_skips_total.clone()),
             Box::new(self.notifications_suppressed_total.clone()),
             Box::new(self.stage_failures_total.clone()),
+            Box::new(self.canary_failures_total.clone()),
             Box::new(self.stage_healthy.clone()),
             Box::new(self.store_bytes.clone()),
             Box::new(self.housekeeping_removed_total.clone()),

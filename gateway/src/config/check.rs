@@ -87,6 +87,24 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             "selfwatch topic must not contain MQTT wildcards (+ or #)",
         ));
     }
+    let (every, timeout) = (gw.selfwatch.canary.std(), gw.selfwatch.canary_timeout.std());
+    if !every.is_zero() {
+        if every < std::time::Duration::from_secs(1) {
+            rep.errors.push(src.error_at(
+                &[K("selfwatch"), K("canary")],
+                "selfwatch canary must be at least 1s (or \"0s\" to turn the ingress canary off)",
+            ));
+        }
+        if timeout < std::time::Duration::from_millis(100) || timeout > every {
+            rep.errors.push(src.error_at(
+                &[K("selfwatch"), K("canary_timeout")],
+                format!(
+                    "selfwatch canary_timeout = \"{}\" must be at least 100ms and at most canary (\"{}\")",
+                    gw.selfwatch.canary_timeout, gw.selfwatch.canary
+                ),
+            ));
+        }
+    }
 }
 
 fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
@@ -147,6 +165,27 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
                     "mqtt user {:?}: password_hash is not an argon2 PHC string (make one with `gridwatch hash-password`); never write the password itself here",
                     u.username
                 ),
+            ));
+        }
+    }
+    if let Some(v5) = &m.listen_v5 {
+        let path = [K("mqtt"), K("listen_v5")];
+        if v5.parse::<SocketAddr>().is_err() {
+            rep.errors.push(src.error_at(
+                &path,
+                format!(
+                    "mqtt listen_v5 {v5:?} is not a socket address (write e.g. \"0.0.0.0:1884\")"
+                ),
+            ));
+        } else if *v5 == m.listen || m.tls.as_ref().is_some_and(|t| t.listen == *v5) {
+            rep.errors.push(src.error_at(
+                &path,
+                "mqtt listen_v5 must differ from mqtt listen and mqtt tls listen",
+            ));
+        } else if !m.embedded {
+            rep.errors.push(src.error_at(
+                &path,
+                "mqtt listen_v5 is a listener of the embedded broker: it needs embedded = true",
             ));
         }
     }

@@ -97,6 +97,13 @@ pub struct SelfwatchConfig {
     /// Topic; `{site}` is replaced by the site id.
     #[serde(default = "default_heartbeat_topic")]
     pub topic: String,
+    /// How often a fresh MQTT client proves that devices can still reach
+    /// gridwatch's ingest (the ingress canary); `"0s"` turns it off.
+    #[serde(default = "default_canary_every")]
+    pub canary: Dur,
+    /// How long one canary probe may take, connect to seen in ingest.
+    #[serde(default = "default_canary_timeout")]
+    pub canary_timeout: Dur,
 }
 
 impl Default for SelfwatchConfig {
@@ -104,8 +111,18 @@ impl Default for SelfwatchConfig {
         SelfwatchConfig {
             heartbeat: default_heartbeat_every(),
             topic: default_heartbeat_topic(),
+            canary: default_canary_every(),
+            canary_timeout: default_canary_timeout(),
         }
     }
+}
+
+fn default_canary_every() -> Dur {
+    Dur::from_secs(10)
+}
+
+fn default_canary_timeout() -> Dur {
+    Dur::from_secs(5)
 }
 
 fn default_heartbeat_every() -> Dur {
@@ -139,6 +156,10 @@ pub struct MqttConfig {
     /// A second listener of the embedded broker with TLS (rustls).
     #[serde(default)]
     pub tls: Option<MqttTls>,
+    /// An MQTT 5 listener of the embedded broker beside the 3.1.1 one
+    /// (`"HOST:PORT"`; absent: none).
+    #[serde(default)]
+    pub listen_v5: Option<String>,
     /// Per-device ingest limit: messages a second, sustained (token bucket).
     #[serde(default = "default_device_rate")]
     pub device_rate: f64,
@@ -190,6 +211,7 @@ impl Default for MqttConfig {
             users: Vec::new(),
             max_payload: default_max_payload(),
             tls: None,
+            listen_v5: None,
             device_rate: default_device_rate(),
             device_burst: default_device_burst(),
             broker_buffer_mib: default_broker_buffer_mib(),
