@@ -4,6 +4,7 @@
 
 pub mod devices;
 pub mod rules_stage;
+pub mod store_damage;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::AlarmsStage;
@@ -69,10 +70,7 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     let notifier = sd_notify::Notifier::from_env();
     let data_dir = config.data_dir();
     let (store, report) = Store::open(&data_dir)?;
-    if let Some(aside) = &report.moved_aside {
-        metrics.store_recovered_total.inc();
-        tracing::error!(moved_to = %aside.display(), "STORE WAS UNREADABLE: started empty; old data kept aside for inspection");
-    }
+    store_damage::announce_open(&report, &metrics, &health);
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
@@ -233,6 +231,18 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         Stage::Heartbeat,
         "mqtt heartbeat",
         tokio::spawn(beats.run()),
+    );
+    supervise(
+        &health,
+        &metrics,
+        Stage::Store,
+        "store scrub and backups",
+        tokio::spawn(store_damage::watch(
+            store.clone(),
+            config_rx.clone(),
+            metrics.clone(),
+            health.clone(),
+        )),
     );
     let housekeeping = tokio::spawn(crate::housekeeping::run(
         store.clone(),

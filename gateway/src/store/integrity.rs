@@ -114,6 +114,15 @@ impl Findings {
         self.missing + self.stale + self.unreadable == 0
     }
 
+    /// sled panicked while the check read it: the store is unreadable.
+    pub fn panicked() -> Findings {
+        Findings {
+            unreadable: 1,
+            examples: vec!["sled panicked while the store was read".into()],
+            ..Findings::default()
+        }
+    }
+
     fn note(&mut self, what: String) {
         if self.examples.len() < 5 {
             self.examples.push(what);
@@ -224,13 +233,96 @@ impl Store {
     /// and by the scrub when the journal grew or was found damaged.
     pub(super) fn rewrite_journal(&mut self, path: &Path) -> Result<(), StoreError> {
         let ops = self.snapshot_ops()?;
-        let j = Journal::create(&journal::path_for(path), &ops).map_err(StoreError::Journal)?;
+        let j = Journal::create(&journal::path_for(path), &ops)?;
         self.meta_tree()?
             .insert("id", &j.id().to_le_bytes())
             .map_err(sled_err("write journal id"))?;
         self.db.flush().map_err(sled_err("flush journal id"))?;
         self.journal = Some(Arc::new(j));
         Ok(())
+    }
+
+    /// The periodic check while running: with writes held back for its
+    /// duration, sled is flushed, the journal file is re-read from disk (every
+    /// checksum verified) and compared with sled, which must now hold exactly
+    /// the journal's last versions. Records sled lost are written back from the
+    /// journal at once; a damaged or missing journal is copied aside and
+    /// rewritten from the store (the store is the source then). The journal is
+    /// also compacted here when it has grown. Blocking: run it off the runtime.
+    ///
+    /// What it cannot see: damage to sled's files under pages sled still holds
+    /// in its cache; the next start's check reads them from disk.
+    pub fn scrub(&self) -> Result<Vec<Damage>, StoreError> {
+        let Some(j) = &self.journal else {
+            return Ok(Vec::new());
+        };
+        let _x = j.exclusive();
+        self.db.flush().map_err(sled_err("flush for scrub"))?;
+        let mut damage = Vec::new();
+        let mut rewrite = j.compaction_due();
+        match journal::read(j.path())? {
+            None => {
+                damage.push(Damage {
+                    kind: DamageKind::JournalMissing,
+                    detail: format!("{} vanished while running", j.path().display()),
+                });
+                rewrite = true;
+            }
+            Some(r) if r.damage.is_some() || r.id != j.id() => {
+                let why = r
+                    .damage
+                    .clone()
+                    .unwrap_or_else(|| "it was replaced by another file".into());
+                let aside = aside_path(j.path(), "broken");
+                let kept = std::fs::copy(j.path(), &aside)
+                    .map(|_| format!("; kept at {}", aside.display()))
+                    .unwrap_or_default();
+                damage.push(Damage {
+                    kind: DamageKind::JournalDamaged,
+                    detail: format!("{}: {why}{kept}", j.path().display()),
+                });
+                rewrite = true;
+            }
+            Some(r) => {
+                let f = self.check(&r, u64::MAX);
+                if !f.is_empty() {
+                    let restored = self.restore_from_replay(&r)?;
+                    damage.push(Damage {
+                        kind: DamageKind::StoreLostRecords,
+                        detail: format!(
+                            "{}; {restored} records written back from the journal",
+                            f.describe()
+                        ),
+                    });
+                    self.db.flush().map_err(sled_err("flush repair"))?;
+                }
+            }
+        }
+        if rewrite {
+            let ops = self.snapshot_ops()?;
+            let id = j.rewrite(&ops)?;
+            self.meta_tree()?
+                .insert("id", &id.to_le_bytes())
+                .map_err(sled_err("write journal id"))?;
+            self.db.flush().map_err(sled_err("flush journal id"))?;
+        }
+        Ok(damage)
+    }
+
+    /// Writes the journal's value of every key where sled differs from it.
+    fn restore_from_replay(&self, r: &Replay) -> Result<usize, StoreError> {
+        let trees = self.journaled_trees();
+        let mut n = 0;
+        for ((tree, key), v) in &r.state {
+            let t = trees[*tree as usize];
+            let now = t.get(key).map_err(sled_err("read for repair"))?;
+            if now.as_deref() != Some(v.as_slice()) {
+                t.insert(key.as_slice(), v.as_slice())
+                    .map_err(sled_err("repair insert"))?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn meta_tree(&self) -> Result<sled::Tree, StoreError> {
@@ -256,7 +348,13 @@ pub(super) fn salvage_copy(
     path: &Path,
     aside: &Path,
 ) -> Result<Option<Salvage>, StoreError> {
-    let got = salvage(&old);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| salvage(&old)))
+        .unwrap_or_else(|_| {
+            (
+                BTreeMap::new(),
+                vec!["reading the damaged store panicked: nothing salvaged from it".into()],
+            )
+        });
     drop(old);
     std::fs::rename(path, aside).map_err(|source| StoreError::MoveAside {
         path: path.to_path_buf(),
@@ -623,6 +721,37 @@ mod tests {
         let kinds: Vec<_> = rep.damage.iter().map(|d| d.kind).collect();
         assert_eq!(kinds, vec![DamageKind::JournalMissing]);
         assert_eq!(s.alarms().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_scrub_finds_loss_and_journal_damage_while_running() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("data");
+        seeded(&path, 2);
+        let (s, _) = Store::open(&path).unwrap();
+        assert!(s.scrub().unwrap().is_empty(), "intact");
+        // A record vanishes from under the running store.
+        s.alarms.remove("a1").unwrap();
+        let found = s.scrub().unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, DamageKind::StoreLostRecords);
+        assert!(s.alarm("a1").unwrap().is_some(), "written back");
+        // The journal file is damaged on disk.
+        let jp = journal::path_for(&path);
+        let mut bytes = std::fs::read(&jp).unwrap();
+        bytes[20] ^= 0x01;
+        std::fs::write(&jp, bytes).unwrap();
+        let found = s.scrub().unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, DamageKind::JournalDamaged);
+        // Rewritten from the store, and appends go on in the new file.
+        let a = alarm("a9", "active_unacked");
+        s.commit(&[a], Vec::new()).unwrap();
+        assert!(s.scrub().unwrap().is_empty());
+        drop(s);
+        let (s, rep) = Store::open(&path).unwrap();
+        assert!(rep.damage.is_empty(), "{:?}", rep.damage);
+        assert!(s.alarm("a9").unwrap().is_some());
     }
 
     #[test]

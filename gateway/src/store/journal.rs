@@ -29,6 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 const MAGIC: &[u8; 4] = b"GWJ1";
@@ -289,7 +290,7 @@ fn header(id: u64) -> Vec<u8> {
 /// The open journal, appended to by every write to a journaled tree.
 pub struct Journal {
     path: PathBuf,
-    id: u64,
+    id: AtomicU64,
     file: Mutex<Tail>,
     /// Writers hold it shared across their sled write and journal append;
     /// a flush takes it exclusively for an instant to read a position that
@@ -304,59 +305,80 @@ struct Tail {
     bytes: u64,
     /// Set once an append failed: the journal no longer mirrors the store.
     broken: Option<String>,
+    /// Bytes of the snapshot it started from (compaction is due at a multiple).
+    snapshot_bytes: u64,
+}
+
+/// Writes `ops` as a new journal file (temp file, fsync, rename, directory
+/// fsync) and opens it for appends.
+fn write_snapshot(path: &Path, ops: &[Op]) -> Result<(u64, Tail), JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let id: u64 = rand::random();
+    let tmp = path.with_extension("journal-new");
+    let mut f = File::create(&tmp).map_err(io)?;
+    let mut bytes = header(id);
+    let mut records = 0u64;
+    for chunk in ops.chunks(256) {
+        bytes.extend_from_slice(&batch(chunk));
+        records += 1;
+    }
+    bytes.extend_from_slice(&synced(records));
+    records += 1;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The rename is durable only once the directory is.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+    let len = bytes.len() as u64;
+    Ok((
+        id,
+        Tail {
+            file,
+            records,
+            synced: records,
+            bytes: len,
+            broken: None,
+            snapshot_bytes: len,
+        },
+    ))
 }
 
 impl Journal {
     /// Writes a fresh journal holding `ops` (a snapshot of the store), synced,
     /// and atomically puts it at `path`. Returns it open for appends.
     pub fn create(path: &Path, ops: &[Op]) -> Result<Journal, JournalError> {
-        let io = |source| JournalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let id: u64 = rand::random();
-        let tmp = path.with_extension("journal-new");
-        let mut f = File::create(&tmp).map_err(io)?;
-        let mut bytes = header(id);
-        let mut records = 0u64;
-        for chunk in ops.chunks(256) {
-            bytes.extend_from_slice(&batch(chunk));
-            records += 1;
-        }
-        bytes.extend_from_slice(&synced(records));
-        records += 1;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            // The rename is durable only once the directory is.
-            if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            }) {
-                let _ = d.sync_all();
-            }
-        }
-        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        let (id, tail) = write_snapshot(path, ops)?;
         Ok(Journal {
             path: path.to_path_buf(),
-            id,
-            file: Mutex::new(Tail {
-                file,
-                records,
-                synced: records,
-                bytes: bytes.len() as u64,
-                broken: None,
-            }),
+            id: AtomicU64::new(id),
+            file: Mutex::new(tail),
             gate: RwLock::new(()),
         })
     }
 
+    /// Replaces the file by a fresh snapshot (compaction, or after damage was
+    /// found in it). The caller holds [`Journal::exclusive`] and took `ops`
+    /// under it, so no write falls between the snapshot and the switch.
+    pub fn rewrite(&self, ops: &[Op]) -> Result<u64, JournalError> {
+        let (id, tail) = write_snapshot(&self.path, ops)?;
+        let mut t = self.file.lock().map_err(|_| JournalError::Poisoned)?;
+        *t = tail;
+        self.id.store(id, Ordering::Relaxed);
+        Ok(id)
+    }
+
     /// The id in the header; the store keeps it to know its journal.
     pub fn id(&self) -> u64 {
-        self.id
+        self.id.load(Ordering::Relaxed)
     }
 
     /// The file.
@@ -367,6 +389,15 @@ impl Journal {
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
         self.file.lock().map(|t| t.bytes).unwrap_or(0)
+    }
+
+    /// Whether the journal grew enough since its snapshot to be rewritten:
+    /// past twice the snapshot and at least 1 MiB of appends.
+    pub fn compaction_due(&self) -> bool {
+        self.file
+            .lock()
+            .map(|t| t.bytes > 2 * t.snapshot_bytes && t.bytes - t.snapshot_bytes > 1 << 20)
+            .unwrap_or(false)
     }
 
     /// Held (shared) by a writer across its sled write and its append.
@@ -399,16 +430,21 @@ impl Journal {
         Ok(())
     }
 
-    /// Records appended so far, read with no write half-way through.
-    pub fn position(&self) -> u64 {
+    /// Where the journal stands, read with no write half-way through: the
+    /// file's id and the records appended so far.
+    pub fn position(&self) -> (u64, u64) {
         let _g = self.exclusive();
-        self.file.lock().map(|t| t.records).unwrap_or(0)
+        let records = self.file.lock().map(|t| t.records).unwrap_or(0);
+        (self.id(), records)
     }
 
-    /// Marks everything before `upto` as on sled's disk and syncs the file.
-    pub fn synced(&self, upto: u64) -> Result<(), JournalError> {
+    /// Marks everything before `pos` as on sled's disk and syncs the file.
+    /// A position of a file since replaced by [`Journal::rewrite`] is ignored
+    /// (the snapshot was synced whole).
+    pub fn synced(&self, pos: (u64, u64)) -> Result<(), JournalError> {
+        let (id, upto) = pos;
         let mut t = self.file.lock().map_err(|_| JournalError::Poisoned)?;
-        if t.synced >= upto {
+        if t.synced >= upto || id != self.id() {
             return Ok(());
         }
         let rec = synced(upto);

@@ -128,7 +128,14 @@ impl Store {
                 detail: format!("{}: {d}", jpath.display()),
             });
         }
-        let opened = Self::open_at(path);
+        // sled has panicked on some damaged files: that is a damaged store
+        // too, not a gateway that will not start.
+        let opened = std::panic::catch_unwind(|| Self::open_at(path)).unwrap_or_else(|_| {
+            Err(StoreError::Sled {
+                op: "open (sled panicked reading its files)",
+                source: sled::Error::Unsupported("panic while opening".into()),
+            })
+        });
         let store = match opened {
             Ok(s) => {
                 match (s.journal_id(), &replay) {
@@ -149,7 +156,12 @@ impl Store {
                     }
                     _ => {}
                 }
-                let findings = replay.as_ref().map(|r| s.check(r, r.synced_upto));
+                let findings = replay.as_ref().map(|r| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.check(r, r.synced_upto)
+                    }))
+                    .unwrap_or_else(|_| integrity::Findings::panicked())
+                });
                 match findings {
                     Some(f) if !f.is_empty() => {
                         report.damage.push(Damage {
