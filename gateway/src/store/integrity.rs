@@ -419,7 +419,7 @@ pub(super) fn rebuild(
     let salvaged_before: usize = trees.values().map(|v| v.len()).sum();
     let mut from_journal = 0usize;
     if let Some(r) = replay {
-        for ((tree, key), _) in &r.history {
+        for (tree, key) in r.history.keys() {
             let rows = trees.entry(TREES[*tree as usize].to_string()).or_default();
             rows.retain(|(k, _)| k != key);
             if let Some(v) = r.state.get(&(*tree, key.clone())) {
