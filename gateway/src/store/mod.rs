@@ -538,4 +538,5 @@ fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], v: &[u8]) -> Resu
 }
 
 mod security;
+mod shelves;
 pub use security::{AuditEntry, PurgeReport};
