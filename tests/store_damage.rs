@@ -426,3 +426,53 @@ async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
     );
     gw2.stop().await;
 }
+
+/// The other side: `kill -9` alone (no damaged file) is not damage. Five kills
+/// while deliveries are pending and being retried; each restart must find the
+/// store and the journal agreeing, and every alarm back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_alone_is_not_reported_as_damage() {
+    let http = HttpSink::start().await;
+    http.set_behaviour(HttpBehaviour::Status(500));
+    let mut gw = Gateway::builder()
+        .webhook_url(http.url("/fire119"))
+        .fixture_file("registry.toml", registry())
+        .fixture_file("routing.toml", ROUTING)
+        .fixture_file("rules.toml", "")
+        .start()
+        .await;
+    for round in 0..5 {
+        let body = json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string();
+        mosquitto_pub(
+            gw.mqtt_port(),
+            &format!("sensors/smk-{round:02}/reading"),
+            body,
+        )
+        .await;
+        wait_until_async(
+            "the alarm is open",
+            Duration::from_secs(30),
+            POLL,
+            || async {
+                let n = open_ids(&gw).await.len();
+                if n == round + 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} open"))
+                }
+            },
+        )
+        .await;
+        let before = open_ids(&gw).await;
+        gw.kill9();
+        gw.restart().await;
+        assert_eq!(open_ids(&gw).await, before, "round {round}");
+        assert_eq!(
+            damage_total(&gw).await,
+            0.0,
+            "round {round}: a plain kill -9 was reported as damage\n{}",
+            gw.diagnostics()
+        );
+    }
+    gw.stop().await;
+}
