@@ -75,6 +75,32 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             ),
         ));
     }
+    if gw.storage.scrub_every.std() < std::time::Duration::from_secs(1) {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("scrub_every")],
+            "storage scrub_every must be at least 1s",
+        ));
+    }
+    if let Some(every) = gw.storage.backup_every {
+        if every.std() < std::time::Duration::from_secs(1) {
+            rep.errors.push(src.error_at(
+                &[K("storage"), K("backup_every")],
+                format!("storage backup_every = \"{every}\" must be at least 1s"),
+            ));
+        }
+        if gw.storage.backup_dir.trim().is_empty() {
+            rep.errors.push(src.error_at(
+                &[K("storage"), K("backup_dir")],
+                "storage backup_dir is empty",
+            ));
+        }
+    }
+    if gw.storage.backup_keep == 0 {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("backup_keep")],
+            "storage backup_keep must be at least 1 (the newest backup is always kept)",
+        ));
+    }
     if gw.selfwatch.heartbeat.std() < std::time::Duration::from_secs(1) {
         rep.errors.push(src.error_at(
             &[K("selfwatch"), K("heartbeat")],

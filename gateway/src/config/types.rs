@@ -71,6 +71,20 @@ pub struct StorageConfig {
     /// open, resolved-but-unverified alarms and pending notifications are never swept.
     #[serde(default = "default_retention")]
     pub retention: Dur,
+    /// How often the store is compared with its journal while running (the
+    /// journal file is re-read and its checksums verified).
+    #[serde(default = "default_scrub_every")]
+    pub scrub_every: Dur,
+    /// Write a verified backup this often; `None` (the default): no scheduled backups.
+    #[serde(default)]
+    pub backup_every: Option<Dur>,
+    /// Where scheduled backups go, relative to gateway.toml; best on another
+    /// device than `path` (a USB stick, a network mount).
+    #[serde(default = "default_backup_dir")]
+    pub backup_dir: String,
+    /// How many scheduled backups are kept (oldest removed first).
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
 }
 
 impl Default for StorageConfig {
@@ -78,8 +92,24 @@ impl Default for StorageConfig {
         StorageConfig {
             path: default_data_path(),
             retention: default_retention(),
+            scrub_every: default_scrub_every(),
+            backup_every: None,
+            backup_dir: default_backup_dir(),
+            backup_keep: default_backup_keep(),
         }
     }
+}
+
+fn default_scrub_every() -> Dur {
+    Dur::from_secs(3600)
+}
+
+fn default_backup_dir() -> String {
+    "backups".into()
+}
+
+fn default_backup_keep() -> usize {
+    7
 }
 
 fn default_retention() -> Dur {

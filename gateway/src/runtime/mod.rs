@@ -8,6 +8,7 @@ pub mod build;
 /// The device table moved to the rules stage that writes it.
 pub use crate::rules::devices;
 pub mod rules_stage;
+pub mod store_damage;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::AlarmsStage;
@@ -93,10 +94,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let notifier = sd_notify::Notifier::from_env();
     let data_dir = config.data_dir();
     let (store, report) = Store::open(&data_dir)?;
-    if let Some(aside) = &report.moved_aside {
-        metrics.store_recovered_total.inc();
-        tracing::error!(moved_to = %aside.display(), "STORE WAS UNREADABLE: started empty; old data kept aside for inspection");
-    }
+    store_damage::announce_open(&report, &metrics, &health);
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
@@ -296,6 +294,18 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         Stage::Heartbeat,
         "mqtt heartbeat",
         tokio::spawn(beats.run()),
+    );
+    supervise(
+        &health,
+        &metrics,
+        Stage::Store,
+        "store scrub and backups",
+        tokio::spawn(store_damage::watch(
+            store.clone(),
+            config_rx.clone(),
+            metrics.clone(),
+            health.clone(),
+        )),
     );
     let housekeeping = tokio::spawn(crate::housekeeping::run(
         store.clone(),
