@@ -92,6 +92,8 @@ pub struct Metrics {
     pub readings_rejected_total: IntCounterVec,
     pub readings_unknown_keys_total: IntCounter,
     pub readings_clock_skew_total: IntCounter,
+    /// Telemetry shed under overload, by reason (alarms are never shed).
+    pub readings_shed_total: IntCounterVec,
     pub alarms_total: IntCounterVec,
     pub alarms_open: IntGauge,
     pub notifications_total: IntCounterVec,
@@ -177,6 +179,14 @@ impl Metrics {
             readings_clock_skew_total: IntCounter::new(
                 "gridwatch_readings_clock_skew_total",
                 "Readings whose ts was more than 5 min off and was replaced by receive time",
+            )
+            .expect("static metric"),
+            readings_shed_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_readings_shed_total",
+                    "Telemetry readings shed under overload, by reason (coalesced, queue_full); alarms and statuses are never shed",
+                ),
+                &["reason"],
             )
             .expect("static metric"),
             alarms_total: IntCounterVec::new(
@@ -357,6 +367,7 @@ impl Metrics {
             Box::new(self.readings_rejected_total.clone()),
             Box::new(self.readings_unknown_keys_total.clone()),
             Box::new(self.readings_clock_skew_total.clone()),
+            Box::new(self.readings_shed_total.clone()),
             Box::new(self.alarms_total.clone()),
             Box::new(self.alarms_open.clone()),
             Box::new(self.notifications_total.clone()),
@@ -395,6 +406,9 @@ impl Metrics {
         for r in RejectReason::ALL {
             self.readings_rejected_total
                 .with_label_values(&[r.as_str()]);
+        }
+        for r in crate::ingest::overload::ShedReason::ALL {
+            self.readings_shed_total.with_label_values(&[r.as_str()]);
         }
         for s in ["online", "offline"] {
             self.devices.with_label_values(&[s]);
@@ -467,6 +481,13 @@ impl Metrics {
     /// Counts a refused uplink message.
     pub fn rejected(&self, reason: RejectReason) {
         self.readings_rejected_total
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Counts a telemetry reading shed under overload.
+    pub fn shed(&self, reason: crate::ingest::overload::ShedReason) {
+        self.readings_shed_total
             .with_label_values(&[reason.as_str()])
             .inc();
     }

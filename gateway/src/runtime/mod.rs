@@ -20,6 +20,7 @@ use crate::dispatch::upstream::Upstream;
 use crate::dispatch::{EventPublisher, Sender};
 use crate::health::{heartbeat, sd_notify, supervise, Health, Stage};
 use crate::ingest::device_auth::{DeviceAuth, InternalCredential};
+use crate::ingest::overload::{self, TelemetryQueue, MAX_PENDING_DEVICES};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
 use crate::net::Endpoint;
@@ -34,11 +35,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Capacities of the channels between stages: bounded everywhere.
 const PRIORITY_LANE: usize = 1024;
-const NORMAL_LANE: usize = 8192;
 const SIGNALS: usize = 4096;
 const COMMANDS: usize = 64;
 const TO_SENDER: usize = 1024;
-const MQTT_HANDOFF: usize = 1024;
 
 /// Why the daemon could not start. Each message is complete on its own (it
 /// names its cause), so the binary prints it once, without the source chain.
@@ -136,13 +135,17 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let config_tx = Arc::new(config_tx);
 
     // MQTT source.
-    let (client, event_loop) = mqtt::client(&endpoint, &format!("gridwatch-{}", site.id));
+    let (client, event_loop) = mqtt::client(
+        &endpoint,
+        &format!("gridwatch-{}", site.id),
+        !mqtt_cfg.embedded,
+    );
     let (connected_tx, connected_rx) = watch::channel(false);
-    let (pub_tx, pub_rx) = mpsc::channel(MQTT_HANDOFF);
+    let (handoff, handoff_rx) = mqtt::Handoff::new(metrics.clone());
     let event_loop = tokio::spawn(mqtt::run_event_loop(
         client.clone(),
         event_loop,
-        pub_tx,
+        handoff,
         Arc::new(connected_tx),
         config_rx.clone(),
     ));
@@ -171,11 +174,21 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         )),
     );
     let (prio_tx, prio_rx) = mpsc::channel(PRIORITY_LANE);
-    let (norm_tx, norm_rx) = mpsc::channel(NORMAL_LANE);
+    let telemetry = TelemetryQueue::new(MAX_PENDING_DEVICES, usize::MAX, metrics.clone());
     let lanes = Lanes {
         priority: prio_tx,
-        normal: norm_tx,
+        telemetry: telemetry.clone(),
     };
+    supervise(
+        &health,
+        &metrics,
+        Stage::Ingest,
+        "shed log",
+        tokio::spawn(overload::run_shed_log(
+            metrics.clone(),
+            std::time::Duration::from_secs(60),
+        )),
+    );
     // Modbus source: same lanes as MQTT.
     crate::ingest::modbus::spawn(config_rx.clone(), lanes.clone(), metrics.clone());
     supervise(
@@ -185,13 +198,14 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         "vendor format topics",
         tokio::spawn(mqtt::follow_format_topics(
             client.clone(),
+            mqtt::subscription_qos(!mqtt_cfg.embedded),
             config_rx.clone(),
         )),
     );
     let tap = crate::ingest::canary::Tap::default();
-    let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone())
-        .with_canary(tap.clone());
-    let handler = tokio::spawn(handler.run(pub_rx));
+    let handler =
+        mqtt::Handler::new(lanes, config_rx.clone(), metrics.clone()).with_canary(tap.clone());
+    let handler = tokio::spawn(handler.run(handoff_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
     let refuse_new_mqtt = embedded.as_ref().map(|e| {
         let flag = e.refuse_handle();
@@ -222,7 +236,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let rules = tokio::spawn(rules_stage::run(
         rules_stage::RulesInputs {
             priority: prio_rx,
-            normal: norm_rx,
+            telemetry,
             config: config_rx.clone(),
         },
         engine,
