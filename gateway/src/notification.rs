@@ -3,7 +3,7 @@
 //! was and everything the message must say) because it is stored in the
 //! outbox and may be sent after a restart, when the config may have changed.
 
-use crate::config::Locale;
+use crate::model::Locale;
 use crate::model::{AlarmView, ChannelKind, EpochMs, EventKind, Recipient, ResidentInfo};
 use serde::{Deserialize, Serialize};
 

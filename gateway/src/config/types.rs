@@ -44,15 +44,7 @@ pub struct SiteConfig {
     pub locale: Locale,
 }
 
-/// Message language; zh-CN unless the site says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-pub enum Locale {
-    #[default]
-    #[serde(rename = "zh-CN")]
-    ZhCn,
-    #[serde(rename = "en")]
-    En,
-}
+pub use crate::model::Locale;
 
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]
