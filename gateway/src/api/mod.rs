@@ -4,6 +4,8 @@
 
 mod auth;
 mod caller;
+mod controls;
+mod history;
 mod report;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
@@ -67,7 +69,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/:id/ack", post(ack))
         .route("/api/v1/alarms/:id/resolve", post(resolve))
         .route("/api/v1/alarms/:id/verify", post(verify))
+        .route("/api/v1/alarms/:id/silence", post(controls::silence))
+        .route(
+            "/api/v1/devices/:id/shelve",
+            post(controls::shelve).delete(controls::unshelve),
+        )
+        .route("/api/v1/shelves", get(controls::shelves))
         .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/:id/readings", get(readings))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/report", get(report::report))
         .route("/api/v1/audit", get(audit_log))
@@ -241,33 +250,43 @@ impl AlarmOut {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-}
-
+/// The live list (`state=open`, most severe first) or, with any history
+/// parameter, the history: newest first, paged, or all of it as CSV.
 async fn list_alarms(
     _c: Caller,
     State(s): State<ApiState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut alarms = s.store.alarms().map_err(internal)?;
-    match q.state.as_deref() {
-        None | Some("all") => {}
-        Some("open") => alarms.retain(|a| a.state.is_open()),
-        Some(other) => alarms.retain(|a| a.state.as_str() == other),
+    Query(q): Query<history::HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let filter = q
+        .filter()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let alarms = s.store.alarms().map_err(internal)?;
+    let (alarms, total) = filter.apply(alarms);
+    if filter.csv {
+        let body = history::csv(&alarms).map_err(internal)?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"gridwatch-alarms.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response());
     }
-    alarms.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.opened_at.cmp(&b.opened_at))
-    });
     let cfg = s.config.borrow().clone();
     let out: Vec<AlarmOut> = alarms
         .iter()
         .map(|a| AlarmOut::from(a).enrich(a, &cfg, &s.store))
         .collect::<Result<_, _>>()?;
-    Ok(Json(json!({ "alarms": out })))
+    let body = if filter.history {
+        json!({ "alarms": out, "total": total, "page": filter.page, "per_page": filter.per_page })
+    } else {
+        json!({ "alarms": out })
+    };
+    Ok(Json(body).into_response())
 }
 
 async fn show_alarm(
@@ -482,6 +501,41 @@ async fn devices(_c: Caller, State(s): State<ApiState>) -> Json<serde_json::Valu
         })
         .collect();
     Json(json!({ "devices": list }))
+}
+
+#[derive(Deserialize)]
+struct ReadingsQuery {
+    since: Option<String>,
+}
+
+/// A device's readings of the last hour at most (`since=10m`, default 1h),
+/// from the in-memory history the rules stage keeps (empty after a restart).
+async fn readings(
+    _c: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadingsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cfg = s.config.borrow().clone();
+    let dev = cfg
+        .device(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    let back = match q.since.as_deref() {
+        None => crate::runtime::devices::HISTORY_MS,
+        Some(text) => crate::config::duration::parse_duration(text)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {e}")))?
+            .as_ms()
+            .min(crate::runtime::devices::HISTORY_MS),
+    };
+    let now = now_ms();
+    let points = s.devices.readings(&id, now - back);
+    Ok(Json(json!({
+        "device_id": dev.id,
+        "kind": dev.kind,
+        "since": crate::model::rfc3339_ms(now - back),
+        "units": crate::model::Metric::ALL.iter().map(|m| (m.key(), m.unit())).collect::<std::collections::BTreeMap<_, _>>(),
+        "readings": points,
+    })))
 }
 
 /// Re-reads the config from disk: a bad one is refused with all its errors and

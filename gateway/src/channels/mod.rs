@@ -191,6 +191,8 @@ mod tests {
             id: "xihu-longjing".into(),
             name: "龙井苑小区".into(),
             locale: Locale::ZhCn,
+            plan: None,
+            plan_svg: None,
         }
     }
 

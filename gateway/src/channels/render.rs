@@ -888,6 +888,7 @@ pub(crate) mod tests {
                 actor: None,
                 cause: None,
                 note: None,
+                sounder: None,
             },
             created: 1_795_514_400_200,
         }

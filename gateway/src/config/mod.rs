@@ -10,6 +10,7 @@
 mod check;
 pub mod duration;
 mod env;
+pub mod plan;
 pub mod profile;
 mod source;
 pub mod types;
@@ -192,6 +193,16 @@ impl Config {
         }
         if let (Some(src), Some(r)) = (&reg_src, &registry) {
             profile::check_devices(src, r, &profiles, &mut rep);
+        }
+        if let Some(g) = &mut gateway {
+            plan::load(
+                &gw_src,
+                g,
+                reg_src.as_ref(),
+                registry.as_ref(),
+                &base,
+                &mut rep,
+            );
         }
         if let (Some(src), Some(r)) = (&reg_src, &registry) {
             check::registry(

@@ -42,6 +42,13 @@ pub struct SiteConfig {
     pub name: String,
     #[serde(default)]
     pub locale: Locale,
+    /// The compound plan (SVG, relative to gateway.toml): elements with
+    /// `id="building-<name>"` are the buildings households name.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// The plan's checked text, read once when the config is built.
+    #[serde(skip)]
+    pub plan_svg: Option<std::sync::Arc<str>>,
 }
 
 pub use crate::model::Locale;
@@ -563,6 +570,9 @@ pub struct Household {
     pub id: String,
     pub address: String,
     pub grid: String,
+    /// The building on the compound plan (`id="building-<name>"` in `[site] plan`).
+    #[serde(default)]
+    pub building: Option<String>,
     #[serde(default)]
     pub residents: Vec<Resident>,
     #[serde(default)]

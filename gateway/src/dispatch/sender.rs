@@ -67,6 +67,27 @@ impl EventPublisher {
             })
     }
 
+    /// Tells one detector to stop sounding: `{"cmd":"silence","alarm_id":…}`.
+    pub async fn silence(&self, n: &Notification) -> Result<(), SendError> {
+        let body = serde_json::json!({
+            "cmd": "silence",
+            "alarm_id": n.alarm.id,
+            "delivery_id": n.delivery_id,
+        });
+        self.client
+            .publish(
+                format!("sensors/{}/command", n.address),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .await
+            .map_err(|e| SendError {
+                retryable: true,
+                reason: format!("mqtt publish: {e}"),
+            })
+    }
+
     /// The topic of one alarm's events.
     pub fn topic_for(&self, alarm_id: &str) -> String {
         self.topic
@@ -195,7 +216,10 @@ impl Sender {
     async fn send_once(&self, n: &Notification) -> Result<(), SendError> {
         match n.channel {
             ChannelKind::Mqtt => self.events.publish(n).await,
-            ChannelKind::Sounder => self.events.sound(n).await,
+            ChannelKind::Sounder => match n.context.sounder {
+                Some(crate::notification::SounderCommand::Silence) => self.events.silence(n).await,
+                _ => self.events.sound(n).await,
+            },
             _ => self.channels.send(n).await,
         }
     }

@@ -326,6 +326,7 @@ mod tests {
                 id: "h".into(),
                 address: "a".into(),
                 grid: "g".into(),
+                building: None,
                 residents: vec![],
                 family: vec![],
                 neighbours: vec![],
