@@ -51,7 +51,7 @@ pub struct MessageContext {
     pub sounder: Option<SounderCommand>,
 }
 
-/// The downlink command of a linked-sounder entry (SPEC §3, §14).
+/// The downlink command of a linked-sounder entry (docs/contract.md §3, docs/duty-board.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SounderCommand {
