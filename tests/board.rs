@@ -457,7 +457,7 @@ async fn board_in_headless_chromium() {
 }
 
 // ---------------------------------------------------------------------------
-// The shift's controls and records (SPEC §14), through the API the board uses.
+// The shift's controls and records (docs/duty-board.md), through the API the board uses.
 
 /// Waits until `f(alarm JSON)` holds for alarm `id`.
 async fn alarm_until(gw: &Gateway, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {

@@ -538,7 +538,7 @@ pub struct AlarmView {
 pub struct Trigger {
     /// The rule's wire name: `threshold`, `flag`, `rise`, `step`, `rate_of_rise`,
     /// `heartbeat`, `status_offline`, `poll_failures`, `correlation`.
-    pub rule: crate::rules::SignalCause,
+    pub rule: SignalCause,
     /// The change the trend rule saw over its window (e.g. +120 mA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<f64>,
@@ -551,5 +551,69 @@ impl Trigger {
     /// True for the trend rules, whose figures are a change, not a level.
     pub fn is_trend(&self) -> bool {
         self.rule.is_trend()
+    }
+}
+
+/// Message language; zh-CN unless the site says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
+pub enum Locale {
+    #[default]
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+/// Why a condition changed, for logs, replay output and the alarm timeline;
+/// stored in the alarm record as its `trigger` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalCause {
+    /// A value crossed a configured level.
+    Threshold,
+    /// A device flag (smoke_alarm, fault, tamper, low_battery).
+    Flag,
+    /// Residual current slow rise.
+    Rise,
+    /// Residual current sudden step.
+    Step,
+    /// Temperature rate of rise.
+    RateOfRise,
+    /// No reading for `heartbeat.mqtt`.
+    Heartbeat,
+    /// The device's status topic said offline.
+    StatusOffline,
+    /// `heartbeat.modbus_failures` consecutive failed polls.
+    PollFailures,
+    /// Fire confirmed by several detectors or smoke plus heat.
+    Correlation,
+    /// Not a decision: a reading of a condition already firing, forwarded by
+    /// the rules stage so the open alarm's value and peak follow it.
+    Repeat,
+}
+
+impl SignalCause {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalCause::Threshold => "threshold",
+            SignalCause::Flag => "flag",
+            SignalCause::Rise => "rise",
+            SignalCause::Step => "step",
+            SignalCause::RateOfRise => "rate_of_rise",
+            SignalCause::Heartbeat => "heartbeat",
+            SignalCause::StatusOffline => "status_offline",
+            SignalCause::PollFailures => "poll_failures",
+            SignalCause::Correlation => "correlation",
+            SignalCause::Repeat => "repeat",
+        }
+    }
+
+    /// True for the trend rules: their figures are a change over a window, not a level.
+    pub fn is_trend(self) -> bool {
+        matches!(
+            self,
+            SignalCause::Rise | SignalCause::Step | SignalCause::RateOfRise
+        )
     }
 }

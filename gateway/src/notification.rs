@@ -3,7 +3,7 @@
 //! was and everything the message must say) because it is stored in the
 //! outbox and may be sent after a restart, when the config may have changed.
 
-use crate::config::Locale;
+use crate::model::Locale;
 use crate::model::{AlarmView, ChannelKind, EpochMs, EventKind, Recipient, ResidentInfo};
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,7 @@ pub struct MessageContext {
     pub sounder: Option<SounderCommand>,
 }
 
-/// The downlink command of a linked-sounder entry (SPEC §3, §14).
+/// The downlink command of a linked-sounder entry (docs/contract.md §3, docs/duty-board.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SounderCommand {

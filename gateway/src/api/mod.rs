@@ -535,11 +535,11 @@ async fn readings(
         .device(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     let back = match q.since.as_deref() {
-        None => crate::runtime::devices::HISTORY_MS,
+        None => crate::rules::devices::HISTORY_MS,
         Some(text) => crate::config::duration::parse_duration(text)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {e}")))?
             .as_ms()
-            .min(crate::runtime::devices::HISTORY_MS),
+            .min(crate::rules::devices::HISTORY_MS),
     };
     let now = now_ms();
     let points = s.devices.readings(&id, now - back);

@@ -4,7 +4,10 @@
 //! to a [`Report`].
 
 use super::env::expand;
-use super::source::{EnvLookup, Report, Seg, Seg::I, Seg::K, Source};
+// `Report` lives in `source` (so checks in sibling files need not import each
+// other); re-exported here for code that still names `check::Report`.
+pub(crate) use super::source::Report;
+use super::source::{EnvLookup, Seg, Seg::I, Seg::K, Source};
 use super::types::*;
 use super::Dur;
 use crate::model::{ChannelKind, Role};

@@ -51,15 +51,7 @@ pub struct SiteConfig {
     pub plan_svg: Option<std::sync::Arc<str>>,
 }
 
-/// Message language; zh-CN unless the site says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-pub enum Locale {
-    #[default]
-    #[serde(rename = "zh-CN")]
-    ZhCn,
-    #[serde(rename = "en")]
-    En,
-}
+pub use crate::model::Locale;
 
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]

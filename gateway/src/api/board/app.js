@@ -76,7 +76,7 @@ const STR = {
 };
 const ROLE_ORDER = ["fire_brigade", "grid_worker", "director", "family", "neighbour"];
 const SEV_RANK = { critical: 3, alarm: 2, warning: 1, info: 0 };
-// SPEC §14 categories: tabs, tones and the shelve rule (fire kinds are never shelved).
+// docs/duty-board.md categories: tabs, tones and the shelve rule (fire kinds are never shelved).
 const CATEGORY = { smoke: "fire", fire_confirmed: "fire", temperature: "fire", residual_current: "electrical",
   device_fault: "health", low_battery: "health", tamper: "health", offline: "health" };
 const CAT_RANK = { fire: 3, electrical: 2, health: 1 };
