@@ -45,4 +45,8 @@ pub struct MessageContext {
     /// Resolution cause and note, for resolved events.
     pub cause: Option<String>,
     pub note: Option<String>,
+    /// Phones of everybody this event reaches through the same group robot,
+    /// for its @-mentions (a robot gets one post per event, naming them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub robot_mentions: Vec<String>,
 }

@@ -7,6 +7,9 @@
 pub mod alarms;
 pub mod client;
 pub mod table;
+pub mod test_notify;
+
+pub use test_notify::{test_notify, TestNotifyArgs};
 
 use crate::config::Config;
 use crate::ledger::{self, ImportError, ImportOptions};

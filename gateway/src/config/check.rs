@@ -363,18 +363,36 @@ fn channels(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
     }
     if let Some(s) = &c.sms {
         let path = [K("channels"), K("sms"), K("url")];
-        if !has_scheme(&s.url, &["http://", "https://"]) {
-            rep.errors.push(src.error_at(
-                &path,
-                format!("sms url {:?} must start with http:// or https://", s.url),
-            ));
+        if s.url.is_some() {
+            secret_url(src, &path, rep);
         }
-        secret_url(src, &path, rep);
-        if !s.body.contains("{{text}}") || !s.body.contains("{{phone}}") {
-            rep.errors.push(src.error_at(
-                &[K("channels"), K("sms"), K("body")],
-                "sms body must contain {{phone}} and {{text}}",
-            ));
+    }
+    // The channel builders are the one judge of the rest (robot secrets, SMS
+    // providers, templates): `run` builds the same, so both refuse alike.
+    let site = SiteConfig {
+        id: "check".into(),
+        name: String::new(),
+        locale: Locale::default(),
+    };
+    if let Err(e) = crate::channels::Channels::new(c, &site) {
+        use crate::channels::ChannelError as E;
+        let msg = e.to_string();
+        match e {
+            E::Webhook { name, key, .. } => rep
+                .errors
+                .push(src.error_at(&[K("channels"), K("webhook"), K(&name), K(key)], msg)),
+            E::WebhookUrl { name, .. } => rep
+                .errors
+                .push(src.error_at(&[K("channels"), K("webhook"), K(&name), K("url")], msg)),
+            E::Sms { key, .. } => rep
+                .errors
+                .push(src.error_at(&[K("channels"), K("sms"), K(key)], msg)),
+            E::MaxAttempts => rep
+                .errors
+                .push(src.error_at(&[K("channels"), K("max_attempts")], msg)),
+            // Already reported above with their own words.
+            E::SmtpUrl { .. } | E::EmailFrom { .. } => {}
+            E::HttpClient(_) => rep.errors.push(src.error_at(&[K("channels")], msg)),
         }
     }
 }
@@ -497,6 +515,13 @@ pub(crate) fn registry(
             ));
         }
         contact_refs(rep, "households", i, "family", &h.family, &owner);
+        for (j, r) in h.residents.iter().enumerate() {
+            if let Some(phone) = &r.phone {
+                let who = format!("resident {} of {owner}", j + 1);
+                let at = [K("households"), I(i), K("residents"), I(j), K("phone")];
+                no_sms(src, &at, &who, phone, rep);
+            }
+        }
         for (j, n) in h.neighbours.iter().enumerate() {
             let at = [K("households"), I(i), K("neighbours"), I(j)];
             if *n == h.id {
@@ -523,6 +548,9 @@ pub(crate) fn registry(
                 ),
             ));
         }
+        if let Some(phone) = &c.phone {
+            no_sms(src, &[K("contacts"), I(i), K("phone")], &c.id, phone, rep);
+        }
         if let (Some(w), Some(hooks)) = (&c.webhook, webhooks) {
             if !hooks.contains_key(w) {
                 rep.errors.push(src.error_at(
@@ -535,6 +563,24 @@ pub(crate) fn registry(
             }
         }
     }
+}
+
+/// Says which people SMS cannot reach (a landline, or not a number), so an
+/// installer sees it before the first alarm: they get their next channel.
+fn no_sms(src: &Source, at: &[Seg], who: &str, phone: &str, rep: &mut Report) {
+    use crate::channels::number::{classify, NumberKind};
+    let what = match classify(phone) {
+        NumberKind::Mobile(_) | NumberKind::Foreign => return,
+        NumberKind::Landline => "a landline (座机)",
+        NumberKind::Invalid => "not a phone number",
+    };
+    rep.warnings.push(src.error_at(
+        at,
+        format!(
+            "{who}: phone {} is {what}: no SMS goes to it; they get their role's next channel (voice, email, webhook or the console)",
+            crate::channels::mask(phone)
+        ),
+    ));
 }
 
 fn device(src: &Source, i: usize, d: &Device, homes: &HashMap<&str, usize>, rep: &mut Report) {
