@@ -11,14 +11,12 @@
 mod console;
 mod email;
 mod http;
-mod mask;
-pub mod number;
 pub mod render;
 mod robot;
 mod sms;
 mod webhook;
 
-pub use mask::mask;
+pub use crate::util::{mask, number};
 
 use crate::config::{ChannelsConfig, SiteConfig};
 use crate::model::ChannelKind;
@@ -284,6 +282,8 @@ mod tests {
             id: "xihu-longjing".into(),
             name: "龙井苑小区".into(),
             locale: Locale::ZhCn,
+            plan: None,
+            plan_svg: None,
         }
     }
 

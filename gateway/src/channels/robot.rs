@@ -16,7 +16,6 @@
 //! Restart forgets the window: after a restart the robot may see up to one
 //! extra budget in that minute (documented limit).
 
-use super::render::{self, RobotExtras};
 use super::webhook::WebhookChannel;
 use super::{number, SendError};
 use crate::model::EventKind;
@@ -222,15 +221,6 @@ fn mentions(items: &[&Notification]) -> Vec<String> {
         }
     }
     out
-}
-
-/// The summary body for `items` (exposed for the webhook's signing path).
-pub(super) fn summary_body(
-    items: &[&Notification],
-    format: crate::config::WebhookFormat,
-    x: &RobotExtras,
-) -> serde_json::Value {
-    render::robot_summary(items, format, x)
 }
 
 #[cfg(test)]

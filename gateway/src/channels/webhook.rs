@@ -274,7 +274,7 @@ impl WebhookChannel {
             },
             all: mention == Mention::All,
         };
-        let body = super::robot::summary_body(items, self.format, &extras);
+        let body = render::robot_summary(items, self.format, &extras);
         let headers = vec![("Content-Type".to_string(), "application/json".to_string())];
         let (url, headers, body) = self.signed(self.url.clone(), headers, body, now_ms());
         let what = format!("webhook {}", self.name);

@@ -1,4 +1,4 @@
-//! Operator commands (issue 6, SPEC §1): `alarms` talks to a running daemon
+//! Operator commands (docs/contract.md §1): `alarms` talks to a running daemon
 //! over its HTTP API, `import` loads a ledger into registry.toml, `report`
 //! computes response times from the store (or from the daemon's API when the
 //! daemon holds the store). Each returns the process exit code; main.rs only
@@ -6,9 +6,9 @@
 
 pub mod alarms;
 pub mod client;
-pub mod table;
 pub mod test_notify;
 
+pub use crate::util::table;
 pub use test_notify::{test_notify, TestNotifyArgs};
 
 use crate::config::Config;

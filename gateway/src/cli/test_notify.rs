@@ -7,7 +7,7 @@
 //! installer runs it before the daemon is started, and a test message must
 //! never sit in the alarm outbox or on the duty board.
 
-use crate::channels::{mask, Channels};
+use crate::channels::mask;
 use crate::config::{Config, Locale};
 use crate::model::{
     now_ms, rfc3339_ms, AlarmKind, AlarmState, AlarmView, ChannelKind, EventKind, Recipient, Role,
@@ -44,13 +44,15 @@ struct Target {
 
 /// Runs the command; prints one line per receiver.
 pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
+    // The same build step as run: the channels are the daemon's own.
+    let (config, parts) = match crate::runtime::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("gridwatch test-notify: invalid configuration:\n{e}");
             return ExitCode::from(2);
         }
     };
+    let channels = parts.channels;
     let targets = match targets(&config, args) {
         Ok(t) if t.is_empty() => {
             eprintln!("gridwatch test-notify: nobody to send to (no contact with an address on those channels)");
@@ -73,13 +75,6 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
         }
     };
     rt.block_on(async {
-        let channels = match Channels::new(&config.gateway.channels, &config.gateway.site) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("gridwatch test-notify: {e}");
-                return ExitCode::from(2);
-            }
-        };
         let mut all_ok = true;
         for t in targets {
             let n = test_message(&config, &t);

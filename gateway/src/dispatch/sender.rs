@@ -4,6 +4,7 @@
 //! `[channels] max_attempts` failed tries) moves the recipient to their next
 //! channel (`retry`).
 
+pub use super::retry::backoff;
 use super::retry::{Next, RetryPolicy};
 use super::{DeliveryRecord, DeliveryStatus, Outgoing};
 use crate::channels::{self, Channels, SendError};
@@ -11,7 +12,6 @@ use crate::metrics::{Metrics, Outcome};
 use crate::model::{now_ms, ChannelKind};
 use crate::notification::Notification;
 use crate::store::{Pending, Store};
-use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 /// Most sends in flight at once (bounded like everything else in the pipe).
 const MAX_IN_FLIGHT: usize = 512;
 
-/// Publishes alarm events on the broker (SPEC §3), QoS 1.
+/// Publishes alarm events on the broker (docs/contract.md §3), QoS 1.
 #[derive(Clone)]
 pub struct EventPublisher {
     client: AsyncClient,
@@ -45,12 +45,30 @@ impl EventPublisher {
         }
     }
 
-    /// Tells one detector to sound (SPEC §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
+    /// Tells one detector to sound (docs/contract.md §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
     pub async fn sound(&self, n: &Notification) -> Result<(), SendError> {
         let body = serde_json::json!({
             "cmd": "sound",
             "alarm_id": n.alarm.id,
             "secs": self.sound_secs,
+            "delivery_id": n.delivery_id,
+        });
+        self.client
+            .publish(
+                format!("sensors/{}/command", n.address),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .await
+            .map_err(|e| SendError::retryable(format!("mqtt publish: {e}")))
+    }
+
+    /// Tells one detector to stop sounding: `{"cmd":"silence","alarm_id":…}`.
+    pub async fn silence(&self, n: &Notification) -> Result<(), SendError> {
+        let body = serde_json::json!({
+            "cmd": "silence",
+            "alarm_id": n.alarm.id,
             "delivery_id": n.delivery_id,
         });
         self.client
@@ -186,7 +204,10 @@ impl Sender {
     async fn send_once(&self, n: &Notification) -> Result<(), SendError> {
         match n.channel {
             ChannelKind::Mqtt => self.events.publish(n).await,
-            ChannelKind::Sounder => self.events.sound(n).await,
+            ChannelKind::Sounder => match n.context.sounder {
+                Some(crate::notification::SounderCommand::Silence) => self.events.silence(n).await,
+                _ => self.events.sound(n).await,
+            },
             _ => self.channels.send(n).await,
         }
     }
@@ -271,33 +292,6 @@ impl Sender {
             self.metrics
                 .outbox_pending
                 .set(self.store.pending_len() as i64);
-        }
-    }
-}
-
-/// Capped exponential backoff with ±20 % jitter: 0.1 s, 0.2 s, 0.4 s … 30 s.
-/// The first retry is quick because a fire alarm that met one refused
-/// connection (a receiver restarting, a full accept queue) should not wait
-/// half a second; a receiver that stays down still gets one attempt per 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    let capped = base_ms.min(30_000) as f64;
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    Duration::from_millis((capped * jitter) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let first = backoff(1).as_millis();
-        assert!((80..=120).contains(&first), "{first}");
-        let fourth = backoff(4).as_millis();
-        assert!((640..=960).contains(&fourth), "{fourth}");
-        for a in [20, 64, u32::MAX] {
-            assert!(backoff(a).as_millis() <= 36_000);
         }
     }
 }
