@@ -265,7 +265,12 @@ impl SmsChannel {
                 ))
             }
         };
-        let fields = render::sms_fields(n, &phone);
+        // A generic gateway gets the number as the ledger writes it (as it
+        // always did); the cloud providers get the form they document.
+        let fields = match self.provider {
+            Provider::Template { .. } => render::sms_fields(n, n.address.trim()),
+            _ => render::sms_fields(n, &phone),
+        };
         let what = format!("sms {}", self.target());
         match &self.provider {
             Provider::Template { url, headers, .. } => {
