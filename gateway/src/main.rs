@@ -82,6 +82,9 @@ enum Cmd {
     Import(gridwatch::cli::ImportArgs),
     /// Response times per role and grid, causes, and homes with repeated false alarms.
     Report(gridwatch::cli::ReportArgs),
+    /// Send a clearly marked test message to a contact or a role through the
+    /// real channels and print each receiver's answer; exit 0 only when all confirmed.
+    TestNotify(gridwatch::cli::TestNotifyArgs),
     /// Print an argon2id hash of a password read from stdin, for `[[mqtt.users]] password_hash`.
     HashPassword,
     /// Delete one household's alarms, deliveries, pending notifications and
@@ -432,6 +435,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Alarms(args) => gridwatch::cli::alarms(&args),
+        Cmd::TestNotify(args) => gridwatch::cli::test_notify(&args),
         Cmd::Import(args) => gridwatch::cli::import(&args),
         Cmd::Report(args) => gridwatch::cli::report(&args),
         Cmd::Replay {

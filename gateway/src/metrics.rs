@@ -97,6 +97,8 @@ pub struct Metrics {
     pub alarms_total: IntCounterVec,
     pub alarms_open: IntGauge,
     pub notifications_total: IntCounterVec,
+    /// Sends a receiver answered and refused (robot errcode, provider code, HTTP status).
+    pub receiver_refusals_total: IntCounterVec,
     pub alarm_dispatch_seconds: Histogram,
     pub time_to_ack_seconds: HistogramVec,
     pub devices: IntGaugeVec,
@@ -205,6 +207,14 @@ impl Metrics {
                     "Notification attempts by channel, role and outcome",
                 ),
                 &["channel", "role", "outcome"],
+            )
+            .expect("static metric"),
+            receiver_refusals_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_receiver_refusals_total",
+                    "Sends the receiver answered and refused, by channel, target (webhook or provider name) and the receiver's code",
+                ),
+                &["channel", "target", "code"],
             )
             .expect("static metric"),
             alarm_dispatch_seconds: Histogram::with_opts(
@@ -371,6 +381,7 @@ impl Metrics {
             Box::new(self.alarms_total.clone()),
             Box::new(self.alarms_open.clone()),
             Box::new(self.notifications_total.clone()),
+            Box::new(self.receiver_refusals_total.clone()),
             Box::new(self.alarm_dispatch_seconds.clone()),
             Box::new(self.time_to_ack_seconds.clone()),
             Box::new(self.devices.clone()),

@@ -45,6 +45,10 @@ pub struct MessageContext {
     /// Resolution cause and note, for resolved events.
     pub cause: Option<String>,
     pub note: Option<String>,
+    /// Phones of everybody this event reaches through the same group robot,
+    /// for its @-mentions (a robot gets one post per event, naming them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub robot_mentions: Vec<String>,
     /// For a sounder entry: what the detector is told. Absent means `sound`
     /// (entries written before `silence` existed read that way).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,6 +17,7 @@ pub mod mime;
 pub mod mqtt;
 pub mod nodered;
 pub mod raw_mqtt;
+pub mod platforms;
 pub mod smtp;
 
 pub use api::{parse_metric, Api};
@@ -24,6 +25,7 @@ pub use bins::{firmware_sim_bin, gridwatch_bin, repo_root};
 pub use gateway::{check_config, Gateway, GatewayBuilder, DUTY_TOKEN};
 pub use http_sink::{HttpBehaviour, HttpSink, RecordedRequest};
 pub use mqtt::{firmware_sim_scenario, mosquitto_pub, MqttWatcher};
+pub use platforms::Platforms;
 pub use smtp::{SmtpBehaviour, SmtpMessage, SmtpSink};
 
 use std::future::Future;

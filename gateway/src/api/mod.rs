@@ -330,6 +330,7 @@ async fn show_alarm(
                 "attempts": d.attempts,
                 "delivery_id": d.delivery_id,
                 "error": d.last_error,
+                "code": d.code,
             }),
         ));
     }

@@ -12,22 +12,30 @@ mod console;
 mod email;
 mod http;
 pub mod render;
+mod robot;
 mod sms;
 mod webhook;
 
-pub use crate::util::mask;
+pub use crate::util::{mask, number};
 
 use crate::config::{ChannelsConfig, SiteConfig};
 use crate::model::ChannelKind;
 use crate::notification::Notification;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Tries on one channel before a recipient moves to its next (SPEC §10).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// Every configured channel, built once and shared by all sends (cheap to use concurrently).
 pub struct Channels {
     email: Option<email::EmailChannel>,
-    webhooks: BTreeMap<String, webhook::WebhookChannel>,
+    webhooks: BTreeMap<String, Arc<webhook::WebhookChannel>>,
+    /// One lane per group robot (budget, one post per event); json webhooks post directly.
+    robots: BTreeMap<String, robot::RobotLane>,
     sms: Option<sms::SmsChannel>,
     console: bool,
+    max_attempts: u32,
     /// One client for webhooks and SMS: one connection pool, one TLS setup (rustls).
     http: reqwest::Client,
 }
@@ -44,12 +52,19 @@ pub enum ChannelError {
     /// A webhook's URL does not parse or is not http(s).
     #[error("[channels.webhook.{name}] url: {reason}")]
     WebhookUrl { name: String, reason: String },
-    /// The SMS gateway URL does not parse or is not http(s).
-    #[error("[channels.sms] url: {reason}")]
-    SmsUrl { reason: String },
-    /// The SMS body template would not produce valid JSON, or lacks `{{text}}`.
-    #[error("[channels.sms] body: {reason}")]
-    SmsTemplate { reason: String },
+    /// Another key of a webhook cannot work (secret, mention, success, ...).
+    #[error("[channels.webhook.{name}] {key}: {reason}")]
+    Webhook {
+        name: String,
+        key: &'static str,
+        reason: String,
+    },
+    /// A key of `[channels.sms]` is missing, misplaced for the provider, or unusable.
+    #[error("[channels.sms] {key}: {reason}")]
+    Sms { key: &'static str, reason: String },
+    /// `[channels] max_attempts` is 0.
+    #[error("[channels] max_attempts: must be at least 1")]
+    MaxAttempts,
     /// The shared HTTP client could not be built (TLS setup).
     #[error("building the HTTP client for webhooks and SMS: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -57,13 +72,25 @@ pub enum ChannelError {
 
 /// Why one send failed, and whether sending the same notification again may work.
 ///
-/// `reason` is for logs and the alarm timeline: it never contains an unmasked
-/// phone number or email address (the constructors mask it).
+/// This, with `Ok(())` for "the receiver confirmed it", is the one outcome
+/// every channel kind returns (the sending interface of [`Channels::send`]):
+/// - `Ok(())`: the receiver said it took the message (SMTP 250 after DATA,
+///   a robot's `errcode 0`, a provider's `Code "OK"`), never merely HTTP 200;
+/// - `Err` with `code`: the receiver refused, in its own words (`310000`,
+///   `isv.BUSINESS_LIMIT_CONTROL`, `http_503`);
+/// - `Err` without `code`: no answer (timeout, connection refused).
+///
+/// `retryable` says whether the same message may pass later; the retry
+/// policy (`dispatch::retry`) decides what happens next. `reason` is for
+/// logs and the alarm timeline: it never contains an unmasked phone number
+/// or email address (the constructors mask it).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{reason}")]
 pub struct SendError {
     pub retryable: bool,
     pub reason: String,
+    /// The receiver's refusal code, when it answered (bounded: a metric label).
+    pub code: Option<String>,
 }
 
 impl SendError {
@@ -72,6 +99,7 @@ impl SendError {
         SendError {
             retryable: true,
             reason: mask(reason.as_ref()),
+            code: None,
         }
     }
 
@@ -80,6 +108,27 @@ impl SendError {
         SendError {
             retryable: false,
             reason: mask(reason.as_ref()),
+            code: None,
+        }
+    }
+
+    /// The receiver answered and refused, with its own `code`.
+    pub fn refused(code: impl Into<String>, retryable: bool, reason: impl AsRef<str>) -> SendError {
+        let code: String = code.into();
+        // A label value: keep it short and printable whatever the receiver sent.
+        let code: String = code
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(48)
+            .collect();
+        SendError {
+            retryable,
+            reason: mask(reason.as_ref()),
+            code: Some(if code.is_empty() {
+                "unknown".into()
+            } else {
+                code
+            }),
         }
     }
 }
@@ -102,17 +151,56 @@ impl Channels {
         let webhooks = cfg
             .webhook
             .iter()
-            .map(|(name, w)| Ok((name.clone(), webhook::WebhookChannel::new(name, w)?)))
+            .map(|(name, w)| {
+                Ok((
+                    name.clone(),
+                    Arc::new(webhook::WebhookChannel::new(name, w)?),
+                ))
+            })
             .collect::<Result<BTreeMap<_, _>, ChannelError>>()?;
+        let robots = webhooks
+            .iter()
+            .filter(|(_, w)| w.is_robot())
+            .map(|(name, w)| (name.clone(), robot::RobotLane::new(w.clone())))
+            .collect();
         let sms = cfg.sms.as_ref().map(sms::SmsChannel::new).transpose()?;
         let console = cfg.console.as_ref().is_none_or(|c| c.enabled);
+        let max_attempts = match cfg.max_attempts {
+            Some(0) => return Err(ChannelError::MaxAttempts),
+            Some(n) => n,
+            None => DEFAULT_MAX_ATTEMPTS,
+        };
         Ok(Channels {
             email,
             webhooks,
+            robots,
             sms,
             console,
+            max_attempts,
             http,
         })
+    }
+
+    /// `[channels] max_attempts`: tries on one channel before the recipient moves on.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The bounded `target` label of a refusal: the webhook's name, the SMS
+    /// provider, `smtp`, or the channel kind.
+    pub fn target<'a>(&'a self, n: &'a Notification) -> &'a str {
+        match n.channel {
+            ChannelKind::Webhook if self.webhooks.contains_key(&n.address) => &n.address,
+            ChannelKind::Webhook => "unknown",
+            ChannelKind::Sms => self.sms.as_ref().map_or("none", |s| s.target()),
+            ChannelKind::Email => "smtp",
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether webhook `name` is a group robot (one post per event, a budget per minute).
+    pub fn is_robot(&self, name: &str) -> bool {
+        self.webhooks.get(name).is_some_and(|w| w.is_robot())
     }
 
     /// Whether a channel can be used at all: email configured; a webhook with
@@ -137,13 +225,16 @@ impl Channels {
                 Some(e) => e.send(n).await,
                 None => Err(not_configured("email")),
             },
-            ChannelKind::Webhook => match self.webhooks.get(&n.address) {
-                Some(w) => w.send(&self.http, n).await,
-                None => Err(SendError::permanent(format!(
-                    "webhook {:?} is not configured ([channels.webhook.{}])",
-                    n.address, n.address
-                ))),
-            },
+            ChannelKind::Webhook => {
+                match (self.robots.get(&n.address), self.webhooks.get(&n.address)) {
+                    (Some(lane), _) => lane.send(&self.http, n).await,
+                    (None, Some(w)) => w.send(&self.http, n).await,
+                    (None, None) => Err(SendError::permanent(format!(
+                        "webhook {:?} is not configured ([channels.webhook.{}])",
+                        n.address, n.address
+                    ))),
+                }
+            }
             ChannelKind::Sms => match &self.sms {
                 Some(s) => s.send(&self.http, n).await,
                 None => Err(not_configured("sms")),
@@ -222,6 +313,11 @@ mod tests {
                 url: "http://127.0.0.1:9000/alarm".into(),
                 format: WebhookFormat::Json,
                 timeout: Dur::from_secs(5),
+                secret: None,
+                mention: None,
+                keyword: None,
+                max_per_minute: None,
+                success: None,
             },
         );
         cfg.email = Some(EmailConfig {
@@ -230,9 +326,10 @@ mod tests {
             timeout: Dur::from_secs(5),
         });
         cfg.sms = Some(SmsConfig {
-            url: "http://127.0.0.1:9001/sms".into(),
-            body: r#"{"to":"{{phone}}","text":"{{text}}"}"#.into(),
+            url: Some("http://127.0.0.1:9001/sms".into()),
+            body: Some(r#"{"to":"{{phone}}","text":"{{text}}"}"#.into()),
             timeout: Dur::from_secs(5),
+            ..Default::default()
         });
         let ch = Channels::new(&cfg, &site()).unwrap();
         assert!(ch.is_configured(ChannelKind::Webhook, Some("fire119")));
@@ -251,6 +348,11 @@ mod tests {
                 url: "not a url".into(),
                 format: WebhookFormat::Json,
                 timeout: Dur::from_secs(5),
+                secret: None,
+                mention: None,
+                keyword: None,
+                max_per_minute: None,
+                success: None,
             },
         );
         let err = Channels::new(&cfg, &site()).err().unwrap();
@@ -267,6 +369,17 @@ mod tests {
         let err = Channels::new(&cfg, &site()).err().unwrap();
         assert!(matches!(err, ChannelError::SmtpUrl { .. }));
         assert!(!err.to_string().contains("secret"), "{err}");
+
+        let cfg = ChannelsConfig {
+            max_attempts: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Channels::new(&cfg, &site()).err().unwrap(),
+            ChannelError::MaxAttempts
+        ));
+        let ch = Channels::new(&ChannelsConfig::default(), &site()).unwrap();
+        assert_eq!(ch.max_attempts(), 5);
     }
 
     /// Dispatch shares one `Channels` behind an `Arc` and spawns sends on tokio tasks.
@@ -286,5 +399,12 @@ mod tests {
         assert_eq!(e.reason, "550 no such user w***@example.org +86138****0001");
         assert!(!e.retryable);
         assert!(SendError::retryable("x").retryable);
+        let e = SendError::refused("310000\n{}x", false, "robot says no to 13800000001");
+        assert_eq!(e.code.as_deref(), Some("310000{}x"));
+        assert_eq!(e.reason, "robot says no to 138****0001");
+        assert_eq!(
+            SendError::refused("", true, "").code.as_deref(),
+            Some("unknown")
+        );
     }
 }

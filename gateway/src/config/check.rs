@@ -422,20 +422,13 @@ fn channels(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
     }
     if let Some(s) = &c.sms {
         let path = [K("channels"), K("sms"), K("url")];
-        if !has_scheme(&s.url, &["http://", "https://"]) {
-            rep.errors.push(src.error_at(
-                &path,
-                format!("sms url {:?} must start with http:// or https://", s.url),
-            ));
-        }
-        secret_url(src, &path, rep);
-        if !s.body.contains("{{text}}") || !s.body.contains("{{phone}}") {
-            rep.errors.push(src.error_at(
-                &[K("channels"), K("sms"), K("body")],
-                "sms body must contain {{phone}} and {{text}}",
-            ));
+        if s.url.is_some() {
+            secret_url(src, &path, rep);
         }
     }
+    // Everything else about channels (robot secrets, SMS providers and
+    // templates) is judged by the channel builders in the build step, which
+    // check-config and run share.
 }
 
 /// Warns when the URL at `path` carries a password not given through `${...}`.
@@ -560,6 +553,13 @@ pub(crate) fn registry(
             ));
         }
         contact_refs(rep, "households", i, "family", &h.family, &owner);
+        for (j, r) in h.residents.iter().enumerate() {
+            if let Some(phone) = &r.phone {
+                let who = format!("resident {} of {owner}", j + 1);
+                let at = [K("households"), I(i), K("residents"), I(j), K("phone")];
+                no_sms(src, &at, &who, phone, rep);
+            }
+        }
         for (j, n) in h.neighbours.iter().enumerate() {
             let at = [K("households"), I(i), K("neighbours"), I(j)];
             if *n == h.id {
@@ -586,6 +586,9 @@ pub(crate) fn registry(
                 ),
             ));
         }
+        if let Some(phone) = &c.phone {
+            no_sms(src, &[K("contacts"), I(i), K("phone")], &c.id, phone, rep);
+        }
         if let (Some(w), Some(hooks)) = (&c.webhook, webhooks) {
             if !hooks.contains_key(w) {
                 rep.errors.push(src.error_at(
@@ -598,6 +601,24 @@ pub(crate) fn registry(
             }
         }
     }
+}
+
+/// Says which people SMS cannot reach (a landline, or not a number), so an
+/// installer sees it before the first alarm: they get their next channel.
+fn no_sms(src: &Source, at: &[Seg], who: &str, phone: &str, rep: &mut Report) {
+    use crate::util::number::{classify, NumberKind};
+    let what = match classify(phone) {
+        NumberKind::Mobile(_) | NumberKind::Foreign => return,
+        NumberKind::Landline => "a landline (座机)",
+        NumberKind::Invalid => "not a phone number",
+    };
+    rep.warnings.push(src.error_at(
+        at,
+        format!(
+            "{who}: phone {} is {what}: no SMS goes to it; they get their role's next channel (voice, email, webhook or the console)",
+            crate::util::mask(phone)
+        ),
+    ));
 }
 
 fn device(src: &Source, i: usize, d: &Device, homes: &HashMap<&str, usize>, rep: &mut Report) {

@@ -496,6 +496,10 @@ pub struct ChannelsConfig {
     pub mqtt: Option<MqttEventsConfig>,
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    /// Tries on one channel before a recipient moves to its role's next
+    /// channel (default 5); see `dispatch::retry`.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 /// `[channels.email]`.
@@ -522,6 +526,30 @@ pub struct WebhookConfig {
     pub format: WebhookFormat,
     #[serde(default = "default_send_timeout")]
     pub timeout: Dur,
+    /// Robots: the 加签 secret (DingTalk, Feishu); `json`: the Standard Webhooks key.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Robots: who is @-mentioned (default `recipients` for alarm and critical).
+    #[serde(default)]
+    pub mention: Option<Mention>,
+    /// Robots: the word the robot's keyword security (自定义关键词) requires.
+    #[serde(default)]
+    pub keyword: Option<String>,
+    /// Robots: the platform's budget of posts per minute (defaults 20 / 20 / 100).
+    #[serde(default)]
+    pub max_per_minute: Option<u32>,
+    /// `json`: a JSON pointer into the answer that must be `true`, `0` or `"OK"`.
+    #[serde(default)]
+    pub success: Option<String>,
+}
+
+/// Who a group robot @-mentions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mention {
+    None,
+    Recipients,
+    All,
 }
 
 /// Body shape of a webhook.
@@ -535,15 +563,73 @@ pub enum WebhookFormat {
     Feishu,
 }
 
-/// `[channels.sms]`: an HTTP SMS gateway with a body template.
-#[derive(Debug, Clone, Deserialize)]
+/// `[channels.sms]`: one SMS provider. Which keys apply depends on
+/// `provider`; the channel builder checks them and says which one is missing.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
-    pub url: String,
-    /// Template with `{{phone}}` and `{{text}}` (JSON-escaped on substitution).
-    pub body: String,
+    #[serde(default)]
+    pub provider: SmsProvider,
+    /// `template`: the gateway URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `template`: the body, a minijinja template over the notification's fields.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `template`: extra request headers (e.g. Content-Type of a form body).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `aliyun`, `tencent`: the API endpoint (default the public one).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `aliyun`: AccessKey pair.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_secret: Option<String>,
+    /// `tencent`: API key pair.
+    #[serde(default)]
+    pub secret_id: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// `tencent`: SMS application id and region.
+    #[serde(default)]
+    pub sdk_app_id: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aliyun`, `tencent`: the approved signature (签名) and template.
+    #[serde(default)]
+    pub sign_name: Option<String>,
+    #[serde(default)]
+    pub template_code: Option<String>,
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// Template variables: a name → field table (aliyun) or a field list (tencent).
+    #[serde(default)]
+    pub params: Option<SmsParams>,
     #[serde(default = "default_send_timeout")]
     pub timeout: Dur,
+}
+
+/// `[channels.sms] provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsProvider {
+    /// Any HTTP gateway, body from a template (the original behaviour).
+    #[default]
+    Template,
+    /// Aliyun (阿里云短信) SendSms.
+    Aliyun,
+    /// Tencent Cloud (腾讯云短信) SendSms.
+    Tencent,
+}
+
+/// `[channels.sms] params`: named (aliyun) or positional (tencent) template variables.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SmsParams {
+    Named(BTreeMap<String, String>),
+    Positional(Vec<String>),
 }
 
 /// `[channels.mqtt]`: alarm events on the broker; always on.

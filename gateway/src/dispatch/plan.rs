@@ -35,7 +35,10 @@ struct Reach<'a> {
 impl Reach<'_> {
     fn address(&self, kind: ChannelKind) -> Option<&str> {
         match kind {
-            ChannelKind::Sms => self.phone,
+            // A landline gets no SMS: the person moves to their next channel.
+            ChannelKind::Sms => self
+                .phone
+                .filter(|p| crate::util::number::classify(p).takes_sms()),
             ChannelKind::Email => self.email,
             ChannelKind::Webhook => self.webhook,
             ChannelKind::Console => Some(self.name),
@@ -236,6 +239,7 @@ pub fn notifications(
         actor: input.actor.clone(),
         cause,
         note,
+        robot_mentions: Vec::new(),
         sounder: None,
     };
     let view = alarm.view();
@@ -251,6 +255,9 @@ pub fn notifications(
                 .filter(|o| o.recipient.contact_id != p.recipient.contact_id)
                 .map(|o| o.recipient.name.clone())
                 .collect();
+            if p.channel == ChannelKind::Webhook {
+                ctx.robot_mentions = robot_mentions(cfg, planned, &p.address);
+            }
             Notification {
                 delivery_id,
                 event: input.event,
@@ -285,6 +292,18 @@ pub fn notifications(
         });
     }
     out
+}
+
+/// Phones of everybody planned on webhook `hook` (a group robot posts once
+/// per event and @-mentions them all); the channel keeps only mobiles.
+fn robot_mentions(cfg: &Config, planned: &[Planned], hook: &str) -> Vec<String> {
+    let mut phones: Vec<String> = planned
+        .iter()
+        .filter(|o| o.channel == ChannelKind::Webhook && o.address == hook)
+        .filter_map(|o| cfg.contact(&o.recipient.contact_id)?.phone.clone())
+        .collect();
+    phones.dedup();
+    phones
 }
 
 /// Linked sounders (联动): on a raised smoke or fire alarm of a severity in

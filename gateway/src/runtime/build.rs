@@ -222,8 +222,9 @@ fn channel_error(cfg: &Config, e: &ChannelError) -> ConfigError {
         ChannelError::SmtpUrl { .. } => vec!["channels", "email", "smtp"],
         ChannelError::EmailFrom { .. } => vec!["channels", "email", "from"],
         ChannelError::WebhookUrl { name, .. } => vec!["channels", "webhook", name, "url"],
-        ChannelError::SmsUrl { .. } => vec!["channels", "sms", "url"],
-        ChannelError::SmsTemplate { .. } => vec!["channels", "sms", "body"],
+        ChannelError::Webhook { name, key, .. } => vec!["channels", "webhook", name, key],
+        ChannelError::Sms { key, .. } => vec!["channels", "sms", key],
+        ChannelError::MaxAttempts => vec!["channels", "max_attempts"],
         _ => vec!["channels"],
     };
     cfg.gateway_error(&keys, e.to_string())
