@@ -20,6 +20,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod notification;
+pub mod phone;
 pub mod replay;
 pub mod report;
 pub mod rules;

@@ -231,6 +231,7 @@ async fn webhook_refused_is_retryable_and_unknown_name_permanent() {
 fn sms_channels(url: String, timeout: Dur) -> Channels {
     let cfg = ChannelsConfig {
         sms: Some(SmsConfig {
+            provider: Default::default(),
             url,
             body: r#"{"to":"{{phone}}","text":"{{text}}","sign":"gridwatch"}"#.into(),
             timeout,

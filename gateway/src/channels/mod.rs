@@ -12,13 +12,16 @@ mod console;
 mod email;
 mod http;
 mod mask;
+pub mod modem;
 pub mod render;
 mod sms;
+pub mod voice;
 mod webhook;
 
 pub use mask::mask;
+pub use voice::CallReport;
 
-use crate::config::{ChannelsConfig, SiteConfig};
+use crate::config::{ChannelsConfig, SiteConfig, SmsProvider};
 use crate::model::ChannelKind;
 use crate::notification::Notification;
 use std::collections::BTreeMap;
@@ -27,7 +30,10 @@ use std::collections::BTreeMap;
 pub struct Channels {
     email: Option<email::EmailChannel>,
     webhooks: BTreeMap<String, webhook::WebhookChannel>,
-    sms: Option<sms::SmsChannel>,
+    sms: Option<SmsBackend>,
+    voice: Option<voice::VoiceChannel>,
+    /// The box's 4G module, when `[channels.modem]` is configured (shared by voice and SMS).
+    modem: Option<modem::Modem>,
     console: bool,
     /// One client for webhooks and SMS: one connection pool, one TLS setup (rustls).
     http: reqwest::Client,
@@ -51,6 +57,9 @@ pub enum ChannelError {
     /// The SMS body template would not produce valid JSON, or lacks `{{text}}`.
     #[error("[channels.sms] body: {reason}")]
     SmsTemplate { reason: String },
+    /// Voice over the modem or modem SMS without `[channels.modem]`.
+    #[error("{0} needs [channels.modem] device")]
+    NoModem(&'static str),
     /// The shared HTTP client could not be built (TLS setup).
     #[error("building the HTTP client for webhooks and SMS: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -105,15 +114,52 @@ impl Channels {
             .iter()
             .map(|(name, w)| Ok((name.clone(), webhook::WebhookChannel::new(name, w)?)))
             .collect::<Result<BTreeMap<_, _>, ChannelError>>()?;
-        let sms = cfg.sms.as_ref().map(sms::SmsChannel::new).transpose()?;
+        let modem = cfg.modem.as_ref().map(modem::Modem::new);
+        let sms = match &cfg.sms {
+            None => None,
+            Some(s) if s.provider == SmsProvider::Modem => {
+                Some(SmsBackend::Modem(modem.clone().ok_or(
+                    ChannelError::NoModem("[channels.sms] provider = \"modem\""),
+                )?))
+            }
+            Some(s) => Some(SmsBackend::Http(sms::SmsChannel::new(s)?)),
+        };
+        let voice = match &cfg.voice {
+            None => None,
+            Some(v) => match v.backend {
+                crate::config::VoiceBackend::Modem => Some(voice::VoiceChannel::new(
+                    v,
+                    modem.clone().ok_or(ChannelError::NoModem(
+                        "[channels.voice] backend = \"modem\"",
+                    ))?,
+                )),
+            },
+        };
         let console = cfg.console.as_ref().is_none_or(|c| c.enabled);
         Ok(Channels {
             email,
             webhooks,
             sms,
+            voice,
+            modem,
             console,
             http,
         })
+    }
+
+    /// Starts what needs a runtime (the modem's port task) and sends call
+    /// outcomes to `reports` (the alarms stage turns keys into acks).
+    pub fn start(
+        &mut self,
+        health: crate::health::Health,
+        reports: tokio::sync::mpsc::Sender<CallReport>,
+    ) {
+        if let Some(m) = &self.modem {
+            m.start(health);
+        }
+        if let Some(v) = &mut self.voice {
+            v.set_reports(reports);
+        }
     }
 
     /// Whether a channel can be used at all: email configured; a webhook with
@@ -124,6 +170,7 @@ impl Channels {
             ChannelKind::Email => self.email.is_some(),
             ChannelKind::Webhook => webhook_name.is_some_and(|w| self.webhooks.contains_key(w)),
             ChannelKind::Sms => self.sms.is_some(),
+            ChannelKind::Voice => self.voice.is_some(),
             ChannelKind::Console => self.console,
             ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => false,
         }
@@ -146,8 +193,13 @@ impl Channels {
                 ))),
             },
             ChannelKind::Sms => match &self.sms {
-                Some(s) => s.send(&self.http, n).await,
+                Some(SmsBackend::Http(s)) => s.send(&self.http, n).await,
+                Some(SmsBackend::Modem(m)) => modem_sms(m, n).await,
                 None => Err(not_configured("sms")),
+            },
+            ChannelKind::Voice => match &self.voice {
+                Some(v) => v.send(n).await,
+                None => Err(not_configured("voice")),
             },
             ChannelKind::Console if self.console => console::print(n),
             ChannelKind::Console => Err(not_configured("console")),
@@ -174,6 +226,40 @@ impl Channels {
             ),
         }
         result
+    }
+}
+
+/// Where SMS go: an HTTP gateway or the box's own modem.
+enum SmsBackend {
+    Http(sms::SmsChannel),
+    Modem(modem::Modem),
+}
+
+/// The SMS text through the modem: never to a landline; the network's
+/// refusal is final for this channel, a module away is worth a retry.
+async fn modem_sms(m: &modem::Modem, n: &Notification) -> Result<(), SendError> {
+    if crate::phone::is_landline(&n.address) {
+        return Err(SendError::permanent(format!(
+            "sms: {} is a landline; it is called, never sent an SMS",
+            n.address
+        )));
+    }
+    let Some(number) = crate::phone::dialable(&n.address) else {
+        return Err(SendError::permanent(format!(
+            "sms: {:?} is not a phone number",
+            n.address
+        )));
+    };
+    match m
+        .sms(&number, &render::sms(n), n.alarm.severity, n.created)
+        .await
+    {
+        Ok(refs) => {
+            tracing::info!(delivery = %n.delivery_id, parts = refs.len(), "sms sent by modem");
+            Ok(())
+        }
+        Err(e @ modem::ModemError::Down { .. }) => Err(SendError::retryable(format!("sms: {e}"))),
+        Err(e) => Err(SendError::permanent(format!("sms: {e}"))),
     }
 }
 
@@ -229,6 +315,7 @@ mod tests {
             timeout: Dur::from_secs(5),
         });
         cfg.sms = Some(SmsConfig {
+            provider: Default::default(),
             url: "http://127.0.0.1:9001/sms".into(),
             body: r#"{"to":"{{phone}}","text":"{{text}}"}"#.into(),
             timeout: Dur::from_secs(5),

@@ -115,6 +115,7 @@ mod tests {
 
     fn cfg(body: &str) -> SmsConfig {
         SmsConfig {
+            provider: Default::default(),
             url: "http://127.0.0.1:9001/sms".into(),
             body: body.into(),
             timeout: Dur::from_secs(1),

@@ -30,6 +30,7 @@ const SIGNALS: usize = 4096;
 const COMMANDS: usize = 64;
 const TO_SENDER: usize = 1024;
 const MQTT_HANDOFF: usize = 1024;
+const CALL_REPORTS: usize = 64;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +88,13 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         None
     };
     let endpoint = mqtt::endpoint_with(&mqtt_cfg, embedded_at, internal.as_ref())?;
-    let channels = Arc::new(Channels::new(&config.gateway.channels, &site)?);
+    let mut channels = Channels::new(&config.gateway.channels, &site)?;
+    // Call outcomes go to the alarms stage like any person's action.
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let (calls_tx, calls_rx) = mpsc::channel(CALL_REPORTS);
+    channels.start(health.clone(), calls_tx);
+    tokio::spawn(forward_calls(calls_rx, cmd_tx.clone()));
+    let channels = Arc::new(channels);
     let events_topic = config
         .gateway
         .channels
@@ -172,7 +179,6 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
 
     // Alarms and dispatch.
     let (send_tx, send_rx) = mpsc::channel(TO_SENDER);
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let changes = crate::alarms::Changes::new();
     let stage = AlarmsStage::new(
         config_rx.clone(),
@@ -306,6 +312,22 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Hands each call outcome to the alarms stage, which owns alarm state.
+async fn forward_calls(
+    mut rx: mpsc::Receiver<crate::channels::CallReport>,
+    commands: mpsc::Sender<crate::alarms::Command>,
+) {
+    while let Some(r) = rx.recv().await {
+        if commands
+            .send(crate::alarms::Command::Call(r))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Mirrors the MQTT client's connection state into the health registry.
