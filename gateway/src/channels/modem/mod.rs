@@ -55,6 +55,9 @@ enum Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank(Reverse<u8>, Severity, Reverse<EpochMs>, Reverse<u64>);
 
+/// The job queue's receiving end, taken once by the port task.
+type JobRx = mpsc::Receiver<(Rank, Job)>;
+
 struct Queued {
     rank: Rank,
     job: Job,
@@ -81,7 +84,7 @@ impl Ord for Queued {
 #[derive(Clone)]
 pub struct Modem {
     tx: mpsc::Sender<(Rank, Job)>,
-    rx: Arc<Mutex<Option<mpsc::Receiver<(Rank, Job)>>>>,
+    rx: Arc<Mutex<Option<JobRx>>>,
     cfg: Arc<ModemConfig>,
     up: Arc<AtomicBool>,
     seq: Arc<std::sync::atomic::AtomicU64>,
@@ -213,7 +216,7 @@ impl Task {
         );
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<(Rank, Job)>) {
+    async fn run(self, mut rx: JobRx) {
         let mut failures = 0u32;
         let mut heap: BinaryHeap<Queued> = BinaryHeap::new();
         loop {
