@@ -11,14 +11,13 @@
 mod console;
 mod email;
 mod http;
-mod mask;
 pub mod modem;
 pub mod render;
 mod sms;
 pub mod voice;
 mod webhook;
 
-pub use mask::mask;
+pub use crate::util::mask;
 pub use voice::CallReport;
 
 use crate::config::{ChannelsConfig, SiteConfig, SmsProvider};
@@ -278,6 +277,8 @@ mod tests {
             id: "xihu-longjing".into(),
             name: "龙井苑小区".into(),
             locale: Locale::ZhCn,
+            plan: None,
+            plan_svg: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Shared fixtures of the channels tests: the SPEC §5 example alarm.
+//! Shared fixtures of the channels tests: the docs/contract.md §5 example alarm.
 
 use gridwatch::config::{Locale, SiteConfig};
 use gridwatch::model::*;
