@@ -204,7 +204,14 @@ struct Sim {
 }
 
 impl Sim {
-    fn log(&mut self, v: serde_json::Value) {
+    fn log(&mut self, mut v: serde_json::Value) {
+        // Wall-clock stamp: benchmarks measure reading → first ATD with it.
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("ts_ms".into(), ts.into());
+        }
         println!("{v}");
         if let Some(f) = &mut self.log {
             use std::io::Write;
