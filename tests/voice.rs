@@ -485,3 +485,71 @@ async fn a_modem_that_stops_answering_mid_call_fails_the_call_uses_sms_and_is_re
     });
     assert!(sms_sent, "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_call_retries_the_same_delivery_after_restart() {
+    const ONLY_RESIDENT: &str = r#"
+[roles]
+resident = ["voice", "sms"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["critical"]
+notify = ["resident"]
+"#;
+    let dir = gridwatch_e2e::temp_dir();
+    let link = dir.path().join("ttyMODEM");
+    let sim = ModemSim::start(
+        &link,
+        &dir.path().join("modem.jsonl"),
+        &["--callee", &format!("{RESIDENT}=after:3,press:1")],
+    )
+    .await;
+    let mut gw = Gateway::builder()
+        .fixture_file("registry.toml", REGISTRY)
+        .fixture_file("routing.toml", ONLY_RESIDENT)
+        .fixture_file("rules.toml", "")
+        .extra_toml(modem_toml(&link, "3s"))
+        .start()
+        .await;
+    smoke(&gw).await;
+    wait_until_async("the resident's phone rings", WAIT, POLL, || async {
+        !sim.of("dial", RESIDENT).is_empty()
+    })
+    .await;
+    gw.kill9();
+    gw.restart().await;
+
+    let api = gw.api();
+    let id = wait_until_async(
+        "the resident acks by phone after the restart",
+        WAIT,
+        POLL,
+        || async {
+            let a = api.open_alarm(SMOKE_KITCHEN, "smoke").await?;
+            let id = a["id"].as_str()?.to_string();
+            let d = api.alarm(&id).await;
+            d["acks"]
+                .as_array()?
+                .iter()
+                .any(|k| k["role"] == "resident")
+                .then_some(id)
+        },
+    )
+    .await;
+    assert!(
+        sim.of("dial", RESIDENT).len() >= 2,
+        "called again after the restart"
+    );
+    let d = api.alarm(&id).await;
+    let voice: Vec<Value> = timeline(&d)
+        .into_iter()
+        .filter(|t| t["what"] == "delivery" && t["channel"] == "voice")
+        .collect();
+    let ids: std::collections::BTreeSet<&str> = voice
+        .iter()
+        .filter_map(|t| t["delivery_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "one delivery, resumed with its id: {voice:?}");
+    assert!(voice.iter().any(|t| t["status"] == "sent"), "{voice:?}");
+}

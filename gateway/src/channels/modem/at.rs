@@ -202,6 +202,14 @@ impl<W: Wire> Dialogue<W> {
 
     /// Checks that the module answers and puts it in the modes we rely on.
     pub async fn init(&mut self) -> Result<(), AtError> {
+        // Answers still queued for a previous run (killed mid-dialogue) would
+        // pair with the wrong commands: throw away whatever is waiting.
+        while self
+            .wire
+            .read_line(Instant::now() + Duration::from_millis(300))
+            .await?
+            .is_some()
+        {}
         // A module just powered up may swallow the first AT.
         let mut answered = false;
         for _ in 0..3 {
@@ -217,7 +225,9 @@ impl<W: Wire> Dialogue<W> {
         if !answered {
             return Err(AtError::Silent("AT".into()));
         }
-        for cmd in ["ATE0", "AT+CMEE=2", "AT+CMGF=0"] {
+        // ATH first: a call left up by a previous run (killed mid-call)
+        // would make every new ATD fail.
+        for cmd in ["ATH", "ATE0", "AT+CMEE=2", "AT+CMGF=0"] {
             self.command(cmd).await?;
         }
         Ok(())

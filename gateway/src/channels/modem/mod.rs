@@ -86,7 +86,10 @@ pub struct Modem {
     tx: mpsc::Sender<(Rank, Job)>,
     rx: Arc<Mutex<Option<JobRx>>>,
     cfg: Arc<ModemConfig>,
+    /// Jobs fail fast only when DOWN: while STARTING (first open) they wait,
+    /// so notifications resumed at start are not failed before the port opens.
     up: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
     seq: Arc<std::sync::atomic::AtomicU64>,
     sms_ref: Arc<AtomicU8>,
 }
@@ -100,6 +103,7 @@ impl Modem {
             rx: Arc::new(Mutex::new(Some(rx))),
             cfg: Arc::new(cfg.clone()),
             up: Arc::new(AtomicBool::new(false)),
+            down: Arc::new(AtomicBool::new(false)),
             seq: Arc::default(),
             sms_ref: Arc::default(),
         }
@@ -112,6 +116,7 @@ impl Modem {
             let task = Task {
                 cfg: self.cfg.clone(),
                 up: self.up.clone(),
+                down: self.down.clone(),
                 health,
             };
             tokio::spawn(task.run(rx));
@@ -148,7 +153,7 @@ impl Modem {
         severity: Severity,
         created: EpochMs,
     ) -> Result<CallOutcome, ModemError> {
-        if !self.up.load(Ordering::Relaxed) {
+        if self.down.load(Ordering::Relaxed) {
             return Err(self.down("not answering AT; reopening"));
         }
         let (reply, rx) = oneshot::channel();
@@ -175,7 +180,7 @@ impl Modem {
     ) -> Result<Vec<u32>, ModemError> {
         let reference = self.sms_ref.fetch_add(1, Ordering::Relaxed);
         let pdus = pdu::encode(number, text, reference)?;
-        if !self.up.load(Ordering::Relaxed) {
+        if self.down.load(Ordering::Relaxed) {
             return Err(self.down("not answering AT; reopening"));
         }
         let (reply, rx) = oneshot::channel();
@@ -195,6 +200,7 @@ impl Modem {
 struct Task {
     cfg: Arc<ModemConfig>,
     up: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
     health: Health,
 }
 
@@ -210,6 +216,7 @@ impl Task {
 
     fn set_down(&self, reason: &str) {
         self.up.store(false, Ordering::Relaxed);
+        self.down.store(true, Ordering::Relaxed);
         self.health.set(
             Stage::Channels,
             Err(format!("modem {}: {reason}", self.cfg.device)),
@@ -224,6 +231,7 @@ impl Task {
                 Ok(d) => {
                     failures = 0;
                     self.up.store(true, Ordering::Relaxed);
+                    self.down.store(false, Ordering::Relaxed);
                     self.health.set(Stage::Channels, Ok(()));
                     tracing::info!(device = %self.cfg.device, "modem answering AT");
                     d
