@@ -7,6 +7,7 @@
 pub mod bank;
 pub mod duration;
 pub mod modbus;
+pub mod modem;
 pub mod mqtt;
 pub mod payload;
 pub mod registry;

@@ -34,6 +34,73 @@ enum Cmd {
     Load(LoadCmd),
     /// Serve N simulated Modbus monitors (generic-rcm layout) with fixed values.
     Modbus(ModbusCmd),
+    /// Play a 4G module (Quectel-class AT dialogue: calls, TTS, keys, PDU SMS) on a pty.
+    Modem(ModemCmd),
+}
+
+#[derive(Args, Debug)]
+struct ModemCmd {
+    /// Link this path to the pty (what `[channels.modem] device` names).
+    #[arg(long)]
+    link: PathBuf,
+    /// How callees answer: after[:SECS] (default after:1), never, busy.
+    #[arg(long, default_value = "after:1")]
+    answer: String,
+    /// Keys every answering callee presses once the message was read (e.g. 1).
+    #[arg(long, default_value = "")]
+    press: String,
+    /// One callee's own behaviour: NUMBER=after[:SECS]|never|busy[,press:DIGITS] (repeatable).
+    #[arg(long = "callee")]
+    callees: Vec<String>,
+    /// A call nobody answers ends with NO ANSWER after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    ring_limit: f64,
+    /// Seconds one reading of the message takes.
+    #[arg(long, default_value_t = 0.3)]
+    speak: f64,
+    /// Go silent (answer no AT at all) once this many calls were dialled, mid-call.
+    #[arg(long)]
+    mute_after_calls: Option<u32>,
+    /// ...for this many seconds, then answer again.
+    #[arg(long, default_value_t = 5.0)]
+    mute_for: f64,
+    /// Also append the JSON event lines here.
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+async fn modem(cmd: ModemCmd) -> anyhow::Result<()> {
+    use firmware_sim::modem::{parse_answer, parse_callee, Callee, ModemOptions};
+    let secs = |v: f64, what: &str| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!("--{what} must be a number of seconds"))
+        }
+    };
+    let default = Callee {
+        answer: parse_answer(&cmd.answer).map_err(anyhow::Error::msg)?,
+        press: cmd.press.clone(),
+    };
+    let mut callees = std::collections::HashMap::new();
+    for c in &cmd.callees {
+        let (n, c) = parse_callee(c).map_err(anyhow::Error::msg)?;
+        callees.insert(n, c);
+    }
+    let opts = ModemOptions {
+        default,
+        callees,
+        ring_limit: secs(cmd.ring_limit, "ring-limit")?,
+        speak: secs(cmd.speak, "speak")?,
+        mute_after_calls: cmd.mute_after_calls,
+        mute_for: secs(cmd.mute_for, "mute-for")?,
+        log: cmd.log.clone(),
+    };
+    let pty = firmware_sim::modem::serve(Some(&cmd.link), opts)?;
+    println!("modem on {} (linked at {})", pty.path, cmd.link.display());
+    linger(None).await;
+    drop(pty);
+    Ok(())
 }
 
 /// Where and how the simulated Modbus monitors answer.
@@ -371,6 +438,7 @@ async fn main() -> ExitCode {
         Cmd::Scenario(c) => scenario(c).await,
         Cmd::Load(c) => load(c).await,
         Cmd::Modbus(c) => serve_monitors(c).await,
+        Cmd::Modem(c) => modem(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

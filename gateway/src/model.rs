@@ -295,6 +295,9 @@ impl fmt::Display for Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// The household's own residents (住户本人): an elderly person living
+    /// alone wakes to a ringing phone where an SMS stays unread.
+    Resident,
     GridWorker,
     Director,
     FireBrigade,
@@ -304,7 +307,8 @@ pub enum Role {
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
+        Role::Resident,
         Role::GridWorker,
         Role::Director,
         Role::FireBrigade,
@@ -315,6 +319,7 @@ impl Role {
     /// Wire and config name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Resident => "resident",
             Role::GridWorker => "grid_worker",
             Role::Director => "director",
             Role::FireBrigade => "fire_brigade",
@@ -340,6 +345,8 @@ impl fmt::Display for Role {
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     Sms,
+    /// A phone call that reads the message aloud (the box's modem or a voice provider).
+    Voice,
     Email,
     Webhook,
     Console,
@@ -353,8 +360,9 @@ pub enum ChannelKind {
 
 impl ChannelKind {
     /// All channel kinds.
-    pub const ALL: [ChannelKind; 7] = [
+    pub const ALL: [ChannelKind; 8] = [
         ChannelKind::Sms,
+        ChannelKind::Voice,
         ChannelKind::Email,
         ChannelKind::Webhook,
         ChannelKind::Console,
@@ -367,6 +375,7 @@ impl ChannelKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Sms => "sms",
+            ChannelKind::Voice => "voice",
             ChannelKind::Email => "email",
             ChannelKind::Webhook => "webhook",
             ChannelKind::Console => "console",

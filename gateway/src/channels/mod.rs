@@ -11,14 +11,17 @@
 mod console;
 mod email;
 mod http;
+pub mod modem;
 pub mod render;
 mod robot;
 mod sms;
+pub mod voice;
 mod webhook;
 
 pub use crate::util::{mask, number};
+pub use voice::CallReport;
 
-use crate::config::{ChannelsConfig, SiteConfig};
+use crate::config::{ChannelsConfig, SiteConfig, SmsProvider};
 use crate::model::ChannelKind;
 use crate::notification::Notification;
 use std::collections::BTreeMap;
@@ -33,7 +36,10 @@ pub struct Channels {
     webhooks: BTreeMap<String, Arc<webhook::WebhookChannel>>,
     /// One lane per group robot (budget, one post per event); json webhooks post directly.
     robots: BTreeMap<String, robot::RobotLane>,
-    sms: Option<sms::SmsChannel>,
+    sms: Option<SmsBackend>,
+    voice: Option<voice::VoiceChannel>,
+    /// The box's 4G module, when `[channels.modem]` is configured (shared by voice and SMS).
+    modem: Option<modem::Modem>,
     console: bool,
     max_attempts: u32,
     /// One client for webhooks and SMS: one connection pool, one TLS setup (rustls).
@@ -65,6 +71,9 @@ pub enum ChannelError {
     /// `[channels] max_attempts` is 0.
     #[error("[channels] max_attempts: must be at least 1")]
     MaxAttempts,
+    /// Voice over the modem or modem SMS without `[channels.modem]`.
+    #[error("{0} needs [channels.modem] device")]
+    NoModem(&'static str),
     /// The shared HTTP client could not be built (TLS setup).
     #[error("building the HTTP client for webhooks and SMS: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -163,7 +172,27 @@ impl Channels {
             .filter(|(_, w)| w.is_robot())
             .map(|(name, w)| (name.clone(), robot::RobotLane::new(w.clone())))
             .collect();
-        let sms = cfg.sms.as_ref().map(sms::SmsChannel::new).transpose()?;
+        let modem = cfg.modem.as_ref().map(modem::Modem::new);
+        let sms = match &cfg.sms {
+            None => None,
+            Some(s) if s.provider == SmsProvider::Modem => {
+                Some(SmsBackend::Modem(modem.clone().ok_or(
+                    ChannelError::NoModem("[channels.sms] provider = \"modem\""),
+                )?))
+            }
+            Some(s) => Some(SmsBackend::Http(sms::SmsChannel::new(s)?)),
+        };
+        let voice = match &cfg.voice {
+            None => None,
+            Some(v) => match v.backend {
+                crate::config::VoiceBackend::Modem => Some(voice::VoiceChannel::new(
+                    v,
+                    modem.clone().ok_or(ChannelError::NoModem(
+                        "[channels.voice] backend = \"modem\"",
+                    ))?,
+                )),
+            },
+        };
         let console = cfg.console.as_ref().is_none_or(|c| c.enabled);
         let max_attempts = match cfg.max_attempts {
             Some(0) => return Err(ChannelError::MaxAttempts),
@@ -175,6 +204,8 @@ impl Channels {
             webhooks,
             robots,
             sms,
+            voice,
+            modem,
             console,
             max_attempts,
             http,
@@ -192,7 +223,11 @@ impl Channels {
         match n.channel {
             ChannelKind::Webhook if self.webhooks.contains_key(&n.address) => &n.address,
             ChannelKind::Webhook => "unknown",
-            ChannelKind::Sms => self.sms.as_ref().map_or("none", |s| s.target()),
+            ChannelKind::Sms => match &self.sms {
+                Some(SmsBackend::Http(s)) => s.target(),
+                Some(SmsBackend::Modem(_)) => "modem",
+                None => "none",
+            },
             ChannelKind::Email => "smtp",
             other => other.as_str(),
         }
@@ -203,6 +238,21 @@ impl Channels {
         self.webhooks.get(name).is_some_and(|w| w.is_robot())
     }
 
+    /// Starts what needs a runtime (the modem's port task) and sends call
+    /// outcomes to `reports` (the alarms stage turns keys into acks).
+    pub fn start(
+        &mut self,
+        health: crate::health::Health,
+        reports: tokio::sync::mpsc::Sender<CallReport>,
+    ) {
+        if let Some(m) = &self.modem {
+            m.start(health);
+        }
+        if let Some(v) = &mut self.voice {
+            v.set_reports(reports);
+        }
+    }
+
     /// Whether a channel can be used at all: email configured; a webhook with
     /// that name configured; sms configured; console enabled (`[channels.console]`
     /// missing means enabled). MQTT is `false`: dispatch publishes those itself.
@@ -211,6 +261,7 @@ impl Channels {
             ChannelKind::Email => self.email.is_some(),
             ChannelKind::Webhook => webhook_name.is_some_and(|w| self.webhooks.contains_key(w)),
             ChannelKind::Sms => self.sms.is_some(),
+            ChannelKind::Voice => self.voice.is_some(),
             ChannelKind::Console => self.console,
             ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => false,
         }
@@ -236,8 +287,13 @@ impl Channels {
                 }
             }
             ChannelKind::Sms => match &self.sms {
-                Some(s) => s.send(&self.http, n).await,
+                Some(SmsBackend::Http(s)) => s.send(&self.http, n).await,
+                Some(SmsBackend::Modem(m)) => modem_sms(m, n).await,
                 None => Err(not_configured("sms")),
+            },
+            ChannelKind::Voice => match &self.voice {
+                Some(v) => v.send(n).await,
+                None => Err(not_configured("voice")),
             },
             ChannelKind::Console if self.console => console::print(n),
             ChannelKind::Console => Err(not_configured("console")),
@@ -264,6 +320,40 @@ impl Channels {
             ),
         }
         result
+    }
+}
+
+/// Where SMS go: an HTTP gateway or the box's own modem.
+enum SmsBackend {
+    Http(sms::SmsChannel),
+    Modem(modem::Modem),
+}
+
+/// The SMS text through the modem: never to a landline; the network's
+/// refusal is final for this channel, a module away is worth a retry.
+async fn modem_sms(m: &modem::Modem, n: &Notification) -> Result<(), SendError> {
+    if crate::phone::is_landline(&n.address) {
+        return Err(SendError::permanent(format!(
+            "sms: {} is a landline; it is called, never sent an SMS",
+            n.address
+        )));
+    }
+    let Some(number) = crate::phone::dialable(&n.address) else {
+        return Err(SendError::permanent(format!(
+            "sms: {:?} is not a phone number",
+            n.address
+        )));
+    };
+    match m
+        .sms(&number, &render::sms(n), n.alarm.severity, n.created)
+        .await
+    {
+        Ok(refs) => {
+            tracing::info!(delivery = %n.delivery_id, parts = refs.len(), "sms sent by modem");
+            Ok(())
+        }
+        Err(e @ modem::ModemError::Down { .. }) => Err(SendError::retryable(format!("sms: {e}"))),
+        Err(e) => Err(SendError::permanent(format!("sms: {e}"))),
     }
 }
 

@@ -149,6 +149,40 @@ pub fn sms(n: &Notification) -> String {
     truncate_chars(&essentials, SMS_MAX_CHARS)
 }
 
+/// A role as people say it (住户, 网格员, …), e.g. after an actor's name.
+pub fn role_label(locale: Locale, role: crate::model::Role) -> &'static str {
+    use crate::model::Role;
+    match (locale, role) {
+        (Locale::ZhCn, Role::Resident) => "住户",
+        (Locale::ZhCn, Role::GridWorker) => "网格员",
+        (Locale::ZhCn, Role::Director) => "社区书记",
+        (Locale::ZhCn, Role::FireBrigade) => "消防中队",
+        (Locale::ZhCn, Role::Family) => "家属",
+        (Locale::ZhCn, Role::Neighbour) => "邻居",
+        (Locale::En, Role::Resident) => "resident",
+        (Locale::En, Role::GridWorker) => "grid worker",
+        (Locale::En, Role::Director) => "director",
+        (Locale::En, Role::FireBrigade) => "fire brigade",
+        (Locale::En, Role::Family) => "family",
+        (Locale::En, Role::Neighbour) => "neighbour",
+    }
+}
+
+/// What a call reads aloud: the SMS text without the link (a URL read out
+/// is noise), then what the keys do, ending on "按1确认" / "press 1".
+pub fn voice(n: &Notification) -> String {
+    let mut quiet = n.clone();
+    quiet.ack_url.clear();
+    let text = sms(&quiet);
+    let text = text.trim_end_matches(['。', '.']);
+    match n.context.locale {
+        Locale::ZhCn => format!("{text}。误报或做饭请按2。按1确认。"),
+        Locale::En => {
+            format!("{text}. Press 2 for a false alarm or cooking. Press 1 to acknowledge.")
+        }
+    }
+}
+
 /// The webhook body of `format = "json"` (docs/contract.md §5), also the MQTT alarm-event payload.
 ///
 /// Built field by field rather than by serialising the structs so the wire

@@ -119,6 +119,13 @@ impl SmsChannel {
             Ok(())
         };
         let provider = match cfg.provider {
+            // The modem is built by `Channels::new` (it shares the port with voice).
+            SmsProvider::Modem => {
+                return Err(ChannelError::Sms {
+                    key: "provider",
+                    reason: "the modem provider is not an HTTP provider".into(),
+                })
+            }
             SmsProvider::Template => {
                 for (k, set) in [
                     ("endpoint", cfg.endpoint.is_some()),
@@ -404,6 +411,7 @@ fn provider_name(p: SmsProvider) -> &'static str {
         SmsProvider::Template => "template",
         SmsProvider::Aliyun => "aliyun",
         SmsProvider::Tencent => "tencent",
+        SmsProvider::Modem => "modem",
     }
 }
 

@@ -420,7 +420,12 @@ fn channels(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
         }
         secret_url(src, &path, rep);
     }
-    if let Some(s) = &c.sms {
+    modem_users(src, c, rep);
+    if let Some(s) = c
+        .sms
+        .as_ref()
+        .filter(|s| s.provider == SmsProvider::Template)
+    {
         let path = [K("channels"), K("sms"), K("url")];
         if s.url.is_some() {
             secret_url(src, &path, rep);
@@ -429,6 +434,61 @@ fn channels(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
     // Everything else about channels (robot secrets, SMS providers and
     // templates) is judged by the channel builders in the build step, which
     // check-config and run share.
+}
+
+/// Voice over the modem and modem SMS need `[channels.modem]`; the voice
+/// knobs have sane bounds (a retry storm or a silent call helps nobody).
+fn modem_users(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
+    let needs_modem = |what: &str, path: &[Seg]| {
+        src.error_at(
+            path,
+            format!("{what} uses the modem but gateway.toml has no [channels.modem] device"),
+        )
+    };
+    if let Some(s) = &c.sms {
+        if s.provider == SmsProvider::Modem && c.modem.is_none() {
+            let e = needs_modem(
+                "[channels.sms] provider = \"modem\"",
+                &[K("channels"), K("sms"), K("provider")],
+            );
+            rep.errors.push(e);
+        }
+    }
+    if let Some(v) = &c.voice {
+        if v.backend == VoiceBackend::Modem && c.modem.is_none() {
+            let e = needs_modem(
+                "[channels.voice] backend = \"modem\"",
+                &[K("channels"), K("voice"), K("backend")],
+            );
+            rep.errors.push(e);
+        }
+        if !(1..=5).contains(&v.play_times) {
+            rep.errors.push(src.error_at(
+                &[K("channels"), K("voice"), K("play_times")],
+                format!("voice play_times = {} must be 1 to 5", v.play_times),
+            ));
+        }
+        if v.retries > 10 {
+            rep.errors.push(src.error_at(
+                &[K("channels"), K("voice"), K("retries")],
+                format!("voice retries = {} must be at most 10", v.retries),
+            ));
+        }
+    }
+    if let Some(m) = &c.modem {
+        if m.device.trim().is_empty() {
+            rep.errors.push(src.error_at(
+                &[K("channels"), K("modem"), K("device")],
+                "modem device is empty; give the AT port, e.g. \"/dev/ttyUSB2\"",
+            ));
+        }
+        if m.at_timeout.std().is_zero() || m.ring_timeout.std().is_zero() {
+            rep.errors.push(src.error_at(
+                &[K("channels"), K("modem")],
+                "modem at_timeout and ring_timeout must be more than 0s",
+            ));
+        }
+    }
 }
 
 /// Warns when the URL at `path` carries a password not given through `${...}`.
@@ -1049,6 +1109,7 @@ fn role_channels(
 fn channel_configured(ch: &ChannelsConfig, kind: ChannelKind) -> bool {
     match kind {
         ChannelKind::Sms => ch.sms.is_some(),
+        ChannelKind::Voice => ch.voice.is_some(),
         ChannelKind::Email => ch.email.is_some(),
         ChannelKind::Webhook => !ch.webhook.is_empty(),
         ChannelKind::Console => ch.console.as_ref().is_none_or(|c| c.enabled),

@@ -492,6 +492,11 @@ pub struct ChannelsConfig {
     pub webhook: BTreeMap<String, WebhookConfig>,
     #[serde(default)]
     pub sms: Option<SmsConfig>,
+    /// The box's own 4G/LTE module, shared by voice calls and modem SMS.
+    #[serde(default)]
+    pub modem: Option<ModemConfig>,
+    #[serde(default)]
+    pub voice: Option<VoiceConfig>,
     #[serde(default)]
     pub mqtt: Option<MqttEventsConfig>,
     #[serde(default)]
@@ -622,6 +627,8 @@ pub enum SmsProvider {
     Aliyun,
     /// Tencent Cloud (腾讯云短信) SendSms.
     Tencent,
+    /// The box's own 4G module (PDU mode, UCS-2, long texts in parts; needs `[channels.modem]`).
+    Modem,
 }
 
 /// `[channels.sms] params`: named (aliyun) or positional (tencent) template variables.
@@ -630,6 +637,77 @@ pub enum SmsProvider {
 pub enum SmsParams {
     Named(BTreeMap<String, String>),
     Positional(Vec<String>),
+}
+
+/// `[channels.modem]`: the 4G/LTE module (Quectel EC2x/EG9x class) on a serial port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemConfig {
+    /// The module's AT port, e.g. `/dev/ttyUSB2` (Quectel USB: the third interface).
+    pub device: String,
+    #[serde(default = "default_modem_baud")]
+    pub baud: u32,
+    /// Longest wait for the answer to one AT command; no answer means the module is gone.
+    #[serde(default = "default_at_timeout")]
+    pub at_timeout: Dur,
+    /// How long a call may ring before it counts as not answered.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout: Dur,
+    /// How long to wait for a key after the last reading of the message.
+    #[serde(default = "default_key_wait")]
+    pub key_wait: Dur,
+}
+
+fn default_modem_baud() -> u32 {
+    115_200
+}
+
+fn default_at_timeout() -> Dur {
+    Dur::from_secs(5)
+}
+
+fn default_ring_timeout() -> Dur {
+    Dur::from_secs(40)
+}
+
+fn default_key_wait() -> Dur {
+    Dur::from_secs(8)
+}
+
+/// `[channels.voice]`: calls that read the message aloud.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceConfig {
+    pub backend: VoiceBackend,
+    /// Calls after the first when nobody answers (busy or no answer).
+    #[serde(default = "default_voice_retries")]
+    pub retries: u32,
+    /// Wait between those calls.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: Dur,
+    /// How many times the message is read on one call.
+    #[serde(default = "default_play_times")]
+    pub play_times: u32,
+}
+
+fn default_voice_retries() -> u32 {
+    2
+}
+
+fn default_retry_after() -> Dur {
+    Dur::from_secs(60)
+}
+
+fn default_play_times() -> u32 {
+    2
+}
+
+/// `[channels.voice] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceBackend {
+    /// The module of `[channels.modem]`.
+    Modem,
 }
 
 /// `[channels.mqtt]`: alarm events on the broker; always on.

@@ -39,6 +39,7 @@ impl Reach<'_> {
             ChannelKind::Sms => self
                 .phone
                 .filter(|p| crate::util::number::classify(p).takes_sms()),
+            ChannelKind::Voice => self.phone,
             ChannelKind::Email => self.email,
             ChannelKind::Webhook => self.webhook,
             ChannelKind::Console => Some(self.name),
@@ -67,6 +68,7 @@ fn people<'a>(cfg: &'a Config, alarm: &Alarm, role: Role) -> Vec<Reach<'a>> {
         return Vec::new();
     };
     let contact_ids: Vec<&String> = match role {
+        Role::Resident => return residents(hh),
         Role::Family => hh.family.iter().collect(),
         Role::Neighbour => return neighbours(cfg, &hh.neighbours),
         Role::GridWorker | Role::Director | Role::FireBrigade => match cfg.grid(&hh.grid) {
@@ -96,14 +98,22 @@ fn neighbours<'a>(cfg: &'a Config, households: &[String]) -> Vec<Reach<'a>> {
     households
         .iter()
         .filter_map(|id| cfg.household(id))
-        .flat_map(|h| {
-            h.residents.iter().enumerate().map(move |(i, r)| Reach {
-                id: format!("{}.r{}", h.id, i + 1),
-                name: &r.name,
-                phone: r.phone.as_deref(),
-                email: r.email.as_deref(),
-                webhook: None,
-            })
+        .flat_map(residents)
+        .collect()
+}
+
+/// The residents of one household, with the same `{household}.r{n}` ids
+/// (1-based), so a resident is one person whether told as resident or neighbour.
+fn residents(h: &crate::config::Household) -> Vec<Reach<'_>> {
+    h.residents
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Reach {
+            id: format!("{}.r{}", h.id, i + 1),
+            name: &r.name,
+            phone: r.phone.as_deref(),
+            email: r.email.as_deref(),
+            webhook: None,
         })
         .collect()
 }
@@ -190,7 +200,21 @@ pub fn recipients_for_event(
         EventKind::Raised | EventKind::Escalated | EventKind::Reminder => {
             route_recipients(cfg, alarm, avail)
         }
-        EventKind::Resolved => alarm.recipients.clone(),
+        // The all-clear is not worth waking anyone with a call: it goes on
+        // the person's next channel when they have one.
+        EventKind::Resolved => alarm
+            .recipients
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                if p.channel == ChannelKind::Voice && !p.fallbacks.is_empty() {
+                    let (channel, address) = p.fallbacks.remove(0);
+                    p.channel = channel;
+                    p.address = address;
+                }
+                p
+            })
+            .collect(),
         EventKind::Acked | EventKind::Cleared | EventKind::Verified => alarm
             .recipients
             .iter()

@@ -54,11 +54,13 @@ pub enum Stage {
     Housekeeping,
     /// The HTTP server (API, `/readyz`, `/metrics`).
     Http,
+    /// Channels with a device of their own: the 4G modem answering AT.
+    Channels,
 }
 
 impl Stage {
     /// Every stage, in report order.
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Broker,
         Stage::Ingest,
         Stage::Store,
@@ -69,6 +71,7 @@ impl Stage {
         Stage::Heartbeat,
         Stage::Housekeeping,
         Stage::Http,
+        Stage::Channels,
     ];
 
     /// Name in `/readyz`, logs and the `stage` metric label.
@@ -84,6 +87,7 @@ impl Stage {
             Stage::Heartbeat => "heartbeat",
             Stage::Housekeeping => "housekeeping",
             Stage::Http => "http",
+            Stage::Channels => "channels",
         }
     }
 

@@ -38,6 +38,7 @@ const PRIORITY_LANE: usize = 1024;
 const SIGNALS: usize = 4096;
 const COMMANDS: usize = 64;
 const TO_SENDER: usize = 1024;
+const CALL_REPORTS: usize = 64;
 
 /// Why the daemon could not start. Each message is complete on its own (it
 /// names its cause), so the binary prints it once, without the source chain.
@@ -128,6 +129,12 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         })?;
         (ep.clone(), ep)
     };
+    let mut channels = channels;
+    // Call outcomes go to the alarms stage like any person's action.
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let (calls_tx, calls_rx) = mpsc::channel(CALL_REPORTS);
+    channels.start(health.clone(), calls_tx);
+    tokio::spawn(forward_calls(calls_rx, cmd_tx.clone()));
     let channels: Arc<Channels> = Arc::new(channels);
     let events_topic = events_topic.as_str().to_string();
     let selfwatch = config.gateway.selfwatch.clone();
@@ -248,7 +255,6 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
 
     // Alarms and dispatch.
     let (send_tx, send_rx) = mpsc::channel(TO_SENDER);
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let changes = crate::alarms::Changes::new();
     let stage = AlarmsStage::new(
         config_rx.clone(),
@@ -398,6 +404,22 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Hands each call outcome to the alarms stage, which owns alarm state.
+async fn forward_calls(
+    mut rx: mpsc::Receiver<crate::channels::CallReport>,
+    commands: mpsc::Sender<crate::alarms::Command>,
+) {
+    while let Some(r) = rx.recv().await {
+        if commands
+            .send(crate::alarms::Command::Call(r))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Mirrors the MQTT client's connection state and the ingress canary's
