@@ -349,11 +349,14 @@ pub enum ChannelKind {
     Sounder,
     /// Alarm events forwarded to the district/city broker, in order.
     Upstream,
+    /// Component status frames to the city fire remote-monitoring centre
+    /// (GB/T 26875.3), in order with fires first.
+    Gb26875,
 }
 
 impl ChannelKind {
     /// All channel kinds.
-    pub const ALL: [ChannelKind; 7] = [
+    pub const ALL: [ChannelKind; 8] = [
         ChannelKind::Sms,
         ChannelKind::Email,
         ChannelKind::Webhook,
@@ -361,6 +364,7 @@ impl ChannelKind {
         ChannelKind::Mqtt,
         ChannelKind::Sounder,
         ChannelKind::Upstream,
+        ChannelKind::Gb26875,
     ];
 
     /// Wire and config name, and the `channel` metric label.
@@ -373,6 +377,7 @@ impl ChannelKind {
             ChannelKind::Mqtt => "mqtt",
             ChannelKind::Sounder => "sounder",
             ChannelKind::Upstream => "upstream",
+            ChannelKind::Gb26875 => "gb26875",
         }
     }
 
@@ -385,7 +390,7 @@ impl ChannelKind {
     pub fn is_machine(self) -> bool {
         matches!(
             self,
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream
+            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream | ChannelKind::Gb26875
         )
     }
 }

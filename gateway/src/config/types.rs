@@ -27,6 +27,9 @@ pub struct GatewayFile {
     pub channels: ChannelsConfig,
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// `[gb26875]`: the city fire remote-monitoring centre (GB/T 26875.3).
+    #[serde(default)]
+    pub gb26875: Option<super::gb26875::Gb26875Config>,
     #[serde(default)]
     pub selfwatch: SelfwatchConfig,
     /// `[report]`: response-time targets (optional).
@@ -626,6 +629,9 @@ pub struct Device {
     pub location: String,
     #[serde(default)]
     pub transport: DeviceTransport,
+    /// GB/T 26875 component overrides (defaults by kind and position).
+    #[serde(default)]
+    pub gb26875: Option<super::gb26875::Gb26875Device>,
 }
 
 /// How a device reaches the gateway: `"mqtt"` or `{ modbus = {...} }`.
