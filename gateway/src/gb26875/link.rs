@@ -184,6 +184,43 @@ impl Link {
         }
     }
 
+    /// A 查岗 whose window passed unanswered is logged and kept in the audit
+    /// trail (durable, `GET /api/v1/audit`), once.
+    fn expire_inspections(&self) {
+        let now = now_ms();
+        let mut expired = Vec::new();
+        self.state.update(|s| {
+            for i in s.inspections.iter_mut() {
+                if i.answered_at.is_none() && !i.unanswered && i.deadline <= now {
+                    i.unanswered = true;
+                    expired.push(i.serial);
+                }
+            }
+        });
+        for serial in expired {
+            tracing::error!(serial, "查岗 from the monitoring centre went unanswered");
+            self.audit(
+                "gb26875_inspection",
+                None,
+                &format!("UNANSWERED (serial {serial}): nobody pressed 查岗应答 in time"),
+            );
+        }
+    }
+
+    fn audit(&self, action: &str, by: Option<&str>, outcome: &str) {
+        let e = crate::store::AuditEntry {
+            at: now_ms(),
+            action: action.to_string(),
+            alarm_id: None,
+            via: "monitoring centre".to_string(),
+            by: by.map(str::to_string),
+            outcome: outcome.to_string(),
+        };
+        if let Err(err) = self.store.record_audit(&e) {
+            tracing::error!(error = %err, "cannot write the audit trail");
+        }
+    }
+
     fn take_answer(&mut self, a: Answer) {
         let now = now_ms();
         self.state.update(|s| {
@@ -281,6 +318,7 @@ impl Link {
             }
             self.health.beat(Stage::Gb26875).await;
             self.refresh_pending(inflight.as_ref());
+            self.expire_inspections();
             // Timeout of the frame in flight: resend or reset.
             if let Some(f) = inflight.as_mut() {
                 if Instant::now() >= f.deadline {
@@ -670,7 +708,17 @@ impl Link {
                     answered_at: None,
                     answered_by: None,
                     confirmed_at: None,
+                    unanswered: false,
                 };
+                self.audit(
+                    "gb26875_inspection",
+                    None,
+                    &format!(
+                        "received (serial {}); answer within {} min",
+                        f.serial,
+                        window / 60_000
+                    ),
+                );
                 tracing::warn!(
                     window_s = window / 1000,
                     "查岗 from the monitoring centre: a duty officer must answer on the board"

@@ -38,6 +38,9 @@ pub struct Inspection {
     pub answered_by: Option<String>,
     /// When the centre confirmed the answer.
     pub confirmed_at: Option<EpochMs>,
+    /// Set once the window passed with no answer (and the audit trail says so).
+    #[serde(default)]
+    pub unanswered: bool,
 }
 
 /// What the link tells the API and the board.
