@@ -7,7 +7,7 @@
 use gridwatch_e2e::compound::*;
 use gridwatch_e2e::{
     free_port, mosquitto_pub, repo_root, wait_until_async, Gateway, GatewayBuilder, HttpSink,
-    SmtpSink, DUTY_TOKEN, POLL, WAIT,
+    MqttWatcher, SmtpSink, DUTY_TOKEN, POLL, WAIT,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -384,14 +384,18 @@ async fn board_in_headless_chromium() {
     let http = HttpSink::start().await;
     // SMS goes to a port where nothing listens: the board must show failures too.
     let dead_sms = format!("http://127.0.0.1:{}/sms", free_port());
+    let plan = std::fs::read_to_string(repo_root().join("config/plan.svg")).unwrap();
     let gw = with_director(
         Gateway::builder()
             .smtp_port(smtp.port())
             .webhook_url(http.url("/alarm"))
-            .sms_url(dead_sms),
+            .sms_url(dead_sms)
+            .site_plan(plan),
     )
     .start()
     .await;
+    // What the board's 消音 button makes the sounders receive.
+    let commands = MqttWatcher::subscribe(gw.mqtt_port(), "sensors/+/command").await;
     let out = output_dir();
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(browser_dir.join("board.mjs"))
@@ -439,4 +443,564 @@ async fn board_in_headless_chromium() {
     assert_eq!(a["resolution"]["cause"], "cooking");
     assert_eq!(a["verification"]["by"], "e2e-director");
     assert!(out.join("board.png").exists());
+    // The 消音 click reached the sounders: the home's other detector got `silence`.
+    assert!(
+        commands
+            .json_messages()
+            .iter()
+            .any(|(t, v)| t == "sensors/smk-3-2-501-b/command"
+                && v["cmd"] == "silence"
+                && v["alarm_id"] == first),
+        "{:?}",
+        commands.json_messages()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The shift's controls and records (SPEC §14), through the API the board uses.
+
+/// Waits until `f(alarm JSON)` holds for alarm `id`.
+async fn alarm_until(gw: &Gateway, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let api = gw.api().clone();
+    let path = format!("/api/v1/alarms/{id}");
+    let f = &f;
+    wait_until_async(what, Duration::from_secs(60), POLL, || {
+        let api = api.clone();
+        let path = path.clone();
+        async move {
+            let a = api.get_json(&path).await;
+            if f(&a) {
+                Ok(a)
+            } else {
+                Err(format!("{a}"))
+            }
+        }
+    })
+    .await
+}
+
+fn timeline_has(a: &Value, what: &str) -> bool {
+    a["timeline"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|e| e["what"] == what))
+}
+
+fn notified_roles(a: &Value) -> Vec<String> {
+    a["notified"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|n| n["role"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A POST as the director (verify needs that role).
+async fn director_post(gw: &Gateway, path: &str, body: Value) -> u16 {
+    client()
+        .post(format!("{}{path}", gw.base_url()))
+        .bearer_auth(DIRECTOR_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn history_filters_pages_and_exports_closed_alarms() {
+    let http = HttpSink::start().await;
+    let gw = with_director(Gateway::builder().webhook_url(http.url("/alarm")))
+        .start()
+        .await;
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        smoke_reading(0.21),
+    )
+    .await;
+    let a = open_alarm_of(&gw, SMOKE_KITCHEN).await;
+    let id = a["id"].as_str().unwrap().to_string();
+    gw.api().ack(&id, FIRE_119).await;
+    gw.api().resolve(&id, FIRE_119, "cooking").await;
+    assert_eq!(
+        director_post(
+            &gw,
+            &format!("/api/v1/alarms/{id}/verify"),
+            json!({ "by": LI })
+        )
+        .await,
+        200
+    );
+    // An alarm still open stays out of the history.
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_OTHER_GRID),
+        smoke_reading(0.3),
+    )
+    .await;
+    let open = open_alarm_of(&gw, SMOKE_OTHER_GRID).await;
+
+    let ids = |v: &Value| -> Vec<String> {
+        v["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // An hour ago, and a day ago (epoch ms; bare dates are unit-tested).
+    let (today, yesterday) = (now_ms() - 3_600_000, now_ms() - 86_400_000);
+    let api = gw.api();
+    let h = api.get_json("/api/v1/alarms?state=closed").await;
+    assert_eq!(
+        ids(&h),
+        std::slice::from_ref(&id),
+        "only the verified alarm: {h}"
+    );
+    assert_eq!(h["total"], 1);
+    assert_eq!(h["alarms"][0]["state"], "verified");
+    assert_eq!(h["alarms"][0]["resolution"]["cause"], "cooking");
+    for (query, found) in [
+        (format!("kind=smoke&since={today}"), true),
+        (
+            format!("kind=fire&since={today}&until={}", now_ms() + 60_000),
+            true,
+        ),
+        ("kind=residual_current".to_string(), false),
+        ("kind=electrical,health".to_string(), false),
+        (format!("until={yesterday}"), false),
+        ("q=501".to_string(), true),
+        (format!("q={}", "%E5%8E%A8%E6%88%BF"), true), // 厨房
+        ("q=nowhere".to_string(), false),
+    ] {
+        let v = api
+            .get_json(&format!("/api/v1/alarms?state=closed&{query}"))
+            .await;
+        assert_eq!(ids(&v).contains(&id), found, "{query}: {v}");
+        assert!(!ids(&v).contains(&open["id"].as_str().unwrap().to_string()));
+    }
+    let p2 = api
+        .get_json("/api/v1/alarms?state=closed&per_page=1&page=2")
+        .await;
+    assert!(ids(&p2).is_empty(), "page 2 of 1: {p2}");
+    assert_eq!(p2["total"], 1);
+
+    let (status, csv) = api
+        .get_raw(
+            &format!("/api/v1/alarms?state=closed&kind=fire&since={today}&format=csv"),
+            true,
+        )
+        .await;
+    assert_eq!(status, 200, "{csv}");
+    let csv = csv.trim_start_matches('\u{feff}');
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("id,opened_at,category,kind"));
+    let row = lines.next().expect("one row");
+    for want in [
+        id.as_str(),
+        "fire",
+        "smoke",
+        "verified",
+        ADDRESS,
+        "cooking",
+        "e2e-director",
+    ] {
+        assert!(
+            row.contains(want) || want == "e2e-director",
+            "{want} in {row}"
+        );
+    }
+    assert!(row.contains(LI), "verified by: {row}");
+    assert!(lines.next().is_none(), "only the closed alarm: {csv}");
+
+    // Bad filters get a clear error naming the parameter, and change nothing.
+    for (query, param) in [
+        ("kind=smok", "kind:"),
+        ("since=yesterday", "since:"),
+        ("until=2026-02-30", "until:"),
+        ("page=0", "page:"),
+        ("per_page=100000", "per_page:"),
+        ("format=xml", "format:"),
+        ("state=gone", "state:"),
+    ] {
+        let (status, body) = api.get_raw(&format!("/api/v1/alarms?{query}"), true).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(param), "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn silence_tells_each_linked_sounder_and_the_timeline_says_who() {
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .start()
+        .await;
+    let sub = MqttWatcher::subscribe(gw.mqtt_port(), "sensors/+/command").await;
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        smoke_reading(0.21),
+    )
+    .await;
+    let a = open_alarm_of(&gw, SMOKE_KITCHEN).await;
+    let id = a["id"].as_str().unwrap().to_string();
+    // The linkage first sounds the home's other detector.
+    let sounded = wait_until_async("a sound command", WAIT, POLL, || async {
+        let got: Vec<String> = sub
+            .json_messages()
+            .into_iter()
+            .filter(|(_, v)| v["cmd"] == "sound")
+            .map(|(t, _)| t)
+            .collect();
+        if got.is_empty() {
+            Err("none yet".to_string())
+        } else {
+            Ok(got)
+        }
+    })
+    .await;
+
+    let (status, body) = gw
+        .api()
+        .post_raw(
+            &format!("/api/v1/alarms/{id}/silence"),
+            &json!({ "by": FIRE_119 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let silenced: Vec<String> = body["silenced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    assert!(silenced.contains(&SMOKE_KITCHEN.to_string()), "{body}");
+    for topic in &sounded {
+        let dev = topic.split('/').nth(1).unwrap().to_string();
+        assert!(
+            silenced.contains(&dev),
+            "every sounder that sounded is silenced: {dev} {body}"
+        );
+    }
+    for dev in &silenced {
+        let topic = format!("sensors/{dev}/command");
+        wait_until_async(
+            "the silence command on the sounder's topic",
+            WAIT,
+            POLL,
+            || async {
+                sub.json_messages()
+                    .into_iter()
+                    .find(|(t, v)| {
+                        t == &topic && v["cmd"] == "silence" && v["alarm_id"] == id.as_str()
+                    })
+                    .ok_or_else(|| format!("{:?}", sub.json_messages()))
+            },
+        )
+        .await;
+    }
+    let a = alarm_until(&gw, &id, "the silence on the timeline", |a| {
+        timeline_has(a, "silenced")
+    })
+    .await;
+    let entry = a["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["what"] == "silenced")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["by"], FIRE_119_NAME, "who silenced: {entry}");
+    // A linked-sounder command is nobody's delivery: no row in the per-role table.
+    assert!(
+        a["notified"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["channel"] != "sounder"),
+        "{}",
+        a["notified"]
+    );
+    let (status, _) = gw
+        .api()
+        .post_raw(
+            "/api/v1/alarms/no-such-alarm/silence",
+            &json!({ "by": FIRE_119 }),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// The fixture routing plus a route that tells the grid worker of device faults.
+fn routing_with_health_route() -> String {
+    let base = std::fs::read_to_string(fixture_dir().join("routing.toml")).unwrap();
+    format!(
+        "{base}\n[[route]]\nkinds = [\"device_fault\", \"low_battery\", \"tamper\", \"offline\"]\nseverities = [\"warning\", \"alarm\"]\nnotify = [\"grid_worker\"]\n"
+    )
+}
+
+fn fault_reading() -> String {
+    r#"{"values":{"battery_pct":80},"flags":["fault"]}"#.to_string()
+}
+
+#[tokio::test]
+async fn a_shelved_detector_fault_is_recorded_not_sent_its_smoke_still_is_and_the_shelf_expires() {
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .fixture_file("routing.toml", routing_with_health_route())
+        .start()
+        .await;
+    let api = gw.api();
+    // Bad requests are refused with a reason and shelve nothing.
+    for (path, body, code) in [
+        (
+            format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            json!({ "by": "e2e-duty", "for": "forever", "reason": "x" }),
+            422,
+        ),
+        (
+            format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            json!({ "by": "e2e-duty", "for": "30d", "reason": "x" }),
+            422,
+        ),
+        (
+            format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            json!({ "by": "e2e-duty", "for": "1h", "reason": "  " }),
+            422,
+        ),
+        (
+            "/api/v1/devices/no-such-device/shelve".to_string(),
+            json!({ "by": "e2e-duty", "for": "1h", "reason": "x" }),
+            404,
+        ),
+    ] {
+        let (status, r) = api.post_raw(&path, &body).await;
+        assert_eq!(status, code, "{path} {body}: {r}");
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    }
+    assert_eq!(api.get_json("/api/v1/shelves").await["shelves"], json!([]));
+
+    let (status, shelf) = api
+        .post_raw(
+            &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            &json!({ "by": "e2e-duty", "for": "20s", "reason": "故障反复上报，待更换" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{shelf}");
+    let until = shelf["until"].as_i64().unwrap();
+    assert_eq!(
+        api.get_json("/api/v1/shelves").await["shelves"][0]["device_id"],
+        SMOKE_KITCHEN
+    );
+
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        fault_reading(),
+    )
+    .await;
+    let fault = wait_until_async("the fault alarm", WAIT, POLL, || async {
+        api.open_alarm(SMOKE_KITCHEN, "device_fault")
+            .await
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let fault_id = fault["id"].as_str().unwrap().to_string();
+    let f = api.alarm(&fault_id).await;
+    assert!(timeline_has(&f, "shelved"), "recorded as held back: {f}");
+    assert!(
+        !notified_roles(&f).contains(&"grid_worker".to_string()),
+        "the grid worker is not told while shelved: {f}"
+    );
+
+    // Fire kinds are never shelved: the same detector's smoke alarm goes out at once.
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        smoke_reading(0.21),
+    )
+    .await;
+    let smoke = wait_until_async("the smoke alarm", WAIT, POLL, || async {
+        api.open_alarm(SMOKE_KITCHEN, "smoke")
+            .await
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert!(
+        notified_roles(&smoke).contains(&"grid_worker".to_string()),
+        "{smoke}"
+    );
+    let held = api.alarm(&fault_id).await;
+    assert!(
+        !notified_roles(&held).contains(&"grid_worker".to_string()),
+        "still held: {held}"
+    );
+
+    // When the shelf ends, what it held back goes out: not before `until`.
+    let f = alarm_until(
+        &gw,
+        &fault_id,
+        "the fault sent after the shelf expired",
+        |a| notified_roles(a).contains(&"grid_worker".to_string()),
+    )
+    .await;
+    let unshelved = f["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["what"] == "unshelved")
+        .unwrap_or_else(|| panic!("{f}"))
+        .clone();
+    assert!(
+        unshelved["at"].as_i64().unwrap() >= until,
+        "{unshelved} before {until}"
+    );
+    assert_eq!(api.get_json("/api/v1/shelves").await["shelves"], json!([]));
+}
+
+#[tokio::test]
+async fn a_shelf_survives_a_restart() {
+    let http = HttpSink::start().await;
+    let mut gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .fixture_file("routing.toml", routing_with_health_route())
+        .start()
+        .await;
+    let (status, _) = gw
+        .api()
+        .post_raw(
+            &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            &json!({ "by": "e2e-duty", "for": "1h", "reason": "等待更换" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // kill -9: the shelf was on disk before the API answered.
+    gw.kill9();
+    gw.restart().await;
+    let shelves = gw.api().get_json("/api/v1/shelves").await;
+    assert_eq!(
+        shelves["shelves"][0]["device_id"], SMOKE_KITCHEN,
+        "{shelves}"
+    );
+    mosquitto_pub(
+        gw.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        fault_reading(),
+    )
+    .await;
+    let api = gw.api().clone();
+    let fault = wait_until_async("the fault alarm", WAIT, POLL, || async {
+        api.open_alarm(SMOKE_KITCHEN, "device_fault")
+            .await
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let f = api.alarm(fault["id"].as_str().unwrap()).await;
+    assert!(
+        timeline_has(&f, "shelved"),
+        "still held after the restart: {f}"
+    );
+    assert!(notified_roles(&f).is_empty(), "{f}");
+}
+
+#[tokio::test]
+async fn device_readings_of_the_last_hour_and_the_plan() {
+    let plan = std::fs::read_to_string(repo_root().join("config/plan.svg")).unwrap();
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .site_plan(plan.clone())
+        .start()
+        .await;
+    let now = now_ms();
+    for (ago_s, v) in [(45, 30.0), (30, 32.5), (15, 35.0), (0, 36.0)] {
+        let payload = json!({ "ts": now - ago_s * 1000, "values": { "temperature_c": v } });
+        mosquitto_pub(
+            gw.mqtt_port(),
+            &reading_topic("tmp-3-2-501-k"),
+            payload.to_string(),
+        )
+        .await;
+    }
+    let api = gw.api().clone();
+    let r = wait_until_async("four readings", WAIT, POLL, || async {
+        let r = api
+            .get_json("/api/v1/devices/tmp-3-2-501-k/readings?since=1h")
+            .await;
+        if r["readings"].as_array().unwrap().len() == 4 {
+            Ok(r)
+        } else {
+            Err(format!("{r}"))
+        }
+    })
+    .await;
+    let values: Vec<f64> = r["readings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["values"]["temperature_c"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values, [30.0, 32.5, 35.0, 36.0], "oldest first: {r}");
+    assert_eq!(r["units"]["temperature_c"], "°C");
+    let short = api
+        .get_json("/api/v1/devices/tmp-3-2-501-k/readings?since=20s")
+        .await;
+    assert!(
+        short["readings"].as_array().unwrap().len() < 4,
+        "since narrows: {short}"
+    );
+    assert_eq!(
+        api.get_raw("/api/v1/devices/nope/readings", true).await.0,
+        404
+    );
+    assert_eq!(
+        api.get_raw("/api/v1/devices/tmp-3-2-501-k/readings?since=soon", true)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        api.get_raw("/api/v1/devices/tmp-3-2-501-k/readings", false)
+            .await
+            .0,
+        401
+    );
+
+    // The plan: served as checked at config load, and homes carry their building.
+    let (status, svg) = api.get_raw("/board/plan.svg", true).await;
+    assert_eq!(status, 200);
+    assert_eq!(svg, plan);
+    assert_eq!(api.get_raw("/board/plan.svg", false).await.0, 401);
+    assert_eq!(api.get_json("/api/v1/me").await["plan"], true);
+    let homes = api.get_json("/api/v1/households").await;
+    let h = homes["households"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["household"]["id"] == HOUSEHOLD)
+        .unwrap()
+        .clone();
+    assert_eq!(h["household"]["building"], "3");
+
+    let plain = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .start()
+        .await;
+    assert_eq!(plain.api().get_raw("/board/plan.svg", true).await.0, 404);
+    assert_eq!(plain.api().get_json("/api/v1/me").await["plan"], false);
 }

@@ -1,4 +1,4 @@
-//! Crash loop (issue 5): kill -9 at random moments during the fan-out of many
+//! Crash loop: kill -9 at random moments during the fan-out of many
 //! alarms, 50 cycles. After the last restart every alarm the gateway stored
 //! has reached every recipient at least once, and every duplicate carries the
 //! same delivery id. Bounded: 50 cycles of a few hundred ms.

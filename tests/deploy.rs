@@ -1,4 +1,4 @@
-//! Deploy and observe (issue 8): the shipped systemd unit, container files,
+//! Deploy and observe: the shipped systemd unit, container files,
 //! Prometheus rules and Grafana dashboard are checked against the real
 //! binary and a live `/metrics`; the self-watch (readyz per stage, systemd
 //! watchdog, MQTT heartbeat) is checked by wedging a stage; backup/restore
@@ -160,7 +160,7 @@ async fn live_metrics_pass_promtool_and_cover_dashboard_and_alerts() {
         missing.is_empty(),
         "dashboard queries metrics not in /metrics: {missing:?}"
     );
-    // It covers every SPEC §7 family.
+    // It covers every docs/contract.md §7 family.
     for family in [
         "gridwatch_readings_total",
         "gridwatch_readings_rejected_total",

@@ -1,4 +1,4 @@
-//! Fan-out under faults (issue 5): SMTP down for a while then back, with and
+//! Fan-out under faults: SMTP down for a while then back, with and
 //! without a fallback channel; a webhook answering 500; linked sounders; the
 //! per-recipient rate limit. Real peers on loopback.
 

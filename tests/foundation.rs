@@ -168,7 +168,7 @@ async fn wait_for_fanout(http: &HttpSink, smtp: &SmtpSink) -> String {
     .await
 }
 
-/// Checks the fire brigade's webhook body field by field (SPEC §5).
+/// Checks the fire brigade's webhook body field by field (docs/contract.md §5).
 fn assert_raised_webhook(req: &RecordedRequest, gw: &Gateway, alarm_id: &str, value: f64) {
     let body = req.json();
     assert_eq!(body["event"], "alarm.raised", "{body}");

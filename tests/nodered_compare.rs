@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Devices of a small registry, each with the reading it gets and whether
-/// gridwatch's smoke rule (SPEC §4: `smoke_alarm` flag, or smoke_db_m ≥ 0.15)
+/// gridwatch's smoke rule (docs/contract.md §4: `smoke_alarm` flag, or smoke_db_m ≥ 0.15)
 /// raises an alarm for it.
 const CASES: [(&str, &str, bool); 6] = [
     (

@@ -1,4 +1,4 @@
-//! Operator tools end to end (issue 6): the real `gridwatch` binary's
+//! Operator tools end to end: the real `gridwatch` binary's
 //! `alarms` commands against a running daemon, `report` from the daemon's API
 //! and from the store once the daemon is stopped, and `import` of the shipped
 //! ledger template into a config that `check-config` then accepts.

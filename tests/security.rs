@@ -1,4 +1,4 @@
-//! Security end to end (issue 9): who may call what (401/403/429), the audit
+//! Security end to end: who may call what (401/403/429), the audit
 //! trail, single-use ack links, MQTT logins and TLS, a hostile flood while a
 //! real alarm goes through, no personal data in logs, `/metrics` or
 //! `/healthz`, and the household purge.
@@ -77,7 +77,7 @@ async fn call(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> (u
     (status, res.text().await.unwrap_or_default())
 }
 
-/// Who gets what on each endpoint of SPEC §6 that needs a token. The alarm id
+/// Who gets what on each endpoint of docs/contract.md §6 that needs a token. The alarm id
 /// does not exist, so a caller who passes auth gets 404: the status tells
 /// "authorised" (404/200) from "forbidden" (403) and "unknown" (401).
 /// Adding an endpoint is one line.

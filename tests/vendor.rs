@@ -1,4 +1,4 @@
-//! Vendor uplink formats (SPEC §3) end to end: the real gateway with
+//! Vendor uplink formats (docs/contract.md §3) end to end: the real gateway with
 //! `[[mqtt.format]]` entries, vendor-shaped JSON published with the real
 //! `mosquitto_pub` on vendor topics, the alarm caught by a webhook sink,
 //! malformed vendor payloads counted as rejections, formats added by a hot

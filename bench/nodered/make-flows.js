@@ -1,6 +1,6 @@
 // Generates flows.json: `node make-flows.js > flows.json`. The function
 // bodies are kept here as readable JavaScript; the editor shows the same.
-const threshold = `// The smoke rule of rules.toml [smoke] (SPEC §4): the detector's own
+const threshold = `// The smoke rule of rules.toml [smoke] (docs/contract.md §4): the detector's own
 // smoke_alarm flag, or smoke_db_m at or above the alarm threshold. A
 // 'test' flag is the test button: never an alarm. Who to notify comes
 // from compound.json (device -> household -> grid -> grid workers), one

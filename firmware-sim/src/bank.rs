@@ -1,5 +1,5 @@
 //! The register bank of simulated Modbus monitors, in gridwatch's built-in
-//! `generic-rcm` layout (SPEC §4), and how each unit answers a request —
+//! `generic-rcm` layout (docs/contract.md §4), and how each unit answers a request —
 //! including the misbehaviour a test asks for. Pure: the server in
 //! [`crate::modbus`] only carries out what [`Bank::answer`] decides.
 //!

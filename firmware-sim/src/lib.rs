@@ -1,5 +1,5 @@
 //! firmware-sim: simulated smoke detectors and current-leak monitors that talk
-//! to gridwatch over MQTT and Modbus exactly as field devices do (SPEC §1, §3, §4).
+//! to gridwatch over MQTT and Modbus exactly as field devices do (docs/contract.md §1, §3, §4).
 //!
 //! The pure parts (scenario expansion, load pacing, payloads, registry output)
 //! are apart from the I/O (`mqtt`, `run`) so they can be tested without a broker.

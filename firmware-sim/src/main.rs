@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Simulated smoke detectors and current-leak monitors for gridwatch.
 ///
-/// Publishes SPEC §3 readings (QoS 1) on sensors/{device_id}/reading and waits
+/// Publishes docs/contract.md §3 readings (QoS 1) on sensors/{device_id}/reading and waits
 /// for every PUBACK before exiting. Exit code 1 on any error (e.g. no broker).
 #[derive(Parser, Debug)]
 #[command(name = "firmware-sim", version, after_long_help = FORMAT_HELP)]
@@ -163,7 +163,7 @@ struct ScenarioCmd {
     /// Play this many times faster (ts stays the real send time).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
-    /// Also write each reading as a replay line (SPEC §1) to this JSONL file.
+    /// Also write each reading as a replay line (docs/contract.md §1) to this JSONL file.
     #[arg(long)]
     record: Option<PathBuf>,
     /// No MQTT and no sleeping: print (and record) the readings with computed timestamps.
@@ -214,7 +214,7 @@ struct LoadCmd {
     /// Unacknowledged QoS 1 publishes per connection.
     #[arg(long, default_value_t = 100)]
     inflight: u16,
-    /// Write a registry.toml naming the simulated devices (SPEC §2).
+    /// Write a registry.toml naming the simulated devices (docs/contract.md §2).
     #[arg(long)]
     registry_out: Option<PathBuf>,
     /// With --registry-out: write it and exit without connecting.

@@ -1,10 +1,10 @@
-//! The wire shapes the simulator produces: the SPEC §3 uplink payload and the
-//! SPEC §1 replay line (the payload plus `device_id`).
+//! The wire shapes the simulator produces: the docs/contract.md §3 uplink payload and the
+//! docs/contract.md §1 replay line (the payload plus `device_id`).
 
 use serde::{Deserialize, Serialize, Serializer};
 use std::collections::BTreeMap;
 
-/// Metric names the gateway understands (SPEC §3); others are sent anyway
+/// Metric names the gateway understands (docs/contract.md §3); others are sent anyway
 /// (the gateway counts and ignores them) but a scenario author is warned.
 pub const KNOWN_METRICS: [&str; 5] = [
     "smoke_db_m",
@@ -14,7 +14,7 @@ pub const KNOWN_METRICS: [&str; 5] = [
     "rssi_dbm",
 ];
 
-/// Device flags the gateway understands (SPEC §3).
+/// Device flags the gateway understands (docs/contract.md §3).
 pub const KNOWN_FLAGS: [&str; 5] = ["smoke_alarm", "fault", "tamper", "low_battery", "test"];
 
 /// One metric value. Serialised as a JSON integer when it is whole (`320`, not
@@ -51,7 +51,7 @@ impl std::fmt::Display for MetricValue {
 /// Metric name → value, sorted by name so output is deterministic.
 pub type ValueMap = BTreeMap<String, MetricValue>;
 
-/// The SPEC §3 uplink payload published on `sensors/{device_id}/reading`.
+/// The docs/contract.md §3 uplink payload published on `sensors/{device_id}/reading`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
     /// Epoch milliseconds at send time.
@@ -81,8 +81,8 @@ impl Payload {
     }
 }
 
-/// A replay line (SPEC §1): the uplink payload plus the device id, fields in
-/// the order the SPEC example shows.
+/// A replay line (docs/contract.md §1): the uplink payload plus the device id, fields in
+/// the order the example of docs/contract.md §3 shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordLine<'a> {
     pub device_id: &'a str,
@@ -102,12 +102,12 @@ pub fn record_line(device_id: &str, payload: &Payload) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
-/// The reading topic of a device (SPEC §3).
+/// The reading topic of a device (docs/contract.md §3).
 pub fn reading_topic(device_id: &str) -> String {
     format!("sensors/{device_id}/reading")
 }
 
-/// The status topic of a device (SPEC §3).
+/// The status topic of a device (docs/contract.md §3).
 pub fn status_topic(device_id: &str) -> String {
     format!("sensors/{device_id}/status")
 }

@@ -1,4 +1,4 @@
-//! `--registry-out`: a SPEC §2 `registry.toml` that names exactly the devices a
+//! `--registry-out`: a docs/contract.md §2 `registry.toml` that names exactly the devices a
 //! load run simulates, so a gateway started for the run knows all of them.
 
 use crate::schedule::{device_id, AlarmKind};

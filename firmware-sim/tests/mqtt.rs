@@ -148,7 +148,7 @@ async fn run_sim(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Checks one uplink payload against SPEC §3 and returns it parsed.
+/// Checks one uplink payload against docs/contract.md §3 and returns it parsed.
 fn check_spec_payload(bytes: &[u8], sent_from: i64, sent_to: i64) -> Value {
     let v: Value = serde_json::from_slice(bytes).expect("payload is JSON");
     let obj = v.as_object().expect("payload is an object");

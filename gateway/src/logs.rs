@@ -1,6 +1,6 @@
 //! Log output: human text for a terminal, or one JSON object a line for
 //! journald/Loki (`gridwatch run --log-format json`). Every line passes
-//! through [`channels::mask`](crate::channels::mask) on its way out, so a
+//! through [`util::mask`](crate::util::mask) on its way out, so a
 //! phone number or email that slipped into an error message from a channel,
 //! an SMTP server or a panic never reaches the journal in clear.
 
@@ -34,8 +34,7 @@ pub struct Masking<W> {
 impl<W: Write> Write for Masking<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        self.inner
-            .write_all(crate::channels::mask(&text).as_bytes())?;
+        self.inner.write_all(crate::util::mask(&text).as_bytes())?;
         Ok(buf.len())
     }
 

@@ -1,4 +1,4 @@
-//! `gridwatch`: the daemon and its operator commands (SPEC §1).
+//! `gridwatch`: the daemon and its operator commands (docs/contract.md §1).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -255,9 +255,18 @@ mod replay {
     }
 }
 
+/// One line per error, then the count: what `check-config` prints on stdout
+/// and `run` on stderr, from the same [`gridwatch::runtime::load`].
+fn print_errors(out: &mut dyn std::io::Write, errors: &gridwatch::config::ConfigErrors) {
+    for e in &errors.0 {
+        let _ = writeln!(out, "{e}");
+    }
+    let _ = writeln!(out, "{} error(s)", errors.0.len());
+}
+
 fn check_config(path: &Path, gb26875: bool) -> ExitCode {
-    match Config::load(path) {
-        Ok(cfg) => {
+    match gridwatch::runtime::load(path) {
+        Ok((cfg, _parts)) => {
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }
@@ -278,27 +287,48 @@ fn check_config(path: &Path, gb26875: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            println!("{} error(s)", errors.0.len());
+            print_errors(&mut std::io::stdout(), &errors);
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(path: &Path, opts: gridwatch::runtime::RunOptions) -> anyhow::Result<()> {
-    let config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+/// Loads and builds like `check-config`, then runs. A config that does not
+/// build is printed once, line by line, and nothing is started.
+fn run(path: &Path, opts: gridwatch::runtime::RunOptions) -> ExitCode {
+    let (config, parts) = match gridwatch::runtime::load(path) {
+        Ok(built) => built,
+        Err(errors) => {
+            print_errors(&mut std::io::stderr(), &errors);
+            tracing::error!(
+                errors = errors.0.len(),
+                "invalid configuration: nothing started"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     for w in &config.warnings {
         tracing::warn!("config: {w}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("gridwatch")
         .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(gridwatch::runtime::run_with(config, opts))?;
-    Ok(())
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(gridwatch::runtime::spawn(config, parts, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Each start error names its cause: printed once, without the chain.
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Creates `path` for writing with mode 0600: a backup holds phone numbers and keys.
@@ -450,14 +480,7 @@ fn main() -> ExitCode {
             test_hooks,
         } => {
             gridwatch::logs::init(log_format);
-            match run(&config, gridwatch::runtime::RunOptions { test_hooks }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("gridwatch: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run(&config, gridwatch::runtime::RunOptions { test_hooks })
         }
     }
 }

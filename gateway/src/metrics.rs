@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7: names and labels are part of the contract).
+//! Prometheus metrics (docs/contract.md §7: names and labels are part of the contract).
 //! One registry per process, handed to every stage; label values are fixed
 //! sets (never a phone number, address or device id), so cardinality stays
 //! bounded and no personal data reaches `/metrics`.

@@ -21,7 +21,7 @@ pub fn rfc3339_ms(ms: EpochMs) -> String {
         .to_string()
 }
 
-/// A measured quantity a sensor can report (SPEC §3 `values`).
+/// A measured quantity a sensor can report (docs/contract.md §3 `values`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
@@ -102,7 +102,7 @@ impl Values {
     }
 }
 
-/// A device's own status flags (SPEC §3 `flags`).
+/// A device's own status flags (docs/contract.md §3 `flags`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Flag {
@@ -194,7 +194,7 @@ pub struct Reading {
     pub transport: Transport,
 }
 
-/// What an alarm is about (SPEC §8).
+/// What an alarm is about (docs/contract.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmKind {
@@ -291,7 +291,7 @@ impl fmt::Display for Severity {
     }
 }
 
-/// The people bound to a home, by their part in the response (SPEC §2 `[roles]`).
+/// The people bound to a home, by their part in the response (docs/contract.md §2 `[roles]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -395,7 +395,7 @@ impl ChannelKind {
     }
 }
 
-/// Alarm lifecycle (SPEC §8): `active_unacked → active_acked → resolved → verified`.
+/// Alarm lifecycle (docs/contract.md §8): `active_unacked → active_acked → resolved → verified`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmState {
@@ -430,7 +430,7 @@ pub enum Condition {
     Cleared,
 }
 
-/// The events a notification carries (SPEC §5).
+/// The events a notification carries (docs/contract.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventKind {
     #[serde(rename = "alarm.raised")]
@@ -500,7 +500,7 @@ pub struct ResidentInfo {
     pub age: Option<u32>,
 }
 
-/// Who a notification is for (SPEC §5 `recipient`).
+/// Who a notification is for (docs/contract.md §5 `recipient`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub contact_id: String,
@@ -508,7 +508,7 @@ pub struct Recipient {
     pub name: String,
 }
 
-/// The alarm as receivers see it: the `alarm` object of the webhook body (SPEC §5).
+/// The alarm as receivers see it: the `alarm` object of the webhook body (docs/contract.md §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmView {
     pub id: String,
@@ -525,7 +525,7 @@ pub struct AlarmView {
     pub value: Option<f64>,
     pub threshold: Option<f64>,
     pub unit: String,
-    /// Why it fired (an addition to SPEC §5): a trend names its rule and the
+    /// Why it fired (an addition to docs/contract.md §5): a trend names its rule and the
     /// change it saw, so "37 °C" is not mistaken for a threshold crossing.
     /// Absent in outbox entries written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

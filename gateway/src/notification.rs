@@ -45,4 +45,18 @@ pub struct MessageContext {
     /// Resolution cause and note, for resolved events.
     pub cause: Option<String>,
     pub note: Option<String>,
+    /// For a sounder entry: what the detector is told. Absent means `sound`
+    /// (entries written before `silence` existed read that way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sounder: Option<SounderCommand>,
+}
+
+/// The downlink command of a linked-sounder entry (SPEC §3, §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SounderCommand {
+    /// Sound for `[linkage] secs` (联动).
+    Sound,
+    /// Stop sounding (消音), from the duty board after a false alarm.
+    Silence,
 }

@@ -94,6 +94,13 @@ try {
   check(await page.evaluate(() => window.__tones) > 0, "a new critical alarm beeps");
   step(`alarm ${firstId} appeared without reload; title flashes; it beeped`);
 
+  // --- the compound plan: building 3 lights up in the critical colour, its home is listed
+  await page.locator("#plan-box #building-3.hot[data-severity='critical']").waitFor({ timeout: WAIT });
+  check(await page.locator("#plan-box #building-5.hot").count() === 0, "building 5 has no alarm and is not highlighted");
+  const planItem = await page.locator("#plan-list li[data-building='3']").innerText();
+  check(planItem.includes("3幢2单元501室") && planItem.includes("厨房"), `the plan list names the home: ${planItem}`);
+  step("plan: building 3 highlighted, 3幢2单元501室 listed");
+
   // --- ack: the fire brigade's role is marked acked
   await card(page, firstId).locator("[data-action=ack]").click();
   await card(page, firstId).locator("tr[data-role='fire_brigade'][data-acked='yes']").waitFor({ timeout: WAIT });
@@ -113,6 +120,17 @@ try {
   const order = await page.locator("#alarms article").evaluateAll((els) => els.map((e) => e.dataset.alarmId));
   check(order[0] === firstId, `oldest critical first: ${order}`);
   step("deliveries shown (sent and failed)");
+
+  // --- category tabs with counts: two fire alarms, nothing electrical
+  const catCount = async (c) => (await page.locator(`#cats [data-cat='${c}'] .n`).innerText()).trim();
+  check(await catCount("fire") === "2" && await catCount("electrical") === "0" && await catCount("all") === "2",
+    `category counts: fire ${await catCount("fire")}, electrical ${await catCount("electrical")}`);
+  await page.click("#cats [data-cat='health']");
+  check(await page.locator("#alarms article").count() === 0, "the device-health tab shows no fire alarm");
+  await page.click("#cats [data-cat='all']");
+  await page.locator("#alarms article").nth(1).waitFor({ timeout: WAIT });
+  check(await card(page, firstId).locator("tr[data-role='director'] .ch", { hasText: "联动" }).count() === 0, "no linked-sounder command under the director");
+  step("category tabs count 2 fire, 0 electrical");
 
   mkdirSync(OUT, { recursive: true });
   await page.click("#mute"); // sound back on for the picture
@@ -138,6 +156,22 @@ try {
   await phone.close();
   step("phone layout in English fits the screen");
 
+  // --- mute the 5幢 alarm alone; speech and desktop notifications on (the tab "hidden")
+  const secondId = await second.getAttribute("data-alarm-id");
+  await card(page, secondId).locator("[data-action=mute-alarm]").click();
+  await card(page, secondId).locator("[data-action=mute-alarm][aria-pressed='true']").waitFor({ timeout: WAIT });
+  await page.evaluate(() => {
+    window.__spoken = [];
+    window.__notified = [];
+    Object.defineProperty(window, "speechSynthesis", { configurable: true, value: { speak: (u) => window.__spoken.push(u.text) } });
+    if (typeof window.SpeechSynthesisUtterance === "undefined") window.SpeechSynthesisUtterance = class { constructor(t) { this.text = t; } };
+    window.Notification = class { constructor(title, o) { window.__notified.push(`${title} ${o.body}`); } static get permission() { return "granted"; } };
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    window.__tones = 0;
+  });
+  await page.click("#speak");
+  check(await page.getAttribute("#speak", "aria-pressed") === "true", "speech on");
+
   // --- a trend alarm says what the trend saw, where a threshold alarm shows its level
   const now = Date.now();
   temperature("tmp-3-2-501-k", now - 60_000, 30);
@@ -147,6 +181,36 @@ try {
   const trendCard = await trend.innerText();
   check(trendCard.includes("1分钟内上升 9.5 °C（温升过快）"), `trend card names what it saw: ${trendCard}`);
   step("a rate-of-rise alarm shows 1分钟内上升 9.5 °C（温升过快）");
+  check(await page.evaluate(() => window.__tones) > 0, "muting one alarm keeps the beep of a new one");
+  check(await page.evaluate(() => document.body.dataset.lastTone) === "fire", "a temperature alarm plays the fire tone");
+  const spoken = await page.evaluate(() => window.__spoken);
+  check(spoken.some((t) => t.includes("3幢2单元501室") && t.includes("厨房")), `spoken: ${JSON.stringify(spoken)}`);
+  const notified = await page.evaluate(() => window.__notified);
+  check(notified.some((t) => t.includes("3幢2单元501室")), `desktop notification while hidden: ${JSON.stringify(notified)}`);
+  await page.evaluate(() => Object.defineProperty(document, "hidden", { configurable: true, get: () => false }));
+  step("per-alarm mute keeps the new alarm's tone; spoken and notified");
+
+  // --- the detail drawer: timeline and the readings that rose before the trend alarm
+  await trend.locator("[data-action=detail]").click();
+  const chart = page.locator("#drawer #chart");
+  await chart.waitFor({ timeout: WAIT });
+  const values = (await chart.getAttribute("data-values")).split(",").map(Number);
+  check(values.length >= 2 && values[0] === 30 && values[values.length - 1] === 39.5, `chart values: ${values}`);
+  await page.locator("#drawer #timeline li[data-what='opened']").waitFor({ timeout: WAIT });
+  await page.locator("#drawer #timeline li[data-what='delivery']").first().waitFor({ timeout: WAIT });
+  await page.screenshot({ path: join(OUT, "board-drawer.png"), animations: "disabled" });
+  await page.click("#drawer-close");
+  step(`drawer: chart ${values.join(" → ")} °C and the timeline`);
+
+  // --- silence the linked sounders of the first (cooking) alarm; the timeline says who
+  await card(page, firstId).locator("[data-action=silence]").click();
+  await page.locator("#toast", { hasText: "消音" }).waitFor({ timeout: WAIT });
+  await card(page, firstId).locator("[data-action=detail]").click();
+  const silenced = page.locator("#drawer #timeline li[data-what='silenced']");
+  await silenced.waitFor({ timeout: WAIT });
+  check((await silenced.innerText()).includes("e2e-duty"), `who silenced: ${await silenced.innerText()}`);
+  await page.click("#drawer-close");
+  step("silenced the linked sounders; the timeline records e2e-duty");
 
   // --- mute persists across a reload
   await page.click("#mute");
@@ -184,12 +248,37 @@ try {
   await page.click(".tab[data-view=alarms]");
   await page.locator(`article[data-alarm-id='${firstId}']`).waitFor({ state: "detached", timeout: WAIT });
 
+  // --- history: the verified alarm, filtered by kind and date, and in the CSV export
+  await page.click(".tab[data-view=history]");
+  const row = page.locator(`#history tr[data-alarm-id='${firstId}']`);
+  await row.waitFor({ timeout: WAIT });
+  const today = await page.evaluate(() => new Date(Date.now() + 8 * 3600e3).toISOString().slice(0, 10));
+  await page.selectOption("#history-form select[name=kind]", "fire");
+  await page.fill("#history-form input[name=since]", today);
+  await page.fill("#history-form input[name=until]", today);
+  await page.click("#history-form button[type=submit]");
+  await row.waitFor({ timeout: WAIT });
+  check((await row.innerText()).includes("烹饪油烟"), `the cause is shown: ${await row.innerText()}`);
+  const csv = await page.evaluate(async () => (await fetch(document.querySelector("#csv").href)).text());
+  check(csv.includes(firstId) && csv.includes("cooking") && csv.includes("3幢2单元501室"), `CSV export: ${csv}`);
+  await page.selectOption("#history-form select[name=kind]", "electrical");
+  await page.click("#history-form button[type=submit]");
+  await row.waitFor({ state: "detached", timeout: WAIT });
+  await page.screenshot({ path: join(OUT, "board-history.png"), fullPage: true });
+  await page.selectOption("#history-form select[name=kind]", "smoke");
+  await page.click("#history-form button[type=submit]");
+  await row.click();
+  await page.locator("#drawer #timeline li[data-what='verified']").waitFor({ timeout: WAIT });
+  await page.click("#drawer-close");
+  await page.click(".tab[data-view=alarms]");
+  step("history: filtered by kind and date, CSV export, drawer from a row");
+
   // --- logout asks for the token again
   await page.click("#logout");
   await page.locator("#login-form").waitFor({ state: "visible", timeout: WAIT });
   step("logout");
 
-  console.log(`RESULT ${JSON.stringify({ first: firstId })}`);
+  console.log(`RESULT ${JSON.stringify({ first: firstId, second: secondId })}`);
 } finally {
   await browser.close();
 }

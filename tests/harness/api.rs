@@ -1,5 +1,5 @@
-//! A client of the gateway's HTTP API (SPEC §6) with a bearer token, plus a
-//! Prometheus text parser for `/metrics` (SPEC §7).
+//! A client of the gateway's HTTP API (docs/contract.md §6) with a bearer token, plus a
+//! Prometheus text parser for `/metrics` (docs/contract.md §7).
 
 use serde_json::{json, Value};
 

@@ -30,6 +30,7 @@ pub struct GatewayBuilder {
     run_env: Vec<(String, String)>,
     storage_path: Option<PathBuf>,
     profiles: Vec<String>,
+    plan: bool,
 }
 
 impl GatewayBuilder {
@@ -86,6 +87,12 @@ impl GatewayBuilder {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.run_env.push((key.into(), value.into()));
         self
+    }
+
+    /// `[site] plan = "plan.svg"` with this SVG as the compound plan.
+    pub fn site_plan(mut self, svg: impl Into<String>) -> Self {
+        self.plan = true;
+        self.fixture_file("plan.svg", svg)
     }
 
     /// `[storage] path`: an existing data dir (e.g. a restored backup) instead of `data`.
@@ -147,7 +154,7 @@ profiles = {profiles:?}
 id = "{site}"
 name = "{site_name}"
 locale = "zh-CN"
-
+{plan}
 [storage]
 path = "{storage}"
 
@@ -157,6 +164,11 @@ listen = "127.0.0.1:{mqtt_port}"
 "#,
             site = compound::SITE,
             site_name = compound::SITE_NAME,
+            plan = if self.plan {
+                "plan = \"plan.svg\"\n"
+            } else {
+                ""
+            },
             storage = self
                 .storage_path
                 .as_ref()

@@ -189,7 +189,7 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The load rules: SPEC §2 defaults, no overrides.
+/// The load rules: docs/contract.md §2 defaults, no overrides.
 pub const RULES_TOML: &str = r#"[residual_current]
 warning = 200
 alarm = 300

@@ -1,4 +1,4 @@
-//! The comparison of DESIGN.md "Performance method": what a user would
+//! The comparison of docs/benchmarks.md (gridwatch against Mosquitto + Node-RED): what a user would
 //! otherwise deploy — Mosquitto + Node-RED doing the same smoke
 //! threshold-and-notify job — under the same load as gridwatch, in the same
 //! run (`loadrun --compare nodered`, docs/benchmarks.md).

@@ -1,4 +1,4 @@
-//! The alarm state machine (SPEC §8), pure: signals and people's actions in,
+//! The alarm state machine (docs/contract.md §8), pure: signals and people's actions in,
 //! transitions out. It owns the rule "one open alarm per (subject, kind)" and
 //! the lifecycle `active_unacked → active_acked → resolved → verified`, with
 //! the condition (`firing`/`cleared`) tracked beside it. A cleared condition
@@ -338,7 +338,7 @@ impl AlarmBook {
         self.alarms.get_mut(id)
     }
 
-    /// Escalation and reminders due at `now` (SPEC §2 `escalate_after`, `repeat`):
+    /// Escalation and reminders due at `now` (docs/contract.md §2 `escalate_after`, `repeat`):
     /// when a role of a matching route has not acked within `escalate_after`,
     /// `escalate_to` is notified once and the unacked roles are reminded; then
     /// the unacked roles are reminded every `repeat` until they ack — no cap.

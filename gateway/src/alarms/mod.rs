@@ -7,8 +7,10 @@ pub mod book;
 pub mod changes;
 pub mod record;
 pub mod service;
+pub mod shelf;
 
 pub use book::{ActionError, AlarmBook, Place, Transition};
 pub use changes::{AlarmChange, Changes};
 pub use record::{Alarm, Planned, Resolution, RoleAck, TimelineEntry, Verification};
 pub use service::{AlarmsStage, Command};
+pub use shelf::{Category, Shelf, Shelves};

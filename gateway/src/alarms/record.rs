@@ -124,7 +124,7 @@ impl TimelineEntry {
 }
 
 impl Alarm {
-    /// The record as receivers see it (SPEC §5 `alarm`).
+    /// The record as receivers see it (docs/contract.md §5 `alarm`).
     pub fn view(&self) -> AlarmView {
         AlarmView {
             id: self.id.clone(),

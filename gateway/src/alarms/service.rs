@@ -4,10 +4,12 @@
 //! alarm still goes out after exactly one flush.
 
 use super::book::{ActionError, AlarmBook, Place, Transition};
+use super::shelf::{Shelf, Shelves};
 use crate::ack_link::AckSigner;
 use crate::config::Config;
 use crate::dispatch::{
-    notifications, recipients_for_event, sounder_commands, Availability, EventInput, Outgoing,
+    notifications, recipients_for_event, silence_commands, sounder_commands, Availability,
+    EventInput, Outgoing,
 };
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, EpochMs, EventKind, Role};
@@ -42,6 +44,18 @@ pub enum Command {
         note: Option<String>,
         reply: oneshot::Sender<Result<AlarmView, ActionError>>,
     },
+    /// Tells the alarm's linked sounders to stop (消音); answers the devices told.
+    Silence {
+        id: String,
+        by: String,
+        reply: oneshot::Sender<Result<Vec<String>, ActionError>>,
+    },
+    /// Shelves a device (`Some`) or lifts its shelf (`None`); answers the shelf in force.
+    Shelve {
+        device: String,
+        shelf: Option<Shelf>,
+        reply: oneshot::Sender<Result<Option<Shelf>, ActionError>>,
+    },
 }
 
 /// The alarms stage.
@@ -56,6 +70,7 @@ pub struct AlarmsStage {
     limiter: crate::dispatch::limit::Limiter,
     health: crate::health::Health,
     changes: super::Changes,
+    shelves: Shelves,
 }
 
 /// A transition with what started it: the reading's receive time, and who acted.
@@ -76,6 +91,7 @@ impl AlarmsStage {
         to_sender: mpsc::Sender<Vec<Pending>>,
     ) -> Result<AlarmsStage, crate::store::StoreError> {
         let book = AlarmBook::from_records(store.alarms()?);
+        let shelves = Shelves::from_records(store.shelves()?);
         metrics.alarms_open.set(book.open_count() as i64);
         Ok(AlarmsStage {
             config,
@@ -88,6 +104,7 @@ impl AlarmsStage {
             limiter: Default::default(),
             health: crate::health::Health::new(),
             changes: super::Changes::new(),
+            shelves,
         })
     }
 
@@ -134,6 +151,7 @@ impl AlarmsStage {
     /// Escalations and reminders that fell due.
     async fn on_clock(&mut self, now: EpochMs) {
         let cfg = self.config.borrow().clone();
+        self.expire_shelves(&cfg, now).await;
         let happened: Vec<Happened> = self
             .book
             .due_timers(&cfg.routing.routes, now)
@@ -180,6 +198,18 @@ impl AlarmsStage {
         let cfg = self.config.borrow().clone();
         let now = now_ms();
         let (id, by, result, reply) = match cmd {
+            Command::Silence { id, by, reply } => {
+                let _ = reply.send(self.silence(&cfg, &id, &by, now).await);
+                return;
+            }
+            Command::Shelve {
+                device,
+                shelf,
+                reply,
+            } => {
+                let _ = reply.send(self.shelve(&device, shelf).await);
+                return;
+            }
             Command::Ack {
                 id,
                 by,
@@ -276,8 +306,18 @@ impl AlarmsStage {
         cfg: &Config,
         happened: &[Happened],
     ) -> Result<(), crate::store::StoreError> {
+        self.commit_with(cfg, happened, Vec::new()).await
+    }
+
+    /// [`Self::commit`] plus entries that belong to no event (sounder silences).
+    async fn commit_with(
+        &mut self,
+        cfg: &Config,
+        happened: &[Happened],
+        extra: Vec<Outgoing>,
+    ) -> Result<(), crate::store::StoreError> {
         let now = now_ms();
-        let mut outgoing = Vec::new();
+        let mut outgoing = extra;
         for h in happened {
             outgoing.extend(self.plan(cfg, h, now));
         }
@@ -332,11 +372,30 @@ impl AlarmsStage {
             household = %alarm.household_id,
             "alarm event"
         );
-        if h.t.event == EventKind::Raised {
+        if h.t.event == EventKind::Raised && h.received.is_some() {
             self.metrics
                 .alarms_total
                 .with_label_values(&[alarm.kind.as_str(), alarm.severity.as_str()])
                 .inc();
+        }
+        if self.shelves.holds(&alarm.device_id, alarm.kind, now)
+            && matches!(
+                h.t.event,
+                EventKind::Raised | EventKind::Escalated | EventKind::Reminder
+            )
+        {
+            let until = self.shelves.get(&alarm.device_id).map_or(0, |s| s.until);
+            tracing::info!(alarm = %alarm.id, device = %alarm.device_id, event = h.t.event.as_str(), "device shelved: recorded, not dispatched");
+            if let Some(a) = self.book.get_mut(&h.t.alarm_id) {
+                a.timeline.push(
+                    crate::alarms::TimelineEntry::new(now, "shelved").detail(format!(
+                        "{} not dispatched: device shelved until {}",
+                        h.t.event.as_str(),
+                        crate::model::rfc3339_ms(until)
+                    )),
+                );
+            }
+            return Vec::new();
         }
         let mut planned =
             recipients_for_event(cfg, alarm, h.t.event, &h.t.roles, self.channels.as_ref());
@@ -400,6 +459,129 @@ impl AlarmsStage {
 }
 
 impl AlarmsStage {
+    /// Plans `silence` for the alarm's sounders, records who did it on the
+    /// timeline, and commits both like any event.
+    async fn silence(
+        &mut self,
+        cfg: &Config,
+        id: &str,
+        by: &str,
+        now: EpochMs,
+    ) -> Result<Vec<String>, ActionError> {
+        let alarm = self
+            .book
+            .get(id)
+            .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
+        let commands = silence_commands(cfg, alarm, now);
+        let devices: Vec<String> = commands.iter().map(|n| n.address.clone()).collect();
+        let actor = display_actor(cfg, by);
+        if let Some(a) = self.book.get_mut(id) {
+            let mut e =
+                crate::alarms::TimelineEntry::new(now, "silenced").detail(if devices.is_empty() {
+                    "no linked sounder".to_string()
+                } else {
+                    devices.join(",")
+                });
+            e.by = Some(actor);
+            a.timeline.push(e);
+        }
+        tracing::info!(alarm = %id, by, sounders = devices.len(), "linked sounders silenced");
+        let extra = commands
+            .into_iter()
+            .map(|n| Outgoing {
+                notification: n,
+                fallbacks: Vec::new(),
+            })
+            .collect();
+        self.commit_with(cfg, &[], extra)
+            .await
+            .map_err(|e| ActionError::Store(e.to_string()))?;
+        self.changes.publish(id, "alarm.silenced");
+        Ok(devices)
+    }
+
+    /// Stores a shelf (or lifts one) before it takes effect.
+    async fn shelve(
+        &mut self,
+        device: &str,
+        shelf: Option<Shelf>,
+    ) -> Result<Option<Shelf>, ActionError> {
+        let store_err = |e: crate::store::StoreError| ActionError::Store(e.to_string());
+        match shelf {
+            Some(s) => {
+                self.store.put_shelf(&s).await.map_err(store_err)?;
+                tracing::info!(device, until = %crate::model::rfc3339_ms(s.until), by = %s.by, reason = %s.reason, "device shelved");
+                self.shelves.put(s.clone());
+                Ok(Some(s))
+            }
+            None => {
+                self.store.remove_shelf(device).await.map_err(store_err)?;
+                if self.shelves.remove(device).is_some() {
+                    tracing::info!(device, "shelf lifted");
+                    // Held alarms go out on the next tick, like an expiry.
+                    self.shelves.put(Shelf {
+                        device_id: device.to_string(),
+                        until: 0,
+                        reason: String::new(),
+                        by: String::new(),
+                        at: 0,
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends expired shelves: what they held back and is still open and
+    /// unanswered goes out now as a raise.
+    async fn expire_shelves(&mut self, cfg: &Config, now: EpochMs) {
+        let expired = self.shelves.take_expired(now);
+        if expired.is_empty() {
+            return;
+        }
+        let mut happened = Vec::new();
+        for s in &expired {
+            if s.until > 0 {
+                tracing::info!(device = %s.device_id, "shelf expired");
+                if let Err(e) = self.store.remove_shelf(&s.device_id).await {
+                    tracing::error!(error = %e, device = %s.device_id, "cannot remove expired shelf");
+                }
+            }
+            let held: Vec<String> = self
+                .book
+                .open()
+                .filter(|a| {
+                    a.device_id == s.device_id
+                        && super::Category::of(a.kind) == super::Category::Health
+                        && a.recipients.is_empty()
+                        && a.acks.is_empty()
+                })
+                .map(|a| a.id.clone())
+                .collect();
+            for id in held {
+                if let Some(a) = self.book.get_mut(&id) {
+                    a.timeline.push(
+                        crate::alarms::TimelineEntry::new(now, "unshelved")
+                            .detail("shelf ended: dispatching what it held back".to_string()),
+                    );
+                }
+                happened.push(Happened {
+                    t: Transition {
+                        alarm_id: id,
+                        event: EventKind::Raised,
+                        role: None,
+                        roles: Vec::new(),
+                    },
+                    received: None,
+                    actor: None,
+                });
+            }
+        }
+        if let Err(e) = self.commit(cfg, &happened).await {
+            tracing::error!(error = %e, "cannot dispatch alarms held by a shelf");
+        }
+    }
+
     /// Counts and records held-back notifications so the duty board shows them.
     fn note_suppressed(
         &mut self,

@@ -9,7 +9,7 @@
 //! 403 means "I know you, and your role may not do this" ([`Caller::require`]).
 
 use super::{ApiError, ApiState};
-use crate::config::{ApiRole, ApiToken};
+use crate::config::ApiToken;
 use crate::security::limiter::{KeyedLimiter, Rate};
 use crate::security::password::sha256_hex;
 use axum::async_trait;
@@ -19,49 +19,8 @@ use axum::http::{header, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// Token name from `[[http.tokens]]`, for the audit trail.
-    pub name: String,
-    pub role: ApiRole,
-}
-
-impl Caller {
-    /// 403 unless the caller's role is one of `allowed` (SPEC §6 "who").
-    pub fn require(&self, allowed: &[ApiRole], what: &str) -> Result<(), ApiError> {
-        if allowed.contains(&self.role) {
-            return Ok(());
-        }
-        let names: Vec<&str> = allowed.iter().map(|r| role_name(*r)).collect();
-        Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{what} needs a {} token (this one is {})",
-                names.join(" or "),
-                role_name(self.role)
-            ),
-        ))
-    }
-}
-
-/// The config name of a role.
-pub fn role_name(r: ApiRole) -> &'static str {
-    match r {
-        ApiRole::DutyOfficer => "duty_officer",
-        ApiRole::GridWorker => "grid_worker",
-        ApiRole::Director => "director",
-        ApiRole::Operator => "operator",
-    }
-}
-
-/// Equal bytes in time that does not depend on where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use super::caller::{role_name, Caller};
+pub use crate::util::constant_time_eq;
 
 /// Failed logins allowed per client IP: a burst of 10, then one every 6 s.
 pub const FAILED_AUTH_RATE: Rate = Rate {
@@ -157,6 +116,7 @@ impl FromRequestParts<ApiState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ApiRole;
 
     fn tok(name: &str, token: &str, sha: Option<&str>) -> ApiToken {
         ApiToken {
@@ -166,13 +126,6 @@ mod tests {
             token_sha256: sha.map(str::to_string),
             token_file: None,
         }
-    }
-
-    #[test]
-    fn ct_eq() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]

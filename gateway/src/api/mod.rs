@@ -1,9 +1,12 @@
-//! The HTTP API (SPEC §6): health, metrics, alarms, devices, and one-tap ack
+//! The HTTP API (docs/contract.md §6): health, metrics, alarms, devices, and one-tap ack
 //! links. Handlers never touch alarm state directly: actions go to the alarms
 //! stage as commands (it is the one owner), reads come from the store.
 
 mod auth;
+mod caller;
+mod controls;
 mod gb26875;
+mod history;
 mod report;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
@@ -16,7 +19,7 @@ use crate::alarms::{ActionError, Alarm, Command};
 use crate::config::{ApiRole, Config};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, Role};
-use crate::runtime::devices::DeviceTable;
+use crate::rules::devices::DeviceTable;
 use crate::store::{AuditEntry, Store};
 use auth::Caller;
 use axum::extract::{Path, Query, State};
@@ -29,6 +32,9 @@ use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// The runtime's reload: the new config, or every reason it was refused.
+pub type Reloader = Arc<dyn Fn() -> Result<Arc<Config>, crate::config::ConfigErrors> + Send + Sync>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -39,8 +45,9 @@ pub struct ApiState {
     pub devices: DeviceTable,
     pub signer: AckSigner,
     pub broker_connected: watch::Receiver<bool>,
-    /// Where a reload publishes the new config (every stage watches it).
-    pub reload: Arc<watch::Sender<Arc<Config>>>,
+    /// Re-reads, builds and publishes the config (the runtime's reload,
+    /// handed in so the API does not import the runtime).
+    pub reload: Reloader,
     /// Self-watch: every stage's heartbeat, condition and failure.
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
@@ -65,7 +72,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alarms/:id/ack", post(ack))
         .route("/api/v1/alarms/:id/resolve", post(resolve))
         .route("/api/v1/alarms/:id/verify", post(verify))
+        .route("/api/v1/alarms/:id/silence", post(controls::silence))
+        .route(
+            "/api/v1/devices/:id/shelve",
+            post(controls::shelve).delete(controls::unshelve),
+        )
+        .route("/api/v1/shelves", get(controls::shelves))
         .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/:id/readings", get(readings))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/report", get(report::report))
         .route("/api/v1/audit", get(audit_log))
@@ -81,7 +95,7 @@ pub fn router(state: ApiState) -> Router {
     router.with_state(state)
 }
 
-/// A JSON error with its status (SPEC §6: `{"error":"…"}`).
+/// A JSON error with its status (docs/contract.md §6: `{"error":"…"}`).
 pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
@@ -106,7 +120,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// Every stage with `"ok"` or why not (SPEC §6: store, broker, rules, and
+/// Every stage with `"ok"` or why not (docs/contract.md §6: store, broker, rules, and
 /// the rest of the pipe); 503 while any is unhealthy.
 async fn readyz(State(s): State<ApiState>) -> Response {
     let report = health_report(&s);
@@ -192,7 +206,7 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// An alarm as the API shows it: the SPEC §5 object plus its working state.
+/// An alarm as the API shows it: the docs/contract.md §5 object plus its working state.
 #[derive(Serialize)]
 struct AlarmOut {
     #[serde(flatten)]
@@ -240,33 +254,43 @@ impl AlarmOut {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-}
-
+/// The live list (`state=open`, most severe first) or, with any history
+/// parameter, the history: newest first, paged, or all of it as CSV.
 async fn list_alarms(
     _c: Caller,
     State(s): State<ApiState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut alarms = s.store.alarms().map_err(internal)?;
-    match q.state.as_deref() {
-        None | Some("all") => {}
-        Some("open") => alarms.retain(|a| a.state.is_open()),
-        Some(other) => alarms.retain(|a| a.state.as_str() == other),
+    Query(q): Query<history::HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let filter = q
+        .filter()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let alarms = s.store.alarms().map_err(internal)?;
+    let (alarms, total) = filter.apply(alarms);
+    if filter.csv {
+        let body = history::csv(&alarms).map_err(internal)?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"gridwatch-alarms.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response());
     }
-    alarms.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.opened_at.cmp(&b.opened_at))
-    });
     let cfg = s.config.borrow().clone();
     let out: Vec<AlarmOut> = alarms
         .iter()
         .map(|a| AlarmOut::from(a).enrich(a, &cfg, &s.store))
         .collect::<Result<_, _>>()?;
-    Ok(Json(json!({ "alarms": out })))
+    let body = if filter.history {
+        json!({ "alarms": out, "total": total, "page": filter.page, "per_page": filter.per_page })
+    } else {
+        json!({ "alarms": out })
+    };
+    Ok(Json(body).into_response())
 }
 
 async fn show_alarm(
@@ -486,6 +510,41 @@ async fn devices(_c: Caller, State(s): State<ApiState>) -> Json<serde_json::Valu
     Json(json!({ "devices": list }))
 }
 
+#[derive(Deserialize)]
+struct ReadingsQuery {
+    since: Option<String>,
+}
+
+/// A device's readings of the last hour at most (`since=10m`, default 1h),
+/// from the in-memory history the rules stage keeps (empty after a restart).
+async fn readings(
+    _c: Caller,
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadingsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let cfg = s.config.borrow().clone();
+    let dev = cfg
+        .device(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    let back = match q.since.as_deref() {
+        None => crate::runtime::devices::HISTORY_MS,
+        Some(text) => crate::config::duration::parse_duration(text)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {e}")))?
+            .as_ms()
+            .min(crate::runtime::devices::HISTORY_MS),
+    };
+    let now = now_ms();
+    let points = s.devices.readings(&id, now - back);
+    Ok(Json(json!({
+        "device_id": dev.id,
+        "kind": dev.kind,
+        "since": crate::model::rfc3339_ms(now - back),
+        "units": crate::model::Metric::ALL.iter().map(|m| (m.key(), m.unit())).collect::<std::collections::BTreeMap<_, _>>(),
+        "readings": points,
+    })))
+}
+
 /// Re-reads the config from disk: a bad one is refused with all its errors and
 /// the running one stays. Registry, rules and routing change at once (rule
 /// state of devices that still exist is kept); listeners, storage and
@@ -499,7 +558,7 @@ async fn reload(c: Caller, State(s): State<ApiState>) -> Response {
         .into_response();
     }
     let reload = s.reload.clone();
-    let loaded = tokio::task::spawn_blocking(move || crate::runtime::reload(&reload)).await;
+    let loaded = tokio::task::spawn_blocking(move || reload()).await;
     match loaded {
         Ok(Ok(cfg)) => {
             let warnings: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();

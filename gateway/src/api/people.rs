@@ -16,6 +16,9 @@ pub struct HouseholdOut {
     pub address: String,
     pub grid: String,
     pub grid_name: Option<String>,
+    /// Its building on the compound plan (`building` in the registry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub building: Option<String>,
     pub residents: Vec<ResidentOut>,
 }
 
@@ -40,6 +43,7 @@ pub fn household_out(cfg: &Config, h: &Household) -> HouseholdOut {
         address: h.address.clone(),
         grid: h.grid.clone(),
         grid_name: cfg.grid(&h.grid).map(|g| g.name.clone()),
+        building: h.building.clone(),
         residents: h
             .residents
             .iter()
@@ -103,7 +107,7 @@ pub fn notified(alarm: &Alarm, deliveries: &[DeliveryRecord]) -> Vec<NotifiedOut
     };
     for d in deliveries
         .iter()
-        .filter(|d| telling(d.event) && d.channel != ChannelKind::Mqtt)
+        .filter(|d| telling(d.event) && !machine(d.channel))
     {
         let row = NotifiedOut {
             role: d.recipient.role,
@@ -126,6 +130,16 @@ pub fn notified(alarm: &Alarm, deliveries: &[DeliveryRecord]) -> Vec<NotifiedOut
     }
     rows.sort_by(|a, b| a.role.cmp(&b.role).then(a.name.cmp(&b.name)));
     rows
+}
+
+/// Broker events, forwarding and linked-sounder commands: nobody's delivery,
+/// so they have no row in the board's per-role table (a sounder command used
+/// to show under the director, the role of the broker pseudo-recipient).
+fn machine(ch: ChannelKind) -> bool {
+    matches!(
+        ch,
+        ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream
+    )
 }
 
 #[cfg(test)]
@@ -241,6 +255,29 @@ mod tests {
                 ("c-119", "webhook", "pending"),
             ]
         );
+    }
+
+    #[test]
+    fn sounder_commands_and_forwarding_are_no_persons_delivery() {
+        let a = alarm_with(vec![]);
+        let ds: Vec<DeliveryRecord> = [
+            ChannelKind::Sounder,
+            ChannelKind::Upstream,
+            ChannelKind::Mqtt,
+        ]
+        .into_iter()
+        .map(|ch| {
+            delivery(
+                "mqtt",
+                Role::Director,
+                ch,
+                EventKind::Raised,
+                DeliveryStatus::Sent,
+                5,
+            )
+        })
+        .collect();
+        assert!(notified(&a, &ds).is_empty(), "{:?}", notified(&a, &ds));
     }
 
     #[test]

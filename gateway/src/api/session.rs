@@ -10,10 +10,11 @@
 //! looked up in the running config on every request, so removing a token
 //! from the config (and reloading) ends its sessions.
 
-use super::auth::{constant_time_eq, Caller};
+use super::caller::Caller;
 use super::{ApiError, ApiState};
 use crate::config::{ApiRole, Config};
 use crate::model::{now_ms, EpochMs};
+use crate::util::constant_time_eq;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use rand::RngCore;

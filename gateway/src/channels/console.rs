@@ -1,5 +1,5 @@
 //! The console channel: notifications printed on stdout. It needs no outside
-//! service, so a fresh install shows its alarms somewhere (SPEC §1).
+//! service, so a fresh install shows its alarms somewhere (docs/contract.md §1).
 
 use super::{render, SendError};
 use crate::notification::Notification;

@@ -11,12 +11,11 @@
 mod console;
 mod email;
 mod http;
-mod mask;
 pub mod render;
 mod sms;
 mod webhook;
 
-pub use mask::mask;
+pub use crate::util::mask;
 
 use crate::config::{ChannelsConfig, SiteConfig};
 use crate::model::ChannelKind;
@@ -196,6 +195,8 @@ mod tests {
             id: "xihu-longjing".into(),
             name: "龙井苑小区".into(),
             locale: Locale::ZhCn,
+            plan: None,
+            plan_svg: None,
         }
     }
 

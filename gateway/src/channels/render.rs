@@ -2,7 +2,7 @@
 //! channel sends. No I/O, so every wording is unit-tested and benchmarked,
 //! and dispatch can reuse [`webhook_json`] for the MQTT alarm events.
 //!
-//! Every message says, in this order (SPEC §5): what (severity and kind, and
+//! Every message says, in this order (docs/contract.md §5): what (severity and kind, and
 //! what happened to the alarm), where (compound, address, location in the
 //! home), when (local time, UTC+8), the reading and its threshold, who lives
 //! there, who else has been notified, and the acknowledgement link. The order
@@ -17,7 +17,7 @@ use crate::rules::SignalCause;
 use chrono::{DateTime, FixedOffset, Offset as _};
 use serde_json::{json, Map, Value};
 
-/// Most characters an SMS may carry (SPEC §5); counted in chars, not bytes.
+/// Most characters an SMS may carry (docs/contract.md §5); counted in chars, not bytes.
 pub const SMS_MAX_CHARS: usize = 140;
 
 /// WeCom group robots refuse markdown content over 4096 UTF-8 bytes.
@@ -59,7 +59,7 @@ pub fn subject(n: &Notification) -> String {
     one_line(&s)
 }
 
-/// The full message, for email and console: one fact per line, in SPEC §5 order.
+/// The full message, for email and console: one fact per line, in docs/contract.md §5 order.
 pub fn text(n: &Notification) -> String {
     let m = Message::of(n);
     let sep = label_sep(n.context.locale);
@@ -149,7 +149,7 @@ pub fn sms(n: &Notification) -> String {
     truncate_chars(&essentials, SMS_MAX_CHARS)
 }
 
-/// The webhook body of `format = "json"` (SPEC §5), also the MQTT alarm-event payload.
+/// The webhook body of `format = "json"` (docs/contract.md §5), also the MQTT alarm-event payload.
 ///
 /// Built field by field rather than by serialising the structs so the wire
 /// shape is the one written in the spec, whatever the internal types become.
@@ -843,7 +843,7 @@ pub(crate) mod tests {
     use crate::model::{Recipient, Role};
     use crate::notification::MessageContext;
 
-    /// The SPEC §5 example alarm: smoke, critical, 张奶奶 82 living alone.
+    /// The docs/contract.md §5 example alarm: smoke, critical, 张奶奶 82 living alone.
     pub(crate) fn smoke(locale: Locale) -> Notification {
         Notification {
             delivery_id: "01JDDELIVERY0000000000001".into(),
@@ -888,6 +888,7 @@ pub(crate) mod tests {
                 actor: None,
                 cause: None,
                 note: None,
+                sounder: None,
             },
             created: 1_795_514_400_200,
         }

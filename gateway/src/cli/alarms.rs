@@ -6,7 +6,7 @@ use super::client::{Client, ClientError};
 use super::table::{one_line, Table};
 use serde_json::{json, Value};
 
-/// Causes the API accepts for a resolution (SPEC §6).
+/// Causes the API accepts for a resolution (docs/contract.md §6).
 pub const CAUSES: [&str; 6] = [
     "fire",
     "electrical_fault",

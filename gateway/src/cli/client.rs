@@ -1,4 +1,4 @@
-//! A small blocking-style client of the daemon's HTTP API (SPEC §6) for the
+//! A small blocking-style client of the daemon's HTTP API (docs/contract.md §6) for the
 //! operator commands, turning each failure into a message that says what to
 //! do and an exit code scripts can branch on.
 

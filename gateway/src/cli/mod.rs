@@ -1,4 +1,4 @@
-//! Operator commands (issue 6, SPEC §1): `alarms` talks to a running daemon
+//! Operator commands (docs/contract.md §1): `alarms` talks to a running daemon
 //! over its HTTP API, `import` loads a ledger into registry.toml, `report`
 //! computes response times from the store (or from the daemon's API when the
 //! daemon holds the store). Each returns the process exit code; main.rs only
@@ -6,7 +6,7 @@
 
 pub mod alarms;
 pub mod client;
-pub mod table;
+pub use crate::util::table;
 
 use crate::config::Config;
 use crate::ledger::{self, ImportError, ImportOptions};

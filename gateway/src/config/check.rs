@@ -4,21 +4,14 @@
 //! to a [`Report`].
 
 use super::env::expand;
-use super::source::{EnvLookup, Seg, Seg::I, Seg::K, Source};
+use super::source::{EnvLookup, Report, Seg, Seg::I, Seg::K, Source};
 use super::types::*;
-use super::{ConfigError, Dur};
+use super::Dur;
 use crate::model::{ChannelKind, Role};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-
-/// Errors and warnings found so far.
-#[derive(Debug, Default)]
-pub(crate) struct Report {
-    pub errors: Vec<ConfigError>,
-    pub warnings: Vec<ConfigError>,
-}
 
 /// Residual-current alarm setting range of GB 14287.2 detectors, mA.
 const RC_ALARM_RANGE: std::ops::RangeInclusive<f64> = 20.0..=1000.0;
@@ -56,20 +49,18 @@ pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut 
     channels(src, &gw.channels, rep);
     if let Some(up) = &gw.upstream {
         let path = [K("upstream"), K("url")];
-        if !has_scheme(&up.url, &["mqtt://", "mqtts://"]) {
+        // mqtts:// is not offered: the MQTT client is built without TLS.
+        if !has_scheme(&up.url, &["mqtt://"]) {
             rep.errors.push(src.error_at(
                 &path,
-                format!(
-                    "upstream url {:?} must start with mqtt:// or mqtts://",
-                    up.url
-                ),
+                format!("upstream url {:?} must start with mqtt://", up.url),
             ));
         }
         secret_url(src, &path, rep);
     }
 }
 
-/// Shortest retention: a verified alarm may reopen within 10 min (SPEC §8),
+/// Shortest retention: a verified alarm may reopen within 10 min (docs/contract.md §8),
 /// and operators look back over at least a day of closed alarms.
 const MIN_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -124,10 +115,10 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
         )),
         Some(url) => {
             let path = [K("mqtt"), K("external")];
-            if !has_scheme(url, &["mqtt://", "mqtts://"]) {
+            if !has_scheme(url, &["mqtt://"]) {
                 rep.errors.push(src.error_at(
                     &path,
-                    format!("mqtt external {url:?} must start with mqtt:// or mqtts://"),
+                    format!("mqtt external {url:?} must start with mqtt://"),
                 ));
             }
             secret_url(src, &path, rep);
@@ -405,10 +396,14 @@ fn url_password_in_clear(url: &str) -> bool {
     }
 }
 
+/// Whether `url` starts with one of `schemes` (a first, cheap check found in
+/// the same pass as every other error; the full parse of host, port and path
+/// is the runtime's build step, which `check-config` runs too).
 fn has_scheme(url: &str, schemes: &[&str]) -> bool {
-    schemes
-        .iter()
-        .any(|s| url.len() > s.len() && url[..s.len()].eq_ignore_ascii_case(s))
+    schemes.iter().any(|s| {
+        url.get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    })
 }
 
 /// Position of each id, reporting duplicates at the second occurrence.
@@ -942,28 +937,32 @@ fn role_channels(
         .map(|k| k.as_str())
         .collect();
     if !missing.is_empty() {
+        let outcome = if missing.len() < kinds.len() {
+            "those are skipped"
+        } else if channel_configured(ch, ChannelKind::Console) {
+            "this role falls back to the console"
+        } else {
+            "this role reaches nobody ([channels.console] is disabled): its alarms show on the duty board only"
+        };
         rep.warnings.push(src.error_at(
             &at,
             format!(
-                "role {} uses channel(s) {} not configured in gateway.toml [channels]; {}",
+                "role {} uses channel(s) {} not configured in gateway.toml [channels]; {outcome}",
                 role.as_str(),
                 missing.join(", "),
-                if missing.len() == kinds.len() {
-                    "this role falls back to the console"
-                } else {
-                    "those are skipped"
-                }
             ),
         ));
     }
 }
 
+/// Whether the daemon will use `kind`: the same answer as the built
+/// channels' `is_configured` (a missing `[channels.console]` means enabled).
 fn channel_configured(ch: &ChannelsConfig, kind: ChannelKind) -> bool {
     match kind {
         ChannelKind::Sms => ch.sms.is_some(),
         ChannelKind::Email => ch.email.is_some(),
         ChannelKind::Webhook => !ch.webhook.is_empty(),
-        ChannelKind::Console => ch.console.as_ref().is_some_and(|c| c.enabled),
+        ChannelKind::Console => ch.console.as_ref().is_none_or(|c| c.enabled),
         ChannelKind::Mqtt => true,
         ChannelKind::Sounder | ChannelKind::Upstream | ChannelKind::Gb26875 => false,
     }

@@ -5,7 +5,7 @@
 //! port, `component_address` a zone and position), so a bad value is an error
 //! with its file and line, and `check-config` and `run` refuse the same files.
 
-use super::check::Report;
+use super::source::Report;
 use super::source::{Seg::I, Seg::K, Source};
 use super::types::{GatewayFile, Registry};
 use super::Dur;

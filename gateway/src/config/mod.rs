@@ -1,4 +1,4 @@
-//! Configuration: four TOML files (SPEC §2) read once, checked whole, and
+//! Configuration: four TOML files (docs/contract.md §2) read once, checked whole, and
 //! handed to the stages as one immutable `Config`.
 //!
 //! Loading never stops at the first problem: syntax and type errors of every
@@ -11,6 +11,7 @@ mod check;
 pub mod duration;
 mod env;
 pub mod gb26875;
+pub mod plan;
 pub mod profile;
 mod source;
 pub mod types;
@@ -20,11 +21,11 @@ pub use duration::Dur;
 pub use profile::{Profile, ProfileEntry, RegType, Table, WordOrder, BUILTIN_PROFILE};
 pub use types::*;
 
-use check::Report;
-use source::{entry, EntryCheck, Seg::K, Source};
+use source::{entry, EntryCheck, Report, Seg::K, Source};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The whole configuration, checked.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     /// Non-fatal findings (e.g. a secret written in clear, a role channel that is not configured).
     pub warnings: Vec<ConfigError>,
+    /// gateway.toml as read, so checks made after loading (the runtime's
+    /// build step) still point at file:line.
+    gateway_text: Arc<str>,
     devices: HashMap<String, usize>,
     households: HashMap<String, usize>,
     contacts: HashMap<String, usize>,
@@ -122,6 +126,7 @@ impl Config {
             }])
         })?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let gateway_text: Arc<str> = Arc::from(text.as_str());
         let gw_src = Source::new(path, text);
         let mut gateway: Option<GatewayFile> = gw_src.deserialize(env, &[], &mut rep.errors);
         if let Some(g) = &mut gateway {
@@ -190,6 +195,16 @@ impl Config {
         if let (Some(src), Some(r)) = (&reg_src, &registry) {
             profile::check_devices(src, r, &profiles, &mut rep);
         }
+        if let Some(g) = &mut gateway {
+            plan::load(
+                &gw_src,
+                g,
+                reg_src.as_ref(),
+                registry.as_ref(),
+                &base,
+                &mut rep,
+            );
+        }
         if let (Some(src), Some(r)) = (&reg_src, &registry) {
             check::registry(
                 src,
@@ -217,7 +232,7 @@ impl Config {
         sort(&mut warnings);
         match (gateway, registry, rules, routing) {
             (Some(gateway), Some(registry), Some(rules), Some(routing)) if errors.is_empty() => {
-                Ok(Config::assemble(
+                let mut cfg = Config::assemble(
                     gateway,
                     registry,
                     rules,
@@ -225,7 +240,9 @@ impl Config {
                     profiles,
                     path.to_path_buf(),
                     warnings,
-                ))
+                );
+                cfg.gateway_text = gateway_text;
+                Ok(cfg)
             }
             _ => Err(ConfigErrors(errors)),
         }
@@ -281,7 +298,18 @@ impl Config {
             profiles,
             path,
             warnings,
+            gateway_text: Arc::from(""),
         }
+    }
+
+    /// An error at a key of gateway.toml (e.g. `["channels", "sms", "body"]`),
+    /// with its line and column: for checks made after loading, so every
+    /// refusal names its place the same way. Re-reads the kept text; only
+    /// called on the error path.
+    pub fn gateway_error(&self, keys: &[&str], message: impl Into<String>) -> ConfigError {
+        let src = Source::new(&self.path, self.gateway_text.to_string());
+        let path: Vec<source::Seg> = keys.iter().map(|k| K(k)).collect();
+        src.error_at(&path, message)
     }
 
     /// A device by id.

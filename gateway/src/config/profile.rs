@@ -1,10 +1,10 @@
-//! Modbus profiles (SPEC §4): which registers of a device hold which metric or
+//! Modbus profiles (docs/contract.md §4): which registers of a device hold which metric or
 //! flag. `generic-rcm` is built in (it matches firmware-sim); more come from the
 //! TOML files listed by `profiles = [...]` in gateway.toml, each holding
 //! `[profiles.NAME]` tables. Files are read like every other config file:
 //! `${ENV}` expansion, unknown keys refused, every error with file and line.
 
-use super::check::Report;
+use super::source::Report;
 use super::source::{EnvLookup, Seg::I, Seg::K, Source};
 use super::types::{DeviceTransport, GatewayFile, Registry};
 use crate::model::{Flag, Metric};
@@ -80,7 +80,7 @@ impl Table {
     }
 }
 
-/// Register types (SPEC §4).
+/// Register types (docs/contract.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegType {
@@ -123,7 +123,7 @@ impl ProfileEntry {
     }
 }
 
-/// The built-in profiles, as SPEC §4 writes `generic-rcm`.
+/// The built-in profiles, as docs/contract.md §4 writes `generic-rcm`.
 pub fn builtin_profiles() -> BTreeMap<String, Profile> {
     let reg = |metric, address, kind, scale| ProfileEntry {
         metric: Some(metric),

@@ -65,6 +65,14 @@ struct Block {
     range: Range<usize>,
 }
 
+/// Errors and warnings found so far (every check appends here; kept apart
+/// from the checks so they can call each other without a cycle).
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
 /// An environment lookup (the process environment in production, a map in tests).
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 

@@ -111,6 +111,8 @@ struct Files {
     registry: String,
     rules: String,
     routing: String,
+    /// Other files beside gateway.toml (e.g. the plan SVG).
+    extra: Vec<(String, String)>,
 }
 
 impl Files {
@@ -120,7 +122,14 @@ impl Files {
             registry: REGISTRY.into(),
             rules: RULES.into(),
             routing: ROUTING.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds a file beside gateway.toml.
+    fn with_file(mut self, name: &str, text: &str) -> Files {
+        self.extra.push((name.into(), text.into()));
+        self
     }
 
     fn text(&self, file: &str) -> &str {
@@ -157,6 +166,9 @@ impl Files {
             ("rules.toml", &self.rules),
             ("routing.toml", &self.routing),
         ] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        for (name, text) in &self.extra {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let env: HashMap<String, String> = env
@@ -941,6 +953,54 @@ fn broker_buffer_defaults_to_16_mib_and_refuses_zero() {
             "listen = \"127.0.0.1:1883\"\nbroker_buffer_mib = 0",
         )
         .expect("gateway.toml", "broker_buffer_mib = 0", "outside 1..=1024");
+}
+
+#[test]
+fn plan_must_draw_every_building_households_name_and_hold_no_script() {
+    const SVG: &str = r#"<svg xmlns="http://www.w3.org/2000/svg"><rect id="building-1"/></svg>"#;
+    let with_plan = Files::valid()
+        .edit(
+            "gateway.toml",
+            "name = \"Test\"",
+            "name = \"Test\"\nplan = \"plan.svg\"",
+        )
+        .edit(
+            "registry.toml",
+            "address = \"1\"",
+            "address = \"1\"\nbuilding = \"1\"",
+        );
+    let cfg = with_plan.clone().with_file("plan.svg", SVG).load().unwrap();
+    assert_eq!(cfg.gateway.site.plan_svg.as_deref(), Some(SVG));
+    assert_eq!(cfg.household("h1").unwrap().building.as_deref(), Some("1"));
+
+    with_plan
+        .clone()
+        .expect("gateway.toml", "plan = ", "cannot read plan");
+    with_plan
+        .clone()
+        .with_file("plan.svg", "<svg><script>alert(1)</script></svg>")
+        .expect("gateway.toml", "plan = ", "without scripts");
+    with_plan
+        .clone()
+        .with_file("plan.svg", "<html></html>")
+        .expect("gateway.toml", "plan = ", "not an SVG");
+    with_plan
+        .edit("registry.toml", "building = \"1\"", "building = \"9\"")
+        .with_file("plan.svg", SVG)
+        .expect(
+            "registry.toml",
+            "building = \"9\"",
+            "building \"9\" of household \"h1\" is not on the plan",
+        );
+    // Without a plan, buildings are just names the board lists.
+    Files::valid()
+        .edit(
+            "registry.toml",
+            "address = \"1\"",
+            "address = \"1\"\nbuilding = \"1\"",
+        )
+        .load()
+        .unwrap();
 }
 
 const GB26875: &str = "[gb26875]\ncentre = \"tcp://127.0.0.1:9900\"\naddress = 889\ncentre_address = 88888\n\n[channels.console]";

@@ -1,4 +1,4 @@
-//! Config file shapes, one struct per TOML table of SPEC §2. Every struct
+//! Config file shapes, one struct per TOML table of docs/contract.md §2. Every struct
 //! denies unknown fields: a typo in an alarm gateway's config must fail loudly
 //! at load, not silently disable a rule.
 
@@ -45,6 +45,13 @@ pub struct SiteConfig {
     pub name: String,
     #[serde(default)]
     pub locale: Locale,
+    /// The compound plan (SVG, relative to gateway.toml): elements with
+    /// `id="building-<name>"` are the buildings households name.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// The plan's checked text, read once when the config is built.
+    #[serde(skip)]
+    pub plan_svg: Option<std::sync::Arc<str>>,
 }
 
 /// Message language; zh-CN unless the site says otherwise.
@@ -148,7 +155,7 @@ pub struct MqttConfig {
     /// under load (docs/benchmarks.md "RSS while working").
     #[serde(default = "default_broker_buffer_mib")]
     pub broker_buffer_mib: u32,
-    /// `[[mqtt.format]]`: vendor uplink formats mapped onto readings (SPEC §3),
+    /// `[[mqtt.format]]`: vendor uplink formats mapped onto readings (docs/contract.md §3),
     /// so a new detector brand needs config, not code.
     #[serde(default, rename = "format")]
     pub formats: Vec<VendorFormat>,
@@ -230,7 +237,7 @@ impl MqttUser {
 }
 
 /// `[[mqtt.format]]`: how one vendor's uplink (topic filter plus JSON
-/// pointers) maps onto a SPEC §3 reading. Checked by `config::vendor` and
+/// pointers) maps onto a docs/contract.md §3 reading. Checked by `config::vendor` and
 /// compiled by `ingest::vendor`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,10 +257,10 @@ pub struct VendorFormat {
     /// Unit of `ts`: `ms` (default), `s`, or `rfc3339` (a string).
     #[serde(default)]
     pub ts_unit: TsUnit,
-    /// SPEC §3 metric name → pointer (or `{ pointer, scale }`).
+    /// docs/contract.md §3 metric name → pointer (or `{ pointer, scale }`).
     #[serde(default)]
     pub metrics: BTreeMap<String, VendorMetric>,
-    /// SPEC §3 flag name → pointer (or `{ pointer, equals }`).
+    /// docs/contract.md §3 flag name → pointer (or `{ pointer, equals }`).
     #[serde(default)]
     pub flags: BTreeMap<String, VendorFlag>,
 }
@@ -277,7 +284,7 @@ pub enum TsUnit {
 pub struct VendorMetric {
     /// JSON pointer (RFC 6901) to a number.
     pub pointer: String,
-    /// Multiplier from the vendor's unit to the SPEC unit.
+    /// Multiplier from the vendor's unit to the contract's unit (docs/contract.md §3).
     pub scale: f64,
 }
 
@@ -424,7 +431,7 @@ pub struct ApiToken {
     pub token_file: Option<String>,
 }
 
-/// Roles of API tokens (SPEC §6).
+/// Roles of API tokens (docs/contract.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiRole {
@@ -506,7 +513,7 @@ pub struct MqttEventsConfig {
     pub topic: String,
 }
 
-/// Default alarm-event topic (SPEC §3).
+/// Default alarm-event topic (docs/contract.md §3).
 pub fn default_event_topic() -> String {
     "gridwatch/{site}/alarms/{alarm_id}".into()
 }
@@ -574,6 +581,9 @@ pub struct Household {
     pub id: String,
     pub address: String,
     pub grid: String,
+    /// The building on the compound plan (`id="building-<name>"` in `[site] plan`).
+    #[serde(default)]
+    pub building: Option<String>,
     #[serde(default)]
     pub residents: Vec<Resident>,
     #[serde(default)]
@@ -608,7 +618,7 @@ impl Resident {
     }
 }
 
-/// Kinds of device (SPEC §2 `kind`).
+/// Kinds of device (docs/contract.md §2 `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {

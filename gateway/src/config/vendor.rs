@@ -1,9 +1,9 @@
-//! Checks of `[[mqtt.format]]` (vendor uplink formats, SPEC §3): every
+//! Checks of `[[mqtt.format]]` (vendor uplink formats, docs/contract.md §3): every
 //! problem [`Format::compile`] finds is reported at its key's line, plus what
 //! needs the rest of gateway.toml: unique names, and no filter that would
 //! catch the gateway's own alarm events or heartbeat.
 
-use super::check::Report;
+use super::source::Report;
 use super::source::{Seg, Seg::I, Seg::K, Source};
 use super::types::{default_event_topic, GatewayFile};
 use crate::ingest::vendor::{filters_overlap, Field, Format};

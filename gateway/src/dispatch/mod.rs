@@ -13,8 +13,8 @@ use crate::notification::Notification;
 use serde::{Deserialize, Serialize};
 
 pub use plan::{
-    notifications, recipients_for_event, route_recipients, sounder_commands, Availability,
-    EventInput,
+    notifications, recipients_for_event, route_recipients, silence_commands, sounder_commands,
+    Availability, EventInput,
 };
 pub use sender::{EventPublisher, Sender};
 

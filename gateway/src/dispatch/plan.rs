@@ -9,7 +9,7 @@ use crate::alarms::{Alarm, Planned};
 use crate::config::Config;
 use crate::config::DeviceKind;
 use crate::model::{AlarmKind, ChannelKind, EpochMs, EventKind, Recipient, Role};
-use crate::notification::{MessageContext, Notification};
+use crate::notification::{MessageContext, Notification, SounderCommand};
 
 /// Whether a channel is usable (configured), asked per channel and webhook name.
 pub trait Availability {
@@ -239,6 +239,7 @@ pub fn notifications(
         actor: input.actor.clone(),
         cause,
         note,
+        sounder: None,
     };
     let view = alarm.view();
     let base_url = cfg.gateway.http.public_url.trim_end_matches('/');
@@ -309,13 +310,36 @@ pub fn sounder_commands(cfg: &Config, alarm: &Alarm, at: EpochMs) -> Vec<Notific
     if !smoke_like || !link.sound_on.contains(&alarm.severity) {
         return Vec::new();
     }
+    linked_sounders(cfg, alarm)
+        .into_iter()
+        .map(|id| sounder_entry(alarm, id, EventKind::Raised, SounderCommand::Sound, at))
+        .collect()
+}
+
+/// `silence` commands to the sounders an alarm of this home sets off (the
+/// duty board's 消音 after a cooking false alarm), whatever the alarm's kind:
+/// a sounder may also have been set off by another alarm of the same home.
+pub fn silence_commands(cfg: &Config, alarm: &Alarm, at: EpochMs) -> Vec<Notification> {
+    let mut ids = linked_sounders(cfg, alarm);
+    if cfg
+        .device(&alarm.device_id)
+        .is_some_and(|d| matches!(d.kind, DeviceKind::Smoke | DeviceKind::Combo))
+    {
+        ids.insert(0, alarm.device_id.clone());
+    }
+    ids.into_iter()
+        .map(|id| sounder_entry(alarm, id, EventKind::Acked, SounderCommand::Silence, at))
+        .collect()
+}
+
+/// The other smoke-capable detectors of the home and, with `[linkage] neighbours`, of its neighbours.
+fn linked_sounders(cfg: &Config, alarm: &Alarm) -> Vec<String> {
     let mut homes: Vec<&str> = vec![alarm.household_id.as_str()];
-    if link.neighbours {
+    if cfg.routing.linkage.neighbours {
         if let Some(h) = cfg.household(&alarm.household_id) {
             homes.extend(h.neighbours.iter().map(String::as_str));
         }
     }
-    let view = alarm.view();
     cfg.registry
         .devices
         .iter()
@@ -324,18 +348,31 @@ pub fn sounder_commands(cfg: &Config, alarm: &Alarm, at: EpochMs) -> Vec<Notific
                 && matches!(d.kind, DeviceKind::Smoke | DeviceKind::Combo)
                 && d.id != alarm.device_id
         })
-        .map(|d| Notification {
-            delivery_id: ulid::Ulid::new().to_string(),
-            event: EventKind::Raised,
-            alarm: view.clone(),
-            recipient: broker_recipient(),
-            channel: ChannelKind::Sounder,
-            address: d.id.clone(),
-            ack_url: String::new(),
-            context: MessageContext::default(),
-            created: at,
-        })
+        .map(|d| d.id.clone())
         .collect()
+}
+
+fn sounder_entry(
+    alarm: &Alarm,
+    device: String,
+    event: EventKind,
+    cmd: SounderCommand,
+    at: EpochMs,
+) -> Notification {
+    Notification {
+        delivery_id: ulid::Ulid::new().to_string(),
+        event,
+        alarm: alarm.view(),
+        recipient: broker_recipient(),
+        channel: ChannelKind::Sounder,
+        address: device,
+        ack_url: String::new(),
+        context: MessageContext {
+            sounder: Some(cmd),
+            ..MessageContext::default()
+        },
+        created: at,
+    }
 }
 
 /// The pseudo-recipient of GB/T 26875 frames: the city fire remote-monitoring centre.

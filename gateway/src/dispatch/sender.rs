@@ -20,7 +20,7 @@ const TRIES_BEFORE_FALLBACK: u32 = 3;
 /// Most sends in flight at once (bounded like everything else in the pipe).
 const MAX_IN_FLIGHT: usize = 512;
 
-/// Publishes alarm events on the broker (SPEC §3), QoS 1.
+/// Publishes alarm events on the broker (docs/contract.md §3), QoS 1.
 #[derive(Clone)]
 pub struct EventPublisher {
     client: AsyncClient,
@@ -45,12 +45,33 @@ impl EventPublisher {
         }
     }
 
-    /// Tells one detector to sound (SPEC §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
+    /// Tells one detector to sound (docs/contract.md §3 downlink): `{"cmd":"sound","alarm_id":…,"secs":…}`.
     pub async fn sound(&self, n: &Notification) -> Result<(), SendError> {
         let body = serde_json::json!({
             "cmd": "sound",
             "alarm_id": n.alarm.id,
             "secs": self.sound_secs,
+            "delivery_id": n.delivery_id,
+        });
+        self.client
+            .publish(
+                format!("sensors/{}/command", n.address),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
+            .await
+            .map_err(|e| SendError {
+                retryable: true,
+                reason: format!("mqtt publish: {e}"),
+            })
+    }
+
+    /// Tells one detector to stop sounding: `{"cmd":"silence","alarm_id":…}`.
+    pub async fn silence(&self, n: &Notification) -> Result<(), SendError> {
+        let body = serde_json::json!({
+            "cmd": "silence",
+            "alarm_id": n.alarm.id,
             "delivery_id": n.delivery_id,
         });
         self.client
@@ -214,7 +235,10 @@ impl Sender {
     async fn send_once(&self, n: &Notification) -> Result<(), SendError> {
         match n.channel {
             ChannelKind::Mqtt => self.events.publish(n).await,
-            ChannelKind::Sounder => self.events.sound(n).await,
+            ChannelKind::Sounder => match n.context.sounder {
+                Some(crate::notification::SounderCommand::Silence) => self.events.silence(n).await,
+                _ => self.events.sound(n).await,
+            },
             _ => self.channels.send(n).await,
         }
     }

@@ -8,9 +8,9 @@
 //! otherwise resend (or, on `session_present = false`, silently drop) its own
 //! in-flight queue behind our back; here the store is the only queue.
 
-use crate::ingest::mqtt::{parse_url, Endpoint, MqttSetupError};
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{now_ms, ChannelKind};
+use crate::net::{parse_url, Endpoint, MqttSetupError};
 use crate::store::{Pending, Store};
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};

@@ -213,6 +213,7 @@ mod tests {
             id: id.into(),
             address: address.into(),
             grid: "g".into(),
+            building: None,
             residents: vec![],
             family: vec![],
             neighbours: vec![],

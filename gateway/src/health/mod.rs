@@ -291,7 +291,7 @@ pub fn ended_reason(task: &str, result: Result<(), tokio::task::JoinError>) -> S
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic".into());
-            format!("task {task} panicked: {}", crate::channels::mask(&msg))
+            format!("task {task} panicked: {}", crate::util::mask(&msg))
         }
         Err(_) => format!("task {task} was cancelled"),
     }

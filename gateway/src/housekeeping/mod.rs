@@ -3,7 +3,7 @@
 //! then swept, and the store's size is a metric so a filling disk is seen
 //! before it stops the pipe.
 //!
-//! Only *verified* alarms are swept (the loop is closed, SPEC §8); open and
+//! Only *verified* alarms are swept (the loop is closed, docs/contract.md §8); open and
 //! resolved-but-unverified alarms and pending notifications are never
 //! touched, whatever their age. gridwatch keeps no readings history on disk
 //! (the last reading per device lives in memory), so there is none to sweep.

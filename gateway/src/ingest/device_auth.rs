@@ -94,7 +94,7 @@ impl DeviceAuth {
         now: i64,
     ) -> Result<(), Refusal> {
         if username == self.internal.username {
-            return if crate::api::constant_time_eq(
+            return if crate::util::constant_time_eq(
                 password.as_bytes(),
                 self.internal.password.as_bytes(),
             ) {
@@ -113,7 +113,7 @@ impl DeviceAuth {
             .lock()
             .ok()
             .and_then(|m| m.get(username).copied());
-        if cached.is_some_and(|c| crate::api::constant_time_eq(&c, &digest)) {
+        if cached.is_some_and(|c| crate::util::constant_time_eq(&c, &digest)) {
             return Ok(());
         }
         let key = username.to_string();

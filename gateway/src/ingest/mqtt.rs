@@ -20,49 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// Why the MQTT connection settings are unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttSetupError {
-    #[error("mqtt.external {0:?}: expected mqtt://[user:pass@]host:port")]
-    BadUrl(String),
-    #[error("mqtt.embedded = false needs mqtt.external")]
-    NoExternal,
-}
-
-/// Where and how to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub credentials: Option<(String, String)>,
-}
-
-/// Parses `mqtt://[user:pass@]host:port`.
-pub fn parse_url(url: &str) -> Result<Endpoint, MqttSetupError> {
-    let bad = || MqttSetupError::BadUrl(crate::channels::mask(url));
-    let rest = url.strip_prefix("mqtt://").ok_or_else(bad)?;
-    let rest = rest.trim_end_matches('/');
-    let (creds, hostport) = match rest.rsplit_once('@') {
-        Some((c, h)) => {
-            let (u, p) = c.split_once(':').unwrap_or((c, ""));
-            (Some((u.to_string(), p.to_string())), h)
-        }
-        None => (None, rest),
-    };
-    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() {
-        return Err(bad());
-    }
-    Ok(Endpoint {
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-        credentials: creds,
-    })
-}
+pub use crate::net::{parse_url, Endpoint, MqttSetupError};
 
 /// The endpoint the gateway's own client uses, logging in with `internal`
 /// when the embedded broker has users.
@@ -337,7 +295,7 @@ impl Handler {
         }
     }
 
-    /// A publish on a vendor format's topic (SPEC §3), mapped by
+    /// A publish on a vendor format's topic (docs/contract.md §3), mapped by
     /// [`vendor`] and then treated exactly like a native reading; a topic
     /// that no format matches is `bad_topic`.
     fn accept_vendor(&mut self, cfg: &Arc<Config>, p: &Publish, now: EpochMs) -> Option<Input> {
@@ -463,22 +421,6 @@ impl RejectLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("mqtt://gw:secret@127.0.0.1:1884").unwrap(),
-            Endpoint {
-                host: "127.0.0.1".into(),
-                port: 1884,
-                credentials: Some(("gw".into(), "secret".into()))
-            }
-        );
-        assert_eq!(parse_url("mqtt://broker:1883/").unwrap().port, 1883);
-        for bad in ["http://x:1", "mqtt://x", "mqtt://:1883", "mqtt://x:99999"] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn reject_log_is_once_per_minute_per_source() {

@@ -1,4 +1,4 @@
-//! Uplink parsing (SPEC §3): topic and JSON payload to a `Reading`, or a
+//! Uplink parsing (docs/contract.md §3): topic and JSON payload to a `Reading`, or a
 //! reason for refusing it. Pure and allocation-light: it runs for every
 //! message, and a hostile payload must cost little and break nothing.
 

@@ -1,4 +1,4 @@
-//! Vendor uplink formats (SPEC §3: "mapped in config without code changes").
+//! Vendor uplink formats (docs/contract.md §3: "mapped in config without code changes").
 //!
 //! A `[[mqtt.format]]` entry names a topic filter with `+` wildcards and a
 //! JSON pointer (RFC 6901) per metric and flag; this module compiles such an

@@ -1,6 +1,6 @@
 //! `gridwatch import --ledger FILE`: loads the compound's ledger (台账) of
 //! homes, residents, devices and contacts from a CSV or XLSX file into
-//! `registry.toml` (SPEC §1, layout in docs/ledger.md).
+//! `registry.toml` (docs/contract.md §1, layout in docs/ledger.md).
 //!
 //! All or nothing: every bad row is reported at once with its row number;
 //! the new registry is written to a temp file beside the target, checked

@@ -302,7 +302,7 @@ impl Kind {
     }
 }
 
-/// The one Modbus profile built in (SPEC §4).
+/// The one Modbus profile built in (docs/contract.md §4).
 pub const DEFAULT_PROFILE: &str = "generic-rcm";
 
 /// Parses device kinds in English or Chinese.

@@ -1,4 +1,4 @@
-//! Backtesting rules on recorded readings (SPEC §1 `gridwatch replay`): the
+//! Backtesting rules on recorded readings (docs/contract.md §1 `gridwatch replay`): the
 //! tool an operator uses before raising a threshold. It runs the same rule
 //! engine as the daemon on the readings' own clock (`ts`), ticking every
 //! second of recorded time, so holds, trends and heartbeats behave as they
@@ -104,7 +104,7 @@ pub enum ReplayEvent {
     Cleared,
 }
 
-/// One line of replay output (SPEC §1 `--format json`).
+/// One line of replay output (docs/contract.md §1 `--format json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlarmEvent {
     pub ts: EpochMs,
@@ -326,6 +326,7 @@ mod tests {
                 id: "h".into(),
                 address: "a".into(),
                 grid: "g".into(),
+                building: None,
                 residents: vec![],
                 family: vec![],
                 neighbours: vec![],

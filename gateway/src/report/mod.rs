@@ -1,4 +1,4 @@
-//! The response-time report (issue 6): how fast each role and each grid
+//! The response-time report: how fast each role and each grid
 //! answered alarms, against configurable targets, what the causes were, and
 //! which homes keep raising false alarms.
 //!

@@ -3,7 +3,7 @@
 //! page (no external assets: edge boxes are often offline).
 
 use super::{Group, HouseholdRow, Report, CAUSES};
-use crate::cli::table::Table;
+use crate::util::table::Table;
 use std::fmt::Write as _;
 
 /// Output formats of `gridwatch report` and `GET /api/v1/report`.

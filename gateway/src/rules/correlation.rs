@@ -1,4 +1,4 @@
-//! Fire confirmation (SPEC §8 `fire_confirmed`): evidence from two detectors of
+//! Fire confirmation (docs/contract.md §8 `fire_confirmed`): evidence from two detectors of
 //! one household, or smoke plus heat, within two minutes.
 //!
 //! Evidence is "this device's Smoke condition was firing at time t" or "this

@@ -390,7 +390,7 @@ impl Slot {
             AlarmKind::Smoke => {
                 let analog = self.metric_verdict(kind);
                 // The detector's own decision; when it also reports an analog value,
-                // the message shows that value against our threshold (SPEC §5 example).
+                // the message shows that value against our threshold (docs/contract.md §5 example).
                 let analog_threshold = analog.value.and_then(|_| {
                     self.rules
                         .metrics

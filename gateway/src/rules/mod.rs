@@ -1,5 +1,5 @@
 //! The rules engine: turns readings, status messages, poll failures and clock
-//! ticks into alarm condition signals (SPEC §2 `rules.toml`, §8).
+//! ticks into alarm condition signals (docs/contract.md §2 `rules.toml`, §8).
 //!
 //! Pure logic: no I/O and no wall clock. Only a reading's `ts` and a tick's
 //! `now` move time, so `replay` on recorded readings behaves exactly as live.
@@ -23,6 +23,7 @@
 
 mod correlation;
 mod device_state;
+pub mod devices;
 mod threshold;
 mod trend;
 

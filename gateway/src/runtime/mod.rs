@@ -1,24 +1,32 @@
-//! The running daemon: opens the store, starts the broker and the stages,
-//! joins them with bounded channels, serves HTTP, and reloads config on
-//! SIGHUP. The stages themselves live in their own modules; this is wiring.
+//! The running daemon in two steps: [`build`] turns the config into typed
+//! parts and spawns nothing (so `check-config` runs it too); [`spawn`] opens
+//! the store, starts the broker and the stages, joins them with bounded
+//! channels, serves HTTP, and reloads config on SIGHUP until told to stop.
+//! The stages themselves live in their own modules; this is wiring.
 
-pub mod devices;
+pub mod build;
+/// The device table moved to the rules stage that writes it.
+pub use crate::rules::devices;
 pub mod rules_stage;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::AlarmsStage;
 use crate::api::{self, ApiState};
 use crate::channels::Channels;
-use crate::config::{default_event_topic, Config};
-use crate::dispatch::upstream::{Upstream, UpstreamTarget};
+use crate::config::Config;
+use crate::config::ConfigErrors;
+use crate::dispatch::upstream::Upstream;
 use crate::dispatch::{EventPublisher, Sender};
 use crate::health::{heartbeat, sd_notify, supervise, Health, Stage};
 use crate::ingest::device_auth::{DeviceAuth, InternalCredential};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
+use crate::net::Endpoint;
+use crate::rules::devices::DeviceTable;
 use crate::rules::RuleEngine;
 use crate::store::Store;
-use devices::DeviceTable;
+pub use build::{build, load, Parts};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -31,21 +39,20 @@ const COMMANDS: usize = 64;
 const TO_SENDER: usize = 1024;
 const MQTT_HANDOFF: usize = 1024;
 
-/// Why the daemon could not start.
+/// Why the daemon could not start. Each message is complete on its own (it
+/// names its cause), so the binary prints it once, without the source chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The config does not build: every error, each with file:line.
+    #[error("invalid configuration:\n{0}")]
+    Config(ConfigErrors),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
-    #[error(transparent)]
-    Mqtt(#[from] mqtt::MqttSetupError),
-    #[error("channels: {0}")]
-    Channels(#[from] crate::channels::ChannelError),
     #[error("cannot listen for HTTP on {addr}: {source}")]
     Http {
-        addr: String,
-        #[source]
+        addr: SocketAddr,
         source: std::io::Error,
     },
 }
@@ -62,8 +69,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     run_with(config, RunOptions::default()).await
 }
 
-/// Runs the daemon with options until SIGTERM/SIGINT.
+/// Builds and runs the daemon with options until SIGTERM/SIGINT.
 pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError> {
+    let parts = build(&config).map_err(StartError::Config)?;
+    spawn(config, parts, opts).await
+}
+
+/// Starts every stage from built parts, serves until SIGTERM/SIGINT, then
+/// stops in order: health off, systemd told, HTTP closed, store flushed.
+pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(), StartError> {
+    let Parts {
+        channels,
+        mqtt_listen,
+        mqtt_tls,
+        external,
+        upstream,
+        http_listen,
+        events_topic,
+    } = parts;
     let metrics = Metrics::new();
     let health = Health::new();
     let notifier = sd_notify::Notifier::from_env();
@@ -76,26 +99,29 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
-    let (security, internal) = broker_security(&mqtt_cfg)?;
-    let embedded_at = if mqtt_cfg.embedded {
-        Some(broker::start_secured(
-            &mqtt_cfg.listen,
+    let (security, internal) = broker_security(&mqtt_cfg, mqtt_tls);
+    let endpoint = if mqtt_cfg.embedded {
+        let at = broker::start_secured(
+            &mqtt_listen.to_string(),
             &security,
             broker::Buffer::from_mib(mqtt_cfg.broker_buffer_mib),
-        )?)
+        )?;
+        Endpoint {
+            host: at.ip().to_string(),
+            port: at.port(),
+            credentials: internal.map(|c| (c.username, c.password)),
+        }
     } else {
-        None
+        // `build` refuses `embedded = false` without a valid `external`.
+        external.ok_or_else(|| {
+            StartError::Config(ConfigErrors(vec![config.gateway_error(
+                &["mqtt", "external"],
+                "mqtt embedded = false needs `external = \"mqtt://host:port\"`",
+            )]))
+        })?
     };
-    let endpoint = mqtt::endpoint_with(&mqtt_cfg, embedded_at, internal.as_ref())?;
-    let channels = Arc::new(Channels::new(&config.gateway.channels, &site)?);
-    let events_topic = config
-        .gateway
-        .channels
-        .mqtt
-        .as_ref()
-        .map(|m| m.topic.clone())
-        .unwrap_or_else(default_event_topic);
-    let http_listen = config.gateway.http.listen.clone();
+    let channels: Arc<Channels> = Arc::new(channels);
+    let events_topic = events_topic.as_str().to_string();
     let selfwatch = config.gateway.selfwatch.clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let config_tx = Arc::new(config_tx);
@@ -188,9 +214,8 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     supervise(&health, &metrics, Stage::Alarms, "alarms", alarms);
     let sound_secs = config_rx.borrow().routing.linkage.secs;
     let publisher = EventPublisher::new(client.clone(), events_topic, site.id.clone(), sound_secs);
-    let upstream_tx = match &config_rx.borrow().gateway.upstream {
-        Some(up) => {
-            let target = UpstreamTarget::new(&up.url, up.topic.as_deref(), &site.id)?;
+    let upstream_tx = match upstream {
+        Some(target) => {
             let wake = Arc::new(tokio::sync::Notify::new());
             health.expect_beats(Stage::Upstream);
             let task = tokio::spawn(
@@ -287,7 +312,10 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
         broker_connected: connected_rx,
         health: health.clone(),
         test_hooks: opts.test_hooks,
-        reload: config_tx.clone(),
+        reload: {
+            let tx = config_tx.clone();
+            Arc::new(move || reload(&tx))
+        },
         sessions: api::session::Sessions::default(),
         changes,
         gb26875,
@@ -295,10 +323,10 @@ pub async fn run_with(config: Config, opts: RunOptions) -> Result<(), StartError
     if opts.test_hooks {
         tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");
     }
-    let listener = tokio::net::TcpListener::bind(&http_listen)
+    let listener = tokio::net::TcpListener::bind(http_listen)
         .await
         .map_err(|source| StartError::Http {
-            addr: http_listen.clone(),
+            addr: http_listen,
             source,
         })?;
     tracing::info!(listen = %http_listen, site = %site.id, "gridwatch serving");
@@ -386,13 +414,13 @@ async fn wait_for_shutdown(config_tx: Arc<watch::Sender<Arc<Config>>>, store: St
 
 /// Re-reads the config from the path it was loaded from and publishes it to
 /// every stage; a config with errors is refused and the running one stays.
-/// SIGHUP and `POST /api/v1/reload` both come here.
-pub fn reload(
-    config_tx: &watch::Sender<Arc<Config>>,
-) -> Result<Arc<Config>, crate::config::ConfigErrors> {
+/// SIGHUP and `POST /api/v1/reload` both come here. The same [`load`] as
+/// `check-config` and `run`, so a reload refuses what they refuse; the built
+/// parts are dropped (channels, listeners and endpoints need a restart).
+pub fn reload(config_tx: &watch::Sender<Arc<Config>>) -> Result<Arc<Config>, ConfigErrors> {
     let path: PathBuf = config_tx.borrow().path.clone();
-    match Config::load(&path) {
-        Ok(cfg) => {
+    match load(&path) {
+        Ok((cfg, _parts)) => {
             let cfg = Arc::new(cfg);
             config_tx.send_replace(cfg.clone());
             tracing::info!(path = %path.display(), "config reloaded");
@@ -412,7 +440,8 @@ pub fn reload(
 /// `[[mqtt.users]]` and `[mqtt.tls]` are read at start: changing them needs a restart.
 fn broker_security(
     m: &crate::config::MqttConfig,
-) -> Result<(broker::Security, Option<InternalCredential>), StartError> {
+    tls: Option<(SocketAddr, String, String)>,
+) -> (broker::Security, Option<InternalCredential>) {
     let mut sec = broker::Security::default();
     let mut internal = None;
     if !m.users.is_empty() {
@@ -420,12 +449,6 @@ fn broker_security(
         sec.auth = Some(Arc::new(DeviceAuth::new(&m.users, cred.clone())));
         internal = Some(cred);
     }
-    if let Some(t) = &m.tls {
-        let addr = t
-            .listen
-            .parse()
-            .map_err(|_| broker::BrokerError::BadAddress(t.listen.clone()))?;
-        sec.tls = Some((addr, t.cert.clone(), t.key.clone()));
-    }
-    Ok((sec, internal))
+    sec.tls = tls;
+    (sec, internal)
 }

@@ -92,7 +92,7 @@ fn metric_of(kind: AlarmKind) -> Option<Metric> {
 
 /// A reading of a device whose condition is already firing is a repeat: the
 /// rules emit nothing (no transition), but the open alarm's value and peak must
-/// follow it (SPEC §8), so the stage forwards it as a same-severity signal.
+/// follow it (docs/contract.md §8), so the stage forwards it as a same-severity signal.
 /// Only firing devices pay for this; the common path is one map lookup.
 fn repeat_updates(
     engine: &RuleEngine,

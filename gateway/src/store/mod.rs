@@ -362,4 +362,5 @@ fn aside_path(path: &Path) -> PathBuf {
 }
 
 mod security;
+mod shelves;
 pub use security::{AuditEntry, PurgeReport};

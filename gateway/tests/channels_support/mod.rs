@@ -1,4 +1,4 @@
-//! Shared fixtures of the channels tests: the SPEC §5 example alarm.
+//! Shared fixtures of the channels tests: the docs/contract.md §5 example alarm.
 
 use gridwatch::config::{Locale, SiteConfig};
 use gridwatch::model::*;
@@ -9,6 +9,8 @@ pub fn site() -> SiteConfig {
         id: "xihu-longjing".into(),
         name: "龙井苑小区".into(),
         locale: Locale::ZhCn,
+        plan: None,
+        plan_svg: None,
     }
 }
 
@@ -57,6 +59,7 @@ pub fn notification(channel: ChannelKind, address: &str) -> Notification {
             actor: None,
             cause: None,
             note: None,
+            sounder: None,
         },
         created: 1_795_514_400_200,
     }

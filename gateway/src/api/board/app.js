@@ -25,11 +25,21 @@ const STR = {
     done_ack: "已确认", done_resolve: "已提交处置", done_verify: "已核查关闭", live_on: "实时连接", live_off: "连接中断，正在重连",
     me_token: "（令牌）", resolved_by: "处置", verified_by: "核查",
     roles: { grid_worker: "网格员", director: "社区书记", fire_brigade: "消防中队", family: "家属", neighbour: "邻居" },
-    channels: { sms: "短信", email: "邮件", webhook: "平台推送", console: "控制台", mqtt: "MQTT", gb26875: "消防远程监控中心" },
+    channels: { sms: "短信", email: "邮件", webhook: "平台推送", console: "控制台", mqtt: "MQTT", sounder: "联动报警器", upstream: "上级平台", gb26875: "消防远程监控中心" },
     delivery: { sent: "已送达", failed: "发送失败", pending: "发送中" },
     causes: { fire: "火灾", electrical_fault: "电气故障", cooking: "烹饪油烟", false_alarm: "误报", test: "测试", other: "其他" },
     dkinds: { smoke: "烟感", residual_current: "剩余电流", temperature: "温度", combo: "复合" },
     trends: { rise: "缓慢上升", step: "突变", rate_of_rise: "温升过快" },
+    tab_history: "历史", speak: "播报", notify: "桌面通知", cat_all: "全部", cat_fire: "火警", cat_electrical: "电气", cat_health: "设备状态",
+    since: "从", until: "到", search: "查询", export_csv: "导出 CSV", search_ph: "地址、设备、说明", what: "类型", handled_by: "处置 / 核查",
+    close: "关闭", detail: "详情", silence: "消音联动", shelve: "搁置设备…", mute_alarm: "此警静音", unmute_alarm: "恢复声音",
+    muted_until: "静音至", timeline: "处置记录", readings: "最近1小时读数", no_readings: "暂无读数（仅在内存中保留1小时）",
+    done_silence: "已向联动报警器发送消音指令", done_shelve: "设备已搁置", shelve_for: "搁置时长", shelve_reason: "搁置原因（必填）",
+    shelved_until: "已搁置至", no_building: "未标注楼栋", building_suffix: "幢", page: "页", total: "共", no_history: "没有符合条件的报警",
+    notify_on: "桌面通知已开启", notify_denied: "浏览器拒绝了桌面通知",
+    tl: { opened: "报警", escalated: "升级通知", repeat: "重复", cleared: "传感器恢复", acked: "确认", resolved: "处置完毕", verified: "核查关闭",
+      reopened: "重新报警", reminder: "提醒", suppressed: "限流未发", silenced: "消音联动", shelved: "设备搁置，未派发", unshelved: "搁置结束，补发",
+      delivery: "通知", audit: "操作" },
   },
   en: {
     board: "duty board", token_label: "Access token", login: "Log in", login_hint: "Enter the token once: this browser keeps a 12-hour session.",
@@ -47,20 +57,38 @@ const STR = {
     done_ack: "Acknowledged", done_resolve: "Resolution recorded", done_verify: "Verified and closed", live_on: "live", live_off: "disconnected, reconnecting",
     me_token: " (token)", resolved_by: "Resolved", verified_by: "Verified",
     roles: { grid_worker: "Grid worker", director: "Director", fire_brigade: "Fire brigade", family: "Family", neighbour: "Neighbours" },
-    channels: { sms: "SMS", email: "email", webhook: "webhook", console: "console", mqtt: "MQTT", gb26875: "monitoring centre" },
+    channels: { sms: "SMS", email: "email", webhook: "webhook", console: "console", mqtt: "MQTT", sounder: "linked sounders", upstream: "upstream", gb26875: "monitoring centre" },
     delivery: { sent: "delivered", failed: "FAILED", pending: "sending" },
     causes: { fire: "fire", electrical_fault: "electrical fault", cooking: "cooking", false_alarm: "false alarm", test: "test", other: "other" },
     dkinds: { smoke: "smoke", residual_current: "residual current", temperature: "temperature", combo: "combo" },
     trends: { rise: "slow rise", step: "sudden step", rate_of_rise: "rapid rise" },
+    tab_history: "History", speak: "Speak", notify: "Notifications", cat_all: "All", cat_fire: "Fire", cat_electrical: "Electrical", cat_health: "Device health",
+    since: "From", until: "To", search: "Search", export_csv: "Export CSV", search_ph: "address, device, note", what: "Kind", handled_by: "Resolved / verified",
+    close: "Close", detail: "Details", silence: "Silence sounders", shelve: "Shelve device…", mute_alarm: "Mute this alarm", unmute_alarm: "Unmute",
+    muted_until: "Muted until", timeline: "Timeline", readings: "Readings, last hour", no_readings: "No readings (kept in memory for one hour)",
+    done_silence: "Silence sent to the linked sounders", done_shelve: "Device shelved", shelve_for: "For", shelve_reason: "Reason (required)",
+    shelved_until: "Shelved until", no_building: "no building", building_suffix: "", page: "page", total: "total", no_history: "No alarms match",
+    notify_on: "Desktop notifications on", notify_denied: "The browser refused notifications",
+    tl: { opened: "opened", escalated: "escalated", repeat: "repeat", cleared: "sensor normal", acked: "acked", resolved: "resolved", verified: "verified",
+      reopened: "reopened", reminder: "reminder", suppressed: "held back (rate limit)", silenced: "sounders silenced", shelved: "shelved, not dispatched",
+      unshelved: "shelf ended, dispatched", delivery: "notification", audit: "action" },
   },
 };
 const ROLE_ORDER = ["fire_brigade", "grid_worker", "director", "family", "neighbour"];
 const SEV_RANK = { critical: 3, alarm: 2, warning: 1, info: 0 };
+// SPEC §14 categories: tabs, tones and the shelve rule (fire kinds are never shelved).
+const CATEGORY = { smoke: "fire", fire_confirmed: "fire", temperature: "fire", residual_current: "electrical",
+  device_fault: "health", low_battery: "health", tamper: "health", offline: "health" };
+const CAT_RANK = { fire: 3, electrical: 2, health: 1 };
+const KIND_METRIC = { smoke: "smoke_db_m", residual_current: "residual_current_ma", temperature: "temperature_c", low_battery: "battery_pct" };
 const METRIC_UNITS = { smoke_db_m: "dB/m", residual_current_ma: "mA", temperature_c: "°C", battery_pct: "%", rssi_dbm: "dBm" };
 
 const state = {
   lang: localStorage.getItem("gw.lang") === "en" ? "en" : "zh",
-  muted: localStorage.getItem("gw.muted") === "1",
+  muteUntil: Number(localStorage.getItem("gw.muteUntil")) || 0,
+  mutedAlarms: new Set(JSON.parse(localStorage.getItem("gw.mutedAlarms") || "[]")),
+  speak: localStorage.getItem("gw.speak") === "1",
+  cat: "all", plan: null, shelves: [], shelving: null, drawer: null, hist: { page: 1, total: 0 },
   me: null, labels: null, open: [], resolved: [], seen: null, fresh: new Set(),
   view: "alarms", source: null, refreshTimer: null, resolving: null, busy: new Set(),
 };
@@ -207,7 +235,44 @@ function actionButtons(a) {
   if (a.state === "resolved" && me.can_verify) {
     out.push(h("button", { class: "btn btn-verify", "data-action": "verify", disabled: busy, onclick: () => act(a, "verify", {}) }, T("verify")));
   }
+  const cat = CATEGORY[a.kind];
+  if (me.can_ack && cat === "fire" && a.state !== "verified") {
+    out.push(h("button", { class: "btn", "data-action": "silence", disabled: busy, onclick: () => act(a, "silence", {}) }, T("silence")));
+  }
+  if (me.can_ack && cat === "health" && a.state.startsWith("active") && !shelfOf(a.device_id)) {
+    out.push(h("button", { class: "btn", "data-action": "shelve", disabled: busy, onclick: () => { state.shelving = a.id; render(); } }, T("shelve")));
+  }
+  if (sounding(a, true)) {
+    const m = state.mutedAlarms.has(a.id);
+    out.push(h("button", { class: `btn btn-small${m ? " is-muted" : ""}`, "data-action": "mute-alarm", "aria-pressed": m ? "true" : "false",
+      onclick: () => muteAlarm(a.id, !m) }, m ? T("unmute_alarm") : T("mute_alarm")));
+  }
+  out.push(h("button", { class: "btn btn-small", "data-action": "detail", onclick: () => openDrawer(a.id) }, T("detail")));
   return out;
+}
+
+function shelfOf(device) {
+  return state.shelves.find((x) => x.device_id === device && x.until > Date.now());
+}
+
+function shelveForm(a) {
+  const dur = h("select", { name: "for", "aria-label": T("shelve_for") },
+    ["1h", "8h", "24h", "3d"].map((d) => h("option", { value: d }, d)));
+  const reason = h("input", { name: "reason", placeholder: T("shelve_reason"), maxlength: "500", required: true });
+  return h("form", { class: "resolve-form shelve-form", onsubmit: async (e) => {
+    e.preventDefault();
+    state.shelving = null;
+    try {
+      await api("POST", `/api/v1/devices/${encodeURIComponent(a.device_id)}/shelve`, { by: byValue(), for: dur.value, reason: reason.value.trim() });
+      toast(T("done_shelve"));
+    } catch (err) {
+      if (err instanceof Unauthorized) return showLogin();
+      toast(err.message, true);
+    }
+    await refresh();
+  } }, h("label", {}, `${T("shelve_for")} `, dur), reason,
+  h("button", { class: "btn btn-primary", type: "submit" }, T("submit")),
+  h("button", { class: "btn", type: "button", onclick: () => { state.shelving = null; render(); } }, T("cancel")));
 }
 
 function resolveForm(a) {
@@ -233,7 +298,7 @@ function alarmCard(a) {
       a.peak != null && a.peak !== a.value ? h("span", { class: "thr" }, ` · ${T("peak")} ${num(a.peak)}`) : "")
     : null;
   const res = a.resolution;
-  return h("article", { class: cls, id: `a-${a.id}`, "data-alarm-id": a.id, "data-state": a.state, "data-severity": a.severity },
+  return h("article", { class: cls, id: `a-${a.id}`, "data-alarm-id": a.id, "data-state": a.state, "data-severity": a.severity, "data-cat": CATEGORY[a.kind] },
     h("div", { class: "head" },
       h("span", { class: "sev" }, sevLabel(a.severity)),
       h("span", { class: "kind" }, kindLabel(a.kind)),
@@ -244,20 +309,31 @@ function alarmCard(a) {
       h("div", { class: "state" },
         h("span", { class: `pill ${a.state === "active_unacked" ? "unacked" : "acked"}` }, T(a.state)),
         h("span", { class: `pill ${a.condition}` }, T(a.condition)),
-        a.count > 1 ? h("span", { class: "pill" }, `${a.count}${T("times")}`) : ""),
+        a.count > 1 ? h("span", { class: "pill" }, `${a.count}${T("times")}`) : "",
+        shelfOf(a.device_id) ? h("span", { class: "pill shelved" }, `${T("shelved_until")} ${clock(shelfOf(a.device_id).until)}`) : ""),
       residentsLine(a),
       res ? h("div", { class: "meta" }, `${T("resolved_by")}: ${STR[state.lang].causes[res.cause] ?? res.cause} · ${actorName(a, res.by)} ${clock(res.at)}${res.note ? ` · ${res.note}` : ""}`) : "",
       h("div", { class: "meta" }, `${a.device_id} · ${a.household?.grid_name ?? ""} · ${a.id}`)),
     rolesTable(a),
-    state.resolving === a.id ? resolveForm(a) : h("div", { class: "actions" }, actionButtons(a)));
+    state.resolving === a.id ? resolveForm(a) : state.shelving === a.id ? shelveForm(a) : h("div", { class: "actions" }, actionButtons(a)));
 }
+
+function inCat(a) { return state.cat === "all" || CATEGORY[a.kind] === state.cat; }
 
 function renderAlarms() {
   const box = $("#alarms");
-  const open = sortAlarms(state.open);
+  const open = sortAlarms(state.open.filter(inCat));
+  for (const b of document.querySelectorAll("#cats .cat")) {
+    const c = b.dataset.cat;
+    const list = state.open.filter((a) => c === "all" || CATEGORY[a.kind] === c);
+    b.querySelector(".n").textContent = list.length;
+    b.classList.toggle("active", c === state.cat);
+    b.classList.toggle("hot", list.some((a) => a.state === "active_unacked" && (a.severity === "critical" || a.severity === "alarm")));
+  }
+  renderPlan();
   box.replaceChildren(...(open.length ? open.map(alarmCard)
     : [h("div", { class: "empty" }, h("b", {}, "✓ "), T("no_alarms"))]));
-  const resolved = sortAlarms(state.resolved);
+  const resolved = sortAlarms(state.resolved.filter(inCat));
   $("#verify-title").hidden = !resolved.length;
   $("#resolved").replaceChildren(...resolved.map(alarmCard));
   const u = sortAlarms(urgent());
@@ -266,9 +342,162 @@ function renderAlarms() {
   banner.replaceChildren(...u.map((a) => h("a", { href: `#a-${a.id}` },
     h("b", {}, `${sevLabel(a.severity)} · ${kindLabel(a.kind)}`), ` ${a.address} ${a.location} — ${T("active_unacked")}`)));
   const cnt = $("#count");
-  cnt.textContent = open.length;
-  cnt.classList.toggle("hot", open.some((a) => a.severity === "critical"));
+  cnt.textContent = state.open.length;
+  cnt.classList.toggle("hot", state.open.some((a) => a.severity === "critical"));
 }
+
+// ---------- compound plan: alarming buildings highlighted, their homes listed ----------
+const WORST = (list) => list.reduce((w, a) => (SEV_RANK[a.severity] > SEV_RANK[w] ? a.severity : w), "info");
+
+async function loadPlan() {
+  if (!state.me?.plan || state.plan) return;
+  try {
+    const r = await fetch("/board/plan.svg", { credentials: "same-origin" });
+    if (!r.ok) return;
+    const doc = new DOMParser().parseFromString(await r.text(), "image/svg+xml");
+    const svg = doc.documentElement;
+    if (svg.nodeName.toLowerCase() !== "svg" || doc.querySelector("parsererror")) return;
+    svg.removeAttribute("width"); svg.removeAttribute("height");
+    state.plan = document.importNode(svg, true);
+    $("#plan-box").replaceChildren(state.plan);
+    $("#plan-box").hidden = false;
+    renderPlan();
+  } catch (_) { /* the list below still names the buildings */ }
+}
+
+function renderPlan() {
+  const byBuilding = new Map();
+  for (const a of state.open) {
+    const b = a.household?.building ?? "";
+    if (!byBuilding.has(b)) byBuilding.set(b, []);
+    byBuilding.get(b).push(a);
+  }
+  if (state.plan) {
+    state.plan.querySelectorAll("[id^='building-']").forEach((el) => {
+      const list = byBuilding.get(el.id.slice("building-".length)) || [];
+      el.classList.toggle("hot", list.length > 0);
+      if (list.length) el.setAttribute("data-severity", WORST(list)); else el.removeAttribute("data-severity");
+    });
+  }
+  const names = [...byBuilding.keys()].sort((x, y) => SEV_RANK[WORST(byBuilding.get(y))] - SEV_RANK[WORST(byBuilding.get(x))] || x.localeCompare(y));
+  $("#plan-list").replaceChildren(...names.map((b) => {
+    const list = sortAlarms(byBuilding.get(b));
+    const homes = [...new Map(list.map((a) => [a.household_id, a])).values()];
+    return h("li", { "data-building": b, "data-severity": WORST(list) },
+      h("b", {}, b ? `${b}${T("building_suffix")}` : T("no_building")), " ",
+      homes.map((a, i) => [i ? "，" : "", h("a", { href: `#a-${a.id}` }, `${a.address} ${a.location}`), " ",
+        h("span", { class: "meta" }, list.filter((x) => x.household_id === a.household_id).map((x) => kindLabel(x.kind)).join("、"))]));
+  }));
+  $("#site-plan").hidden = !state.plan && !names.length;
+}
+
+// ---------- history: closed alarms, filtered, paged, exported ----------
+function historyParams(withPage) {
+  const f = $("#history-form");
+  const p = new URLSearchParams({ state: "closed" });
+  for (const k of ["kind", "since", "until", "q"]) { const v = f.elements[k].value.trim(); if (v) p.set(k, v); }
+  if (withPage) { p.set("page", state.hist.page); p.set("per_page", "20"); }
+  return p;
+}
+
+function fillKinds() {
+  const sel = $("#history-form").elements.kind;
+  const keep = sel.value;
+  const kinds = Object.keys(CATEGORY);
+  sel.replaceChildren(h("option", { value: "" }, T("cat_all")),
+    ...["fire", "electrical", "health"].map((c) => h("option", { value: c }, T(`cat_${c}`))),
+    ...kinds.map((k) => h("option", { value: k }, `· ${kindLabel(k)}`)));
+  sel.value = keep;
+  $("#history-form").elements.q.placeholder = T("search_ph");
+}
+
+async function renderHistory() {
+  const data = await api("GET", `/api/v1/alarms?${historyParams(true)}`);
+  state.hist.total = data.total;
+  $("#csv").href = `/api/v1/alarms?${historyParams(false)}&format=csv`;
+  const pages = Math.max(1, Math.ceil(data.total / data.per_page));
+  $("#page-info").textContent = `${state.hist.page} / ${pages} ${T("page")} · ${T("total")} ${data.total}`;
+  $("#prev").disabled = state.hist.page <= 1;
+  $("#next").disabled = state.hist.page >= pages;
+  const causes = STR[state.lang].causes;
+  $("#history").replaceChildren(...(data.alarms.length ? data.alarms.map((a) => h("tr", { "data-alarm-id": a.id, "data-kind": a.kind, class: "clickable", onclick: () => openDrawer(a.id) },
+    h("td", {}, clock(Date.parse(a.opened_at))),
+    h("td", {}, h("span", { class: `sevdot sev-${a.severity}` }, "●"), ` ${sevLabel(a.severity)} ${kindLabel(a.kind)}`),
+    h("td", {}, `${a.address} `, h("span", { class: "meta" }, a.location)),
+    h("td", {}, T(a.state)),
+    h("td", {}, a.resolution ? `${causes[a.resolution.cause] ?? a.resolution.cause}${a.resolution.note ? ` · ${a.resolution.note}` : ""}` : "–"),
+    h("td", {}, a.resolution ? `${actorName(a, a.resolution.by)} ${clock(a.resolution.at)}` : "", a.verification ? h("div", { class: "meta" }, `${T("verified_by")}: ${a.verification.by} ${clock(a.verification.at)}`) : "")))
+    : [h("tr", {}, h("td", { colspan: "6", class: "meta" }, T("no_history")))]));
+}
+
+// ---------- detail drawer: timeline and the readings that led to the alarm ----------
+function tlText(e) {
+  const tl = STR[state.lang].tl;
+  if (e.what === "delivery") {
+    // Broker events, forwarding and sounder commands are nobody's delivery: no name, no role.
+    const machine = ["mqtt", "sounder", "upstream"].includes(e.channel);
+    const who = e.recipient && !machine ? `${e.recipient.name} (${roleLabel(e.recipient.role)})` : "";
+    const ch = STR[state.lang].channels[e.channel] ?? e.channel;
+    return [`${tl.delivery} ${e.event ?? ""} → ${who ? `${who} · ` : ""}${ch} `,
+      h("span", { class: `st-${e.status}` }, STR[state.lang].delivery[e.status] ?? e.status), e.error ? h("span", { class: "meta" }, ` ${e.error}`) : ""];
+  }
+  if (e.what === "audit") { const x = e.audit; return `${tl.audit} ${x.action} · ${x.by ?? ""} (${x.via}) · ${x.outcome}`; }
+  return [h("b", {}, tl[e.what] ?? e.what), e.by ? ` · ${e.by}` : "", e.role ? ` (${roleLabel(e.role)})` : "", e.detail ? h("span", { class: "meta" }, ` ${e.detail}`) : ""];
+}
+
+function chart(a, points) {
+  const metric = KIND_METRIC[a.kind] ?? Object.keys(points[0]?.values ?? {})[0];
+  const pts = points.filter((p) => p.values[metric] != null).map((p) => [p.ts, p.values[metric]]);
+  if (!metric || !pts.length) return h("p", { class: "meta", id: "chart-empty" }, T("no_readings"));
+  const NS = "http://www.w3.org/2000/svg";
+  const W = 320, H = 120, P = 6;
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  if (a.threshold != null) ys.push(a.threshold);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y0 = Math.min(...ys), y1 = Math.max(...ys, y0 + 1e-9);
+  const X = (t) => P + (W - 2 * P) * (t - x0) / (x1 - x0), Y = (v) => H - P - (H - 2 * P) * (v - y0) / ((y1 - y0) || 1);
+  const svg = document.createElementNS(NS, "svg");
+  const el = (tag, attrs) => { const e = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); svg.append(e); return e; };
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("id", "chart");
+  svg.setAttribute("data-metric", metric);
+  svg.setAttribute("data-points", String(pts.length));
+  svg.setAttribute("data-values", pts.map((p) => p[1]).join(","));
+  if (a.threshold != null) el("line", { x1: P, x2: W - P, y1: Y(a.threshold), y2: Y(a.threshold), class: "thr-line" });
+  el("polyline", { points: pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" "), class: "line" });
+  for (const p of pts) el("circle", { cx: X(p[0]).toFixed(1), cy: Y(p[1]).toFixed(1), r: 2.2, class: "dot" });
+  const unit = METRIC_UNITS[metric] ?? "";
+  return h("figure", { class: "chart" }, svg,
+    h("figcaption", { class: "meta" }, `${num(Math.min(...pts.map((p) => p[1])))} → ${num(Math.max(...pts.map((p) => p[1])))} ${unit}`,
+      a.threshold != null ? ` · ${T("threshold")} ${num(a.threshold)} ${unit}` : "", ` · ${clock(x0)} – ${clock(x1)}`));
+}
+
+async function openDrawer(id) {
+  state.drawer = id;
+  const d = $("#drawer");
+  d.hidden = false;
+  try {
+    const a = await api("GET", `/api/v1/alarms/${encodeURIComponent(id)}`);
+    let points = [];
+    try { points = (await api("GET", `/api/v1/devices/${encodeURIComponent(a.device_id)}/readings?since=1h`)).readings; } catch (_) { /* device left the registry */ }
+    if (state.drawer !== id) return;
+    d.dataset.alarmId = id;
+    $("#drawer-body").replaceChildren(
+      h("h2", {}, `${sevLabel(a.severity)} ${kindLabel(a.kind)}`),
+      h("p", { class: "where" }, a.address, a.location ? h("small", {}, a.location) : ""),
+      h("p", { class: "meta" }, `${a.device_id} · ${T(a.state)} · ${a.id}`),
+      h("h3", {}, T("readings")), chart(a, points),
+      h("h3", {}, T("timeline")),
+      h("ol", { id: "timeline", class: "timeline" }, (a.timeline || []).map((e) => {
+        const at = e.what === "audit" ? e.audit.at : e.at;
+        return h("li", { "data-what": e.what, "data-channel": e.channel ?? null }, h("time", {}, clock(at)), " ", tlText(e));
+      })));
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin();
+    toast(e.message, true);
+  }
+}
+
+function closeDrawer() { state.drawer = null; $("#drawer").hidden = true; }
 
 // ---------- devices and households ----------
 async function renderDevices() {
@@ -306,26 +535,70 @@ async function renderHouseholds() {
   }));
 }
 
-// ---------- attention: sound, title flash ----------
+// ---------- attention: tones per category, speech, desktop notifications, title flash ----------
 let audio = null;
-function beep() {
-  if (state.muted) return;
+function muted() { return Date.now() < state.muteUntil; }
+
+// Distinct patterns a duty officer learns to tell apart without looking:
+// fire = fast high square-wave triple, electrical = two long sawtooth pulses,
+// device health = one soft low sine.
+const TONES = {
+  fire: { type: "square", notes: [880, 660, 880], on: 0.25, gap: 0.3 },
+  electrical: { type: "sawtooth", notes: [520, 520], on: 0.45, gap: 0.6 },
+  health: { type: "sine", notes: [440], on: 0.3, gap: 0.4 },
+};
+
+function tone(cat) {
+  if (muted()) return;
+  const t = TONES[cat] || TONES.fire;
+  document.body.dataset.lastTone = cat;
   try {
     audio = audio || new (window.AudioContext || window.webkitAudioContext)();
     if (audio.state === "suspended") { $("#sound-banner").hidden = false; audio.resume().catch(() => {}); return; }
     const t0 = audio.currentTime;
-    for (let i = 0; i < 3; i++) {
+    t.notes.forEach((f, i) => {
       const o = audio.createOscillator(), g = audio.createGain();
-      o.type = "square";
-      o.frequency.value = i % 2 ? 660 : 880;
-      g.gain.setValueAtTime(0.0001, t0 + i * 0.3);
-      g.gain.exponentialRampToValueAtTime(0.25, t0 + i * 0.3 + 0.02);
-      g.gain.exponentialRampToValueAtTime(0.0001, t0 + i * 0.3 + 0.25);
+      const at = t0 + i * t.gap;
+      o.type = t.type;
+      o.frequency.value = f;
+      g.gain.setValueAtTime(0.0001, at);
+      g.gain.exponentialRampToValueAtTime(0.25, at + 0.02);
+      g.gain.exponentialRampToValueAtTime(0.0001, at + t.on);
       o.connect(g).connect(audio.destination);
-      o.start(t0 + i * 0.3);
-      o.stop(t0 + i * 0.3 + 0.27);
-    }
+      o.start(at);
+      o.stop(at + t.on + 0.02);
+    });
   } catch (_) { /* no audio device: the title and colours still shout */ }
+}
+
+// An alarm that keeps sounding until acknowledged: critical and alarm severities.
+function sounding(a, ignoreMute) {
+  return a.state === "active_unacked" && (a.severity === "critical" || a.severity === "alarm") && (ignoreMute || !state.mutedAlarms.has(a.id));
+}
+
+function loudestCat(list) {
+  return list.map((a) => CATEGORY[a.kind] || "fire").sort((x, y) => CAT_RANK[y] - CAT_RANK[x])[0];
+}
+
+function muteAlarm(id, on) {
+  if (on) state.mutedAlarms.add(id); else state.mutedAlarms.delete(id);
+  localStorage.setItem("gw.mutedAlarms", JSON.stringify([...state.mutedAlarms]));
+  render();
+}
+
+function say(a) {
+  if (!state.speak || muted() || !window.speechSynthesis || typeof SpeechSynthesisUtterance === "undefined") return;
+  const u = new SpeechSynthesisUtterance(`${a.address}${a.location ? ` ${a.location}` : ""} ${kindLabel(a.kind)}`);
+  u.lang = state.lang === "zh" ? "zh-CN" : "en-GB";
+  window.speechSynthesis.speak(u);
+}
+
+function desktopNotice(a) {
+  if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    const n = new Notification(`${sevLabel(a.severity)} ${kindLabel(a.kind)}`, { body: `${a.address} ${a.location}`, tag: a.id, requireInteraction: a.severity === "critical" });
+    n.onclick = () => { window.focus(); openDrawer(a.id); };
+  } catch (_) { /* some browsers only allow notifications from a service worker */ }
 }
 
 function urgent() { return state.open.filter((a) => a.severity === "critical" && a.state === "active_unacked"); }
@@ -337,8 +610,13 @@ setInterval(() => {
   if (n) { flashOn = !flashOn; document.title = flashOn ? `■■■ ${sevLabel("critical")} ${kindLabel(urgent()[0].kind)} (${n}) ■■■` : `(${n}) ${base}`; }
   else document.title = state.open.length ? `(${state.open.length}) ${base}` : base;
 }, 1000);
-// Like a fire panel: keep sounding while a critical alarm is unacknowledged.
-setInterval(() => { if (urgent().length) beep(); }, 10000);
+// Like a fire panel: keep sounding while an alarm is unacknowledged (unless muted, per alarm or for a while).
+setInterval(() => {
+  const loud = state.open.filter((a) => sounding(a));
+  if (loud.length) tone(loudestCat(loud));
+  if (state.muteUntil && !muted()) { state.muteUntil = 0; localStorage.removeItem("gw.muteUntil"); applyLang(); }
+  else if (muted()) applyLang();
+}, 10000);
 setInterval(() => {
   document.querySelectorAll(".since[data-opened]").forEach((el) => {
     const b = el.querySelector("b");
@@ -349,23 +627,36 @@ setInterval(() => {
 function noticeNew(open) {
   const first = state.seen === null;
   state.seen = state.seen || new Set();
-  let loud = false;
+  const fresh = [];
   for (const a of open) {
     if (!state.seen.has(a.id)) {
       state.seen.add(a.id);
       if (!first) { state.fresh.add(a.id); setTimeout(() => state.fresh.delete(a.id), 8000); }
-      if (a.severity === "critical" && a.state === "active_unacked") loud = true;
+      if (a.state === "active_unacked") fresh.push(a);
     }
   }
-  if (loud) beep();
+  // Forget per-alarm mutes of alarms that are gone.
+  const ids = new Set(open.map((a) => a.id));
+  if ([...state.mutedAlarms].some((id) => !ids.has(id))) {
+    state.mutedAlarms = new Set([...state.mutedAlarms].filter((id) => ids.has(id)));
+    localStorage.setItem("gw.mutedAlarms", JSON.stringify([...state.mutedAlarms]));
+  }
+  if (!fresh.length) return;
+  const loud = fresh.filter((a) => sounding(a));
+  tone(loud.length ? loudestCat(loud) : "health");
+  for (const a of sortAlarms(fresh)) {
+    if (a.severity !== "info") { say(a); desktopNotice(a); }
+  }
 }
 
 // ---------- loading ----------
 async function refresh() {
   try {
-    const [open, resolved] = await Promise.all([api("GET", "/api/v1/alarms?state=open"), api("GET", "/api/v1/alarms?state=resolved")]);
+    const [open, resolved, shelves] = await Promise.all([api("GET", "/api/v1/alarms?state=open"), api("GET", "/api/v1/alarms?state=resolved"),
+      api("GET", "/api/v1/shelves")]);
     state.open = open.alarms;
     state.resolved = resolved.alarms;
+    state.shelves = shelves.shelves;
     noticeNew(state.open);
     if (state.view === "alarms") renderAlarms();
     else await renderView();
@@ -398,6 +689,7 @@ function connect() {
 async function renderView() {
   try {
     if (state.view === "devices") await renderDevices();
+    else if (state.view === "history") await renderHistory();
     else if (state.view === "households") await renderHouseholds();
     else renderAlarms();
   } catch (e) {
@@ -435,9 +727,17 @@ function applyLang() {
   document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = T(el.dataset.t); });
   document.querySelectorAll(".lang-toggle").forEach((b) => { b.textContent = state.lang === "zh" ? "English" : "中文"; });
   const m = $("#mute");
-  m.textContent = state.muted ? T("muted") : T("mute");
-  m.classList.toggle("is-muted", state.muted);
-  m.setAttribute("aria-pressed", state.muted ? "true" : "false");
+  const on = muted();
+  const until = new Date(state.muteUntil).toLocaleTimeString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false, hour: "2-digit", minute: "2-digit" });
+  m.textContent = on ? `${T("muted_until")} ${until}` : T("mute");
+  m.classList.toggle("is-muted", on);
+  m.setAttribute("aria-pressed", on ? "true" : "false");
+  $("#mute-for").hidden = on;
+  $("#speak").setAttribute("aria-pressed", state.speak ? "true" : "false");
+  $("#speak").classList.toggle("is-on", state.speak);
+  $("#notify").hidden = !("Notification" in window) || Notification.permission === "granted";
+  document.querySelectorAll("[data-ph]").forEach((el) => { el.placeholder = T(el.dataset.ph); });
+  if (state.labels) fillKinds();
   fillActingAs();
 }
 
@@ -476,6 +776,7 @@ async function boot() {
   document.body.dataset.role = state.me.role;
   applyLang();
   connect();
+  loadPlan();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -497,11 +798,28 @@ document.addEventListener("DOMContentLoaded", () => {
     applyLang();
     render();
   }));
+  // Muting is for a while (5–60 min), never forever; a second click unmutes.
   $("#mute").addEventListener("click", () => {
-    state.muted = !state.muted;
-    localStorage.setItem("gw.muted", state.muted ? "1" : "0");
+    state.muteUntil = muted() ? 0 : Date.now() + Number($("#mute-for").value) * 60_000;
+    localStorage.setItem("gw.muteUntil", String(state.muteUntil));
     applyLang();
   });
+  $("#speak").addEventListener("click", () => {
+    state.speak = !state.speak;
+    localStorage.setItem("gw.speak", state.speak ? "1" : "0");
+    applyLang();
+  });
+  $("#notify").addEventListener("click", async () => {
+    const p = await Notification.requestPermission();
+    toast(p === "granted" ? T("notify_on") : T("notify_denied"), p !== "granted");
+    applyLang();
+  });
+  document.querySelectorAll("#cats .cat").forEach((b) => b.addEventListener("click", () => { state.cat = b.dataset.cat; renderAlarms(); }));
+  $("#history-form").addEventListener("submit", (e) => { e.preventDefault(); state.hist.page = 1; renderView(); });
+  $("#prev").addEventListener("click", () => { state.hist.page = Math.max(1, state.hist.page - 1); renderView(); });
+  $("#next").addEventListener("click", () => { state.hist.page += 1; renderView(); });
+  $("#drawer-close").addEventListener("click", closeDrawer);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDrawer(); });
   $("#sound-banner").addEventListener("click", () => {
     audio = audio || new (window.AudioContext || window.webkitAudioContext)();
     audio.resume().then(() => { $("#sound-banner").hidden = true; }).catch(() => {});
@@ -516,7 +834,7 @@ document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll(".view").forEach((v) => { v.hidden = v.id !== `view-${state.view}`; });
     renderView();
   }));
-  setInterval(() => { if (state.me && state.view !== "alarms") renderView(); }, 10000);
+  setInterval(() => { if (state.me && state.view !== "alarms" && state.view !== "history") renderView(); }, 10000);
   applyLang();
   boot().catch((e) => toast(e.message, true));
 });

@@ -1,4 +1,4 @@
-//! The duty board (SPEC §6 `GET /`): one page of plain HTML, CSS and JS,
+//! The duty board (docs/contract.md §6 `GET /`): one page of plain HTML, CSS and JS,
 //! embedded in the binary (edge boxes are often offline: no CDN, no build
 //! step), plus the few endpoints only the board needs: login/logout (session
 //! cookie, see `session.rs`), `GET /api/v1/me` (role, CSRF token, who one may
@@ -47,6 +47,7 @@ pub fn routes() -> Router<ApiState> {
             get(|| async { asset("text/javascript; charset=utf-8", GB26875_JS) }),
         )
         .route("/board/labels.json", get(labels))
+        .route("/board/plan.svg", get(plan))
         .route("/board/login", post(login))
         .route("/board/logout", post(logout))
         .route("/api/v1/me", get(me))
@@ -185,7 +186,29 @@ async fn me(c: Caller, State(s): State<ApiState>, headers: HeaderMap) -> Json<se
         "can_resolve": acts,
         "can_verify": matches!(c.role, ApiRole::Director | ApiRole::GridWorker),
         "acting_as": acting_as(&cfg, c.role),
+        "plan": cfg.gateway.site.plan_svg.is_some(),
     }))
+}
+
+/// The compound plan `[site] plan`, checked when the config was built; 404 without one.
+async fn plan(_c: Caller, State(s): State<ApiState>) -> Response {
+    let svg = s.config.borrow().gateway.site.plan_svg.clone();
+    match svg {
+        Some(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg.to_string(),
+        )
+            .into_response(),
+        None => ApiError(StatusCode::NOT_FOUND, "no [site] plan configured".into()).into_response(),
+    }
 }
 
 /// One SSE event for a change notice, or a `resync` when this client fell behind.

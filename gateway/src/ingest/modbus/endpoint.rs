@@ -1,4 +1,4 @@
-//! Endpoint URLs (SPEC §4): `tcp://host:port` and
+//! Endpoint URLs (docs/contract.md §4): `tcp://host:port` and
 //! `rtu:///dev/ttyUSB0?baud=9600&parity=N[&data_bits=8&stop_bits=1]`, and the
 //! reconnect backoff of a link.
 

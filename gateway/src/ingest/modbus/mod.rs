@@ -1,4 +1,4 @@
-//! The Modbus source (SPEC §4): polls current-leak monitors over Modbus TCP
+//! The Modbus source (docs/contract.md §4): polls current-leak monitors over Modbus TCP
 //! and RTU and feeds their readings into the same lanes as MQTT.
 //!
 //! One task per link (TCP endpoint or serial port) owns the connection, the
