@@ -1019,7 +1019,7 @@ fn gb26875_link_and_component_overrides_load_typed() {
     assert_eq!((g.centre.host.as_str(), g.centre.port), ("127.0.0.1", 9900));
     assert_eq!((g.address, g.centre_address, g.retries), (889, 88888, 3));
     assert_eq!(g.timeout.std(), std::time::Duration::from_secs(10));
-    let table = crate::gb26875::mapping::Table::build(&cfg.registry);
+    let table = super::gb26875::mapping::Table::build(&cfg.registry);
     let row = table.device("rcm1").unwrap();
     assert_eq!(row.component_type, 16);
     assert_eq!((row.address.zone, row.address.position), (10, 2));

@@ -276,7 +276,7 @@ pub fn notifications(
     // The monitoring centre hears of state changes only (raised, cleared,
     // resolved), for devices of the component table: all of them by default.
     if cfg.gateway.gb26875.is_some()
-        && crate::gb26875::mapping::component_status(view.kind, input.event).is_some()
+        && crate::config::gb26875::mapping::component_status(view.kind, input.event).is_some()
     {
         machines.push(ChannelKind::Gb26875);
     }

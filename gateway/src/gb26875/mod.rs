@@ -4,7 +4,8 @@
 //!
 //! - The codec is the workspace crate `gb26875` (pure; shared with the centre
 //!   simulator of `firmware-sim` and the fuzz target), re-exported here.
-//! - [`mapping`]: device → component (部件) table and alarm → component status.
+//! - [`mapping`] (in `config`, built from the registry): device → component
+//!   (部件) table and alarm → component status.
 //! - [`link`]: the TCP client. Frames come from the outbox (channel
 //!   `gb26875`), written in the same transaction as the alarm change, so
 //!   nothing is lost across a centre outage or `kill -9`; an entry leaves the
@@ -12,7 +13,9 @@
 //! - [`LinkState`]: what the API and the duty board show (link, 查岗, clock offset).
 
 pub mod link;
-pub mod mapping;
+
+/// The component table lives with the config it is built from (a lower layer).
+pub use crate::config::gb26875::mapping;
 
 pub use gb26875::{adu, frame};
 

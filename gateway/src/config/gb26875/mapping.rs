@@ -10,7 +10,7 @@
 //! installer who reorders the registry hands the centre a new table
 //! (`check-config --gb26875`), or pins addresses with `gb26875 = {…}`.
 
-use crate::config::{DeviceKind, Registry};
+use crate::config::types::{DeviceKind, Registry};
 use crate::model::{AlarmKind, EventKind};
 use gb26875::adu::status;
 use gb26875::{ComponentAddress, DESCRIPTION_LEN};
@@ -206,7 +206,7 @@ pub fn component_status(kind: AlarmKind, event: EventKind) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Device, DeviceTransport, Household};
+    use crate::config::types::{Device, DeviceTransport, Household};
 
     fn home(id: &str, address: &str) -> Household {
         Household {
@@ -234,7 +234,7 @@ mod tests {
     #[test]
     fn defaults_by_kind_and_place_and_overrides_win() {
         let mut pinned = dev("rc-1", DeviceKind::ResidualCurrent, "h2", "");
-        pinned.gb26875 = Some(crate::config::gb26875::Gb26875Device {
+        pinned.gb26875 = Some(crate::config::types::Gb26875Device {
             component_address: Some(ComponentAddress {
                 zone: 10,
                 position: 2,
