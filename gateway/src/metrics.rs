@@ -111,11 +111,18 @@ pub struct Metrics {
     /// The centre's clock minus ours at its last time sync (ours is never changed).
     pub gb26875_clock_offset_seconds: IntGauge,
     pub store_recovered_total: IntCounter,
+    /// Damage found in the store or its journal, at start or by the scrub, by kind.
+    pub store_damage_total: IntCounterVec,
+    /// Scheduled backups by outcome (`ok` written and verified, `failed`).
+    pub store_backups_total: IntCounterVec,
     /// Skips of the embedded broker's backlog (readings lost), from its log; synced on scrape.
     pub broker_skips_total: IntCounter,
     pub notifications_suppressed_total: IntCounterVec,
     /// Supervised stage tasks that panicked or ended (self-watch).
     pub stage_failures_total: IntCounterVec,
+    /// Ingress canary probes that failed: a fresh client could not get a
+    /// message into gridwatch's ingest through the device listener.
+    pub canary_failures_total: IntCounter,
     /// 1 while a stage is healthy, 0 while not (refreshed on each scrape).
     pub stage_healthy: IntGaugeVec,
     /// Bytes the sled store takes on disk.
@@ -265,6 +272,22 @@ impl Metrics {
                 "Times the store could not be opened and was moved aside",
             )
             .expect("static metric"),
+            store_damage_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_store_damage_total",
+                    "Damage found in the store or its journal (at start or by the scrub), by kind",
+                ),
+                &["kind"],
+            )
+            .expect("static metric"),
+            store_backups_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_store_backups_total",
+                    "Scheduled backups ([storage] backup_every) by outcome: ok (written and verified) or failed",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric"),
             broker_skips_total: IntCounter::new(
                 "gridwatch_broker_skips_total",
                 "Times gridwatch's subscription fell out of the embedded broker's backlog (mqtt.broker_buffer_mib) and readings were skipped",
@@ -276,6 +299,11 @@ impl Metrics {
                     "Notifications held back by the per-recipient rate limit",
                 ),
                 &["channel", "role"],
+            )
+            .expect("static metric"),
+            canary_failures_total: IntCounter::new(
+                "gridwatch_canary_failures_total",
+                "Ingress canary probes that failed (a fresh MQTT client's message did not reach ingest in time)",
             )
             .expect("static metric"),
             stage_failures_total: IntCounterVec::new(
@@ -381,9 +409,12 @@ impl Metrics {
             Box::new(self.gb26875_frames_total.clone()),
             Box::new(self.gb26875_clock_offset_seconds.clone()),
             Box::new(self.store_recovered_total.clone()),
+            Box::new(self.store_damage_total.clone()),
+            Box::new(self.store_backups_total.clone()),
             Box::new(self.broker_skips_total.clone()),
             Box::new(self.notifications_suppressed_total.clone()),
             Box::new(self.stage_failures_total.clone()),
+            Box::new(self.canary_failures_total.clone()),
             Box::new(self.stage_healthy.clone()),
             Box::new(self.store_bytes.clone()),
             Box::new(self.housekeeping_removed_total.clone()),
@@ -442,6 +473,12 @@ impl Metrics {
         }
         for what in ["alarms", "deliveries"] {
             self.housekeeping_removed_total.with_label_values(&[what]);
+        }
+        for outcome in ["ok", "failed"] {
+            self.store_backups_total.with_label_values(&[outcome]);
+        }
+        for kind in crate::store::DamageKind::ALL {
+            self.store_damage_total.with_label_values(&[kind.as_str()]);
         }
         for k in [AlarmKind::Smoke, AlarmKind::FireConfirmed] {
             self.alarms_total

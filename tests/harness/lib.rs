@@ -16,6 +16,7 @@ pub mod load;
 pub mod mime;
 pub mod mqtt;
 pub mod nodered;
+pub mod raw_mqtt;
 pub mod smtp;
 
 pub use api::{parse_metric, Api};

@@ -52,6 +52,9 @@ pub struct ApiState {
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
     pub test_hooks: bool,
+    /// Test hook target: makes the embedded broker's listeners drop every
+    /// new connection (`None` with an external broker).
+    pub refuse_new_mqtt: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Duty-board browser sessions (cookie logins).
     pub sessions: session::Sessions,
     /// Alarm change notices, relayed to the board over SSE.
@@ -88,7 +91,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(board::routes())
         .merge(gb26875::routes());
     let router = if test_hooks {
-        router.route("/test/wedge/:stage", post(wedge))
+        router
+            .route("/test/wedge/:stage", post(wedge))
+            .route("/test/broker/refuse-new", post(refuse_new_mqtt))
     } else {
         router
     };
@@ -137,16 +142,25 @@ fn health_report(s: &ApiState) -> crate::health::Report {
     use crate::health::Stage;
     s.health
         .set(Stage::Store, crate::health::probe_store(&s.store));
-    let broker_ok = *s.broker_connected.borrow();
-    s.health.set(
-        Stage::Broker,
-        if broker_ok {
-            Ok(())
-        } else {
-            Err("not connected".into())
-        },
-    );
+    // The broker stage is kept current by the runtime's broker watch (our
+    // connection and the ingress canary); setting it here from the
+    // connection alone would hide a deaf listener.
     s.health.report(now_ms())
+}
+
+/// Test hook (only with `--test-hooks`): the embedded broker's listeners
+/// drop every new connection from now on, the way a poisoned listener did,
+/// while gridwatch's own connection keeps working.
+async fn refuse_new_mqtt(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let hook = s.refuse_new_mqtt.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no embedded broker (mqtt.embedded = false)".into(),
+        )
+    })?;
+    tracing::warn!("test hook: the embedded broker now drops every new connection");
+    hook();
+    Ok(Json(json!({ "refusing": "new mqtt connections" })))
 }
 
 /// Test hook (only with `--test-hooks`): the stage's next heartbeat never returns.

@@ -75,6 +75,32 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             ),
         ));
     }
+    if gw.storage.scrub_every.std() < std::time::Duration::from_secs(1) {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("scrub_every")],
+            "storage scrub_every must be at least 1s",
+        ));
+    }
+    if let Some(every) = gw.storage.backup_every {
+        if every.std() < std::time::Duration::from_secs(1) {
+            rep.errors.push(src.error_at(
+                &[K("storage"), K("backup_every")],
+                format!("storage backup_every = \"{every}\" must be at least 1s"),
+            ));
+        }
+        if gw.storage.backup_dir.trim().is_empty() {
+            rep.errors.push(src.error_at(
+                &[K("storage"), K("backup_dir")],
+                "storage backup_dir is empty",
+            ));
+        }
+    }
+    if gw.storage.backup_keep == 0 {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("backup_keep")],
+            "storage backup_keep must be at least 1 (the newest backup is always kept)",
+        ));
+    }
     if gw.selfwatch.heartbeat.std() < std::time::Duration::from_secs(1) {
         rep.errors.push(src.error_at(
             &[K("selfwatch"), K("heartbeat")],
@@ -86,6 +112,24 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             &[K("selfwatch"), K("topic")],
             "selfwatch topic must not contain MQTT wildcards (+ or #)",
         ));
+    }
+    let (every, timeout) = (gw.selfwatch.canary.std(), gw.selfwatch.canary_timeout.std());
+    if !every.is_zero() {
+        if every < std::time::Duration::from_secs(1) {
+            rep.errors.push(src.error_at(
+                &[K("selfwatch"), K("canary")],
+                "selfwatch canary must be at least 1s (or \"0s\" to turn the ingress canary off)",
+            ));
+        }
+        if timeout < std::time::Duration::from_millis(100) || timeout > every {
+            rep.errors.push(src.error_at(
+                &[K("selfwatch"), K("canary_timeout")],
+                format!(
+                    "selfwatch canary_timeout = \"{}\" must be at least 100ms and at most canary (\"{}\")",
+                    gw.selfwatch.canary_timeout, gw.selfwatch.canary
+                ),
+            ));
+        }
     }
 }
 
@@ -147,6 +191,27 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
                     "mqtt user {:?}: password_hash is not an argon2 PHC string (make one with `gridwatch hash-password`); never write the password itself here",
                     u.username
                 ),
+            ));
+        }
+    }
+    if let Some(v5) = &m.listen_v5 {
+        let path = [K("mqtt"), K("listen_v5")];
+        if v5.parse::<SocketAddr>().is_err() {
+            rep.errors.push(src.error_at(
+                &path,
+                format!(
+                    "mqtt listen_v5 {v5:?} is not a socket address (write e.g. \"0.0.0.0:1884\")"
+                ),
+            ));
+        } else if *v5 == m.listen || m.tls.as_ref().is_some_and(|t| t.listen == *v5) {
+            rep.errors.push(src.error_at(
+                &path,
+                "mqtt listen_v5 must differ from mqtt listen and mqtt tls listen",
+            ));
+        } else if !m.embedded {
+            rep.errors.push(src.error_at(
+                &path,
+                "mqtt listen_v5 is a listener of the embedded broker: it needs embedded = true",
             ));
         }
     }

@@ -344,6 +344,12 @@ impl Config {
         base.join(&self.gateway.storage.path)
     }
 
+    /// storage.backup_dir resolved like [`Config::data_dir`].
+    pub fn backup_dir(&self) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        base.join(&self.gateway.storage.backup_dir)
+    }
+
     /// A one-line summary for check-config, e.g.
     /// `site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 8 contacts, 4 routes`.
     pub fn summary(&self) -> String {

@@ -956,6 +956,70 @@ fn broker_buffer_defaults_to_16_mib_and_refuses_zero() {
 }
 
 #[test]
+fn listen_v5_must_be_a_free_address_of_the_embedded_broker() {
+    let ok = Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"",
+            "listen = \"127.0.0.1:1883\"\nlisten_v5 = \"127.0.0.1:1884\"",
+        )
+        .load()
+        .unwrap();
+    assert_eq!(ok.gateway.mqtt.listen_v5.as_deref(), Some("127.0.0.1:1884"));
+    assert_eq!(Files::valid().load().unwrap().gateway.mqtt.listen_v5, None);
+    for (bad, msg) in [
+        ("listen_v5 = \"1884\"", "not a socket address"),
+        ("listen_v5 = \"127.0.0.1:1883\"", "must differ"),
+    ] {
+        Files::valid()
+            .edit(
+                "gateway.toml",
+                "listen = \"127.0.0.1:1883\"",
+                &format!("listen = \"127.0.0.1:1883\"\n{bad}"),
+            )
+            .expect("gateway.toml", bad, msg);
+    }
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"",
+            "embedded = false\nexternal = \"mqtt://127.0.0.1:1883\"\nlisten_v5 = \"127.0.0.1:1884\"",
+        )
+        .expect("gateway.toml", "listen_v5", "needs embedded = true");
+}
+
+#[test]
+fn the_canary_defaults_to_10s_within_5s_and_refuses_nonsense() {
+    let cfg = Files::valid().load().unwrap();
+    assert_eq!(cfg.gateway.selfwatch.canary.std().as_secs(), 10);
+    assert_eq!(cfg.gateway.selfwatch.canary_timeout.std().as_secs(), 5);
+    let selfwatch = |body: &str| {
+        Files::valid().edit(
+            "gateway.toml",
+            "[http]\n",
+            &format!("[selfwatch]\n{body}\n\n[http]\n"),
+        )
+    };
+    let off = selfwatch("canary = \"0s\"").load().unwrap();
+    assert!(
+        off.gateway.selfwatch.canary.std().is_zero(),
+        "0s turns it off"
+    );
+    selfwatch("canary = \"500ms\"\ncanary_timeout = \"200ms\"").expect(
+        "gateway.toml",
+        "canary = \"500ms\"",
+        "at least 1s",
+    );
+    selfwatch("canary = \"2s\"").expect("gateway.toml", "[selfwatch]", "at most canary");
+    selfwatch("canary_timeout = \"50ms\"").expect(
+        "gateway.toml",
+        "canary_timeout",
+        "at least 100ms",
+    );
+    selfwatch("canary = 10").expect("gateway.toml", "canary = 10", "");
+}
+
+#[test]
 fn plan_must_draw_every_building_households_name_and_hold_no_script() {
     const SVG: &str = r#"<svg xmlns="http://www.w3.org/2000/svg"><rect id="building-1"/></svg>"#;
     let with_plan = Files::valid()

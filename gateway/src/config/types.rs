@@ -74,6 +74,20 @@ pub struct StorageConfig {
     /// open, resolved-but-unverified alarms and pending notifications are never swept.
     #[serde(default = "default_retention")]
     pub retention: Dur,
+    /// How often the store is compared with its journal while running (the
+    /// journal file is re-read and its checksums verified).
+    #[serde(default = "default_scrub_every")]
+    pub scrub_every: Dur,
+    /// Write a verified backup this often; `None` (the default): no scheduled backups.
+    #[serde(default)]
+    pub backup_every: Option<Dur>,
+    /// Where scheduled backups go, relative to gateway.toml; best on another
+    /// device than `path` (a USB stick, a network mount).
+    #[serde(default = "default_backup_dir")]
+    pub backup_dir: String,
+    /// How many scheduled backups are kept (oldest removed first).
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
 }
 
 impl Default for StorageConfig {
@@ -81,8 +95,24 @@ impl Default for StorageConfig {
         StorageConfig {
             path: default_data_path(),
             retention: default_retention(),
+            scrub_every: default_scrub_every(),
+            backup_every: None,
+            backup_dir: default_backup_dir(),
+            backup_keep: default_backup_keep(),
         }
     }
+}
+
+fn default_scrub_every() -> Dur {
+    Dur::from_secs(3600)
+}
+
+fn default_backup_dir() -> String {
+    "backups".into()
+}
+
+fn default_backup_keep() -> usize {
+    7
 }
 
 fn default_retention() -> Dur {
@@ -100,6 +130,13 @@ pub struct SelfwatchConfig {
     /// Topic; `{site}` is replaced by the site id.
     #[serde(default = "default_heartbeat_topic")]
     pub topic: String,
+    /// How often a fresh MQTT client proves that devices can still reach
+    /// gridwatch's ingest (the ingress canary); `"0s"` turns it off.
+    #[serde(default = "default_canary_every")]
+    pub canary: Dur,
+    /// How long one canary probe may take, connect to seen in ingest.
+    #[serde(default = "default_canary_timeout")]
+    pub canary_timeout: Dur,
 }
 
 impl Default for SelfwatchConfig {
@@ -107,8 +144,18 @@ impl Default for SelfwatchConfig {
         SelfwatchConfig {
             heartbeat: default_heartbeat_every(),
             topic: default_heartbeat_topic(),
+            canary: default_canary_every(),
+            canary_timeout: default_canary_timeout(),
         }
     }
+}
+
+fn default_canary_every() -> Dur {
+    Dur::from_secs(10)
+}
+
+fn default_canary_timeout() -> Dur {
+    Dur::from_secs(5)
 }
 
 fn default_heartbeat_every() -> Dur {
@@ -142,6 +189,10 @@ pub struct MqttConfig {
     /// A second listener of the embedded broker with TLS (rustls).
     #[serde(default)]
     pub tls: Option<MqttTls>,
+    /// An MQTT 5 listener of the embedded broker beside the 3.1.1 one
+    /// (`"HOST:PORT"`; absent: none).
+    #[serde(default)]
+    pub listen_v5: Option<String>,
     /// Per-device ingest limit: messages a second, sustained (token bucket).
     #[serde(default = "default_device_rate")]
     pub device_rate: f64,
@@ -193,6 +244,7 @@ impl Default for MqttConfig {
             users: Vec::new(),
             max_payload: default_max_payload(),
             tls: None,
+            listen_v5: None,
             device_rate: default_device_rate(),
             device_burst: default_device_burst(),
             broker_buffer_mib: default_broker_buffer_mib(),

@@ -4,6 +4,7 @@
 //! alarm flag take the priority lane so telemetry never queues in front.
 
 pub mod broker;
+pub mod canary;
 pub mod device_auth;
 pub mod modbus;
 pub mod mqtt;

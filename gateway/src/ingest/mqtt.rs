@@ -173,6 +173,8 @@ pub struct Handler {
     rates: DeviceRates,
     /// Vendor formats compiled from the config they came from.
     formats: (Arc<Config>, Arc<Formats>),
+    /// Where canary messages go (never to the rules).
+    canary: Option<super::canary::Tap>,
 }
 
 /// Per-device ingest buckets, one for telemetry and one for urgent readings
@@ -237,7 +239,14 @@ impl Handler {
             quiet: RejectLog::default(),
             rates: DeviceRates::new(rate, burst),
             formats,
+            canary: None,
         }
+    }
+
+    /// Hands canary messages ([`super::canary::TOPIC`]) to `tap`.
+    pub fn with_canary(mut self, tap: super::canary::Tap) -> Handler {
+        self.canary = Some(tap);
+        self
     }
 
     /// Runs until the event loop stops.
@@ -257,6 +266,13 @@ impl Handler {
 
     /// Validates one publish; `None` when it is refused (and counted).
     fn accept(&mut self, p: &Publish, now: EpochMs) -> Option<Input> {
+        if p.topic == super::canary::TOPIC {
+            // The ingress canary's proof of passage: never a reading.
+            if let Some(tap) = &self.canary {
+                tap.seen(&p.payload);
+            }
+            return None;
+        }
         if p.topic.ends_with("/command") {
             // Our own downlink (linked sounders), seen because we listen on sensors/#.
             return None;

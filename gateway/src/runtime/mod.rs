@@ -8,6 +8,7 @@ pub mod build;
 /// The device table moved to the rules stage that writes it.
 pub use crate::rules::devices;
 pub mod rules_stage;
+pub mod store_damage;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::AlarmsStage;
@@ -82,6 +83,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         channels,
         mqtt_listen,
         mqtt_tls,
+        mqtt_v5,
         external,
         upstream,
         http_listen,
@@ -92,33 +94,40 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let notifier = sd_notify::Notifier::from_env();
     let data_dir = config.data_dir();
     let (store, report) = Store::open(&data_dir)?;
-    if let Some(aside) = &report.moved_aside {
-        metrics.store_recovered_total.inc();
-        tracing::error!(moved_to = %aside.display(), "STORE WAS UNREADABLE: started empty; old data kept aside for inspection");
-    }
+    store_damage::announce_open(&report, &metrics, &health);
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
-    let (security, internal) = broker_security(&mqtt_cfg, mqtt_tls);
-    let endpoint = if mqtt_cfg.embedded {
-        let at = broker::start_secured(
+    let (security, internal) = broker_security(&mqtt_cfg, mqtt_tls, mqtt_v5);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let embedded = if mqtt_cfg.embedded {
+        Some(broker::start_secured(
             &mqtt_listen.to_string(),
             &security,
             broker::Buffer::from_mib(mqtt_cfg.broker_buffer_mib),
-        )?;
-        Endpoint {
-            host: at.ip().to_string(),
-            port: at.port(),
-            credentials: internal.map(|c| (c.username, c.password)),
-        }
+            broker_thread_exit(stopping.clone()),
+        )?)
+    } else {
+        None
+    };
+    let credentials = internal.map(|c| (c.username, c.password));
+    // Our own client uses the internal listener; the canary uses the one devices use.
+    let (endpoint, canary_endpoint) = if let Some(e) = &embedded {
+        let at = |a: SocketAddr| Endpoint {
+            host: a.ip().to_string(),
+            port: a.port(),
+            credentials: credentials.clone(),
+        };
+        (at(e.internal), at(e.devices))
     } else {
         // `build` refuses `embedded = false` without a valid `external`.
-        external.ok_or_else(|| {
+        let ep = external.ok_or_else(|| {
             StartError::Config(ConfigErrors(vec![config.gateway_error(
                 &["mqtt", "external"],
                 "mqtt embedded = false needs `external = \"mqtt://host:port\"`",
             )]))
-        })?
+        })?;
+        (ep.clone(), ep)
     };
     let channels: Arc<Channels> = Arc::new(channels);
     let events_topic = events_topic.as_str().to_string();
@@ -144,12 +153,22 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         "mqtt event loop",
         event_loop,
     );
+    // Not ready until the device listeners are open (embedded broker).
+    let (canary_tx, canary_rx) = watch::channel(
+        embedded
+            .is_some()
+            .then(|| "starting: device listeners not open yet".to_string()),
+    );
     supervise(
         &health,
         &metrics,
         Stage::Broker,
         "broker watch",
-        tokio::spawn(mirror_broker(connected_rx.clone(), health.clone())),
+        tokio::spawn(mirror_broker(
+            connected_rx.clone(),
+            canary_rx,
+            health.clone(),
+        )),
     );
     let (prio_tx, prio_rx) = mpsc::channel(PRIORITY_LANE);
     let (norm_tx, norm_rx) = mpsc::channel(NORMAL_LANE);
@@ -169,9 +188,26 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
             config_rx.clone(),
         )),
     );
-    let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
+    let tap = crate::ingest::canary::Tap::default();
+    let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone())
+        .with_canary(tap.clone());
     let handler = tokio::spawn(handler.run(pub_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
+    let refuse_new_mqtt = embedded.as_ref().map(|e| {
+        let flag = e.refuse_handle();
+        Arc::new(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+            as Arc<dyn Fn() + Send + Sync>
+    });
+    let ingress = tokio::spawn(open_ingress(
+        client.clone(),
+        tap,
+        embedded,
+        canary_endpoint,
+        (selfwatch.canary.std(), selfwatch.canary_timeout.std()),
+        canary_tx,
+        metrics.clone(),
+    ));
+    supervise(&health, &metrics, Stage::Broker, "ingress canary", ingress);
 
     // Rules.
     let devices = DeviceTable::default();
@@ -288,6 +324,18 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         "mqtt heartbeat",
         tokio::spawn(beats.run()),
     );
+    supervise(
+        &health,
+        &metrics,
+        Stage::Store,
+        "store scrub and backups",
+        tokio::spawn(store_damage::watch(
+            store.clone(),
+            config_rx.clone(),
+            metrics.clone(),
+            health.clone(),
+        )),
+    );
     let housekeeping = tokio::spawn(crate::housekeeping::run(
         store.clone(),
         config_rx.clone(),
@@ -312,6 +360,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         broker_connected: connected_rx,
         health: health.clone(),
         test_hooks: opts.test_hooks,
+        refuse_new_mqtt,
         reload: {
             let tx = config_tx.clone();
             Arc::new(move || reload(&tx))
@@ -356,6 +405,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     }
 
     wait_for_shutdown(config_tx, store.clone()).await;
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     health.stop();
     notifier.notify("STOPPING=1");
     server_abort.abort();
@@ -366,22 +416,83 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     Ok(())
 }
 
-/// Mirrors the MQTT client's connection state into the health registry.
-async fn mirror_broker(mut connected: watch::Receiver<bool>, health: Health) {
+/// Mirrors the MQTT client's connection state and the ingress canary's
+/// verdict into the health registry's `broker` stage.
+async fn mirror_broker(
+    mut connected: watch::Receiver<bool>,
+    mut canary: watch::Receiver<Option<String>>,
+    health: Health,
+) {
     loop {
         let up = *connected.borrow_and_update();
+        let deaf = canary.borrow_and_update().clone();
         health.set(
             Stage::Broker,
-            if up {
-                Ok(())
-            } else {
-                Err("not connected".into())
+            match (up, deaf) {
+                (false, _) => Err("not connected".into()),
+                (true, Some(reason)) => Err(reason),
+                (true, None) => Ok(()),
             },
         );
-        if connected.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = connected.changed() => if r.is_err() { return },
+            r = canary.changed() => if r.is_err() { return },
         }
     }
+}
+
+/// Start order, then the canary: waits until gridwatch's own subscription
+/// is proven (a message of ours came back through it), only then opens the
+/// embedded broker's device listeners, then probes them (or the external
+/// broker) every `[selfwatch] canary`. Runs for the life of the daemon.
+async fn open_ingress(
+    client: rumqttc::AsyncClient,
+    tap: crate::ingest::canary::Tap,
+    embedded: Option<broker::Embedded>,
+    canary_at: mqtt::Endpoint,
+    (every, timeout): (std::time::Duration, std::time::Duration),
+    canary_state: watch::Sender<Option<String>>,
+    metrics: Arc<Metrics>,
+) {
+    if let Some(e) = &embedded {
+        crate::ingest::canary::wait_subscribed(&client, &tap).await;
+        match e.open_device_listeners().await {
+            Ok(()) => {
+                canary_state.send_replace(None);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "device listeners did not open");
+                canary_state.send_replace(Some(format!("device listener: {err}")));
+            }
+        }
+    }
+    if every.is_zero() {
+        tracing::warn!("ingress canary off ([selfwatch] canary = \"0s\")");
+        // Keep the broker's gate (in `embedded`) alive: dropping it closes
+        // the device listeners.
+        std::future::pending::<()>().await;
+    }
+    crate::ingest::canary::run(canary_at, tap, every, timeout, canary_state, metrics).await;
+    drop(embedded);
+}
+
+/// What happens when an embedded-broker thread ends while gridwatch runs:
+/// rumqttd cannot be restarted in-process (no shutdown; the threads still
+/// alive hold the ports), and running on with a dead router or listener is
+/// running deaf. So gridwatch exits non-zero (70) at once and systemd
+/// restarts it (`Restart=always`). Everything that must survive is in the
+/// store already.
+fn broker_thread_exit(stopping: Arc<std::sync::atomic::AtomicBool>) -> broker::OnThreadExit {
+    Arc::new(move |thread: &str| {
+        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(
+            thread,
+            "EMBEDDED MQTT BROKER THREAD ENDED: devices cannot reach gridwatch; exiting (code 70) so systemd restarts it"
+        );
+        std::process::exit(70);
+    })
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is
@@ -441,6 +552,7 @@ pub fn reload(config_tx: &watch::Sender<Arc<Config>>) -> Result<Arc<Config>, Con
 fn broker_security(
     m: &crate::config::MqttConfig,
     tls: Option<(SocketAddr, String, String)>,
+    v5: Option<SocketAddr>,
 ) -> (broker::Security, Option<InternalCredential>) {
     let mut sec = broker::Security::default();
     let mut internal = None;
@@ -450,5 +562,6 @@ fn broker_security(
         internal = Some(cred);
     }
     sec.tls = tls;
+    sec.v5 = v5;
     (sec, internal)
 }

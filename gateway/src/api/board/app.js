@@ -774,6 +774,10 @@ async function boot() {
   $("#app").hidden = false;
   $("#site-name").textContent = state.me.site?.name ?? "";
   document.body.dataset.role = state.me.role;
+  // The store was found damaged since the daemon started: say so to whoever is on duty.
+  const sd = $("#store-banner");
+  sd.hidden = !state.me.store_damage;
+  sd.textContent = state.me.store_damage ? `⚠ 数据存储曾损坏，请运维检查 / Store damage found: ${state.me.store_damage}` : "";
   applyLang();
   connect();
   loadPlan();

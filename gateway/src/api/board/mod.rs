@@ -187,6 +187,10 @@ async fn me(c: Caller, State(s): State<ApiState>, headers: HeaderMap) -> Json<se
         "can_verify": matches!(c.role, ApiRole::Director | ApiRole::GridWorker),
         "acting_as": acting_as(&cfg, c.role),
         "plan": cfg.gateway.site.plan_svg.is_some(),
+        // Set when the store was found damaged since start (the banner).
+        "store_damage": s.health.report(now_ms()).degraded.iter()
+            .find(|(st, _)| *st == crate::health::Stage::Store)
+            .map(|(_, what)| what.clone()),
     }))
 }
 
