@@ -5,6 +5,7 @@
 //! are apart from the I/O (`mqtt`, `run`) so they can be tested without a broker.
 
 pub mod bank;
+pub mod centre;
 pub mod duration;
 pub mod modbus;
 pub mod modem;

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use firmware_sim::bank::{Bank, Behaviour};
+use firmware_sim::centre;
 use firmware_sim::modbus::{self, RtuPty, SharedBank};
 use firmware_sim::mqtt::BrokerAddr;
 use firmware_sim::payload::MetricValue;
@@ -36,6 +37,10 @@ enum Cmd {
     Modbus(ModbusCmd),
     /// Play a 4G module (Quectel-class AT dialogue: calls, TTS, keys, PDU SMS) on a pty.
     Modem(ModemCmd),
+    /// A GB/T 26875.3 fire monitoring centre: logs decoded frames and confirms
+    /// them. Type on stdin: confirm | deny | silent | drop | inspect [MIN] |
+    /// sync [+SECS] | query 81|84|85|88 | quit.
+    Centre(CentreCmd),
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +106,19 @@ async fn modem(cmd: ModemCmd) -> anyhow::Result<()> {
     linger(None).await;
     drop(pty);
     Ok(())
+}
+
+#[derive(Args, Debug)]
+struct CentreCmd {
+    /// Listen here for the gateway's connection.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    listen: String,
+    /// The centre's address (the gateway's `centre_address`).
+    #[arg(long, default_value_t = 88888)]
+    address: u64,
+    /// How send-data frames are answered at start: confirm, deny or silent.
+    #[arg(long, default_value = "confirm")]
+    mode: String,
 }
 
 /// Where and how the simulated Modbus monitors answer.
@@ -424,6 +442,87 @@ async fn load(cmd: LoadCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn centre_mode(s: &str) -> anyhow::Result<centre::Mode> {
+    Ok(match s {
+        "confirm" => centre::Mode::Confirm,
+        "deny" => centre::Mode::Deny,
+        "silent" => centre::Mode::Silent,
+        other => anyhow::bail!("mode {other:?}: confirm, deny or silent"),
+    })
+}
+
+/// Runs the centre until stdin closes or says `quit`; one line per frame on stdout.
+async fn centre(cmd: CentreCmd) -> anyhow::Result<()> {
+    use gb26875::adu::Adu;
+    use gb26875::frame::Command;
+    use tokio::io::AsyncBufReadExt;
+    let c = centre::Centre::start(&cmd.listen, cmd.address, centre_mode(&cmd.mode)?).await?;
+    println!(
+        "centre listening on {} as address {}",
+        c.addr(),
+        cmd.address
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut shown = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let log = c.received();
+                for r in log.iter().skip(shown) {
+                    match &r.frame {
+                        Ok(f) => println!(
+                            "{:>8.3}s conn {} serial {} cmd {} from {} adu {:?} -> {}",
+                            r.at.as_secs_f64(), r.connection, f.serial, f.command, f.source, r.adu, r.answer
+                        ),
+                        Err(e) => println!("{:>8.3}s conn {} bad frame: {e} -> {}", r.at.as_secs_f64(), r.connection, r.answer),
+                    }
+                }
+                shown = log.len();
+            }
+            line = lines.next_line() => {
+                let Some(line) = line? else { return Ok(()) };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let sent = match words.as_slice() {
+                    ["confirm"] | ["deny"] | ["silent"] => {
+                        c.set_mode(centre_mode(words[0])?);
+                        None
+                    }
+                    ["drop"] => {
+                        c.drop_connection().await;
+                        None
+                    }
+                    ["inspect"] => c.inspect(0).await,
+                    ["inspect", m] => c.inspect(m.parse()?).await,
+                    ["sync"] | ["sync", _] => {
+                        let shift: i64 = words.get(1).map(|s| s.trim_start_matches('+').parse()).transpose()?.unwrap_or(0);
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+                        c.send(Command::Control, &Adu::SyncClock(centre::label_of_unix(now + shift))).await
+                    }
+                    ["query", t] => {
+                        let adu = match *t {
+                            "81" => Adu::ReadUitdStatus,
+                            "85" => Adu::ReadUitdVersion,
+                            "88" => Adu::ReadUitdTime,
+                            "84" => Adu::ReadUitdOperations { count: 10, since: centre::now_label() },
+                            other => anyhow::bail!("query {other}: 81, 84, 85 or 88"),
+                        };
+                        c.send(Command::Request, &adu).await
+                    }
+                    ["quit"] => return Ok(()),
+                    _ => {
+                        eprintln!("commands: confirm | deny | silent | drop | inspect [MIN] | sync [+SECS] | query 81|84|85|88 | quit");
+                        None
+                    }
+                };
+                if let Some(serial) = sent {
+                    println!("sent serial {serial}");
+                }
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -439,6 +538,7 @@ async fn main() -> ExitCode {
         Cmd::Load(c) => load(c).await,
         Cmd::Modbus(c) => serve_monitors(c).await,
         Cmd::Modem(c) => modem(c).await,
+        Cmd::Centre(c) => centre(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

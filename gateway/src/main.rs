@@ -62,6 +62,9 @@ enum Cmd {
     CheckConfig {
         #[arg(long, default_value = "config/gateway.toml")]
         config: PathBuf,
+        /// Also print the GB/T 26875 component table to hand to the fire monitoring centre.
+        #[arg(long)]
+        gb26875: bool,
     },
     /// Backtest the rules on recorded readings (JSON Lines); sends nothing.
     Replay {
@@ -264,13 +267,26 @@ fn print_errors(out: &mut dyn std::io::Write, errors: &gridwatch::config::Config
     let _ = writeln!(out, "{} error(s)", errors.0.len());
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, gb26875: bool) -> ExitCode {
     match gridwatch::runtime::load(path) {
         Ok((cfg, _parts)) => {
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }
             println!("ok: {}", cfg.summary());
+            if gb26875 {
+                match &cfg.gateway.gb26875 {
+                    Some(g) => println!(
+                        "gb26875: this box is address {} (user information transmission device); centre {} at {}",
+                        g.address, g.centre_address, g.centre
+                    ),
+                    None => println!("gb26875: no [gb26875] in gateway.toml; the table below is what would be sent"),
+                }
+                print!(
+                    "{}",
+                    gridwatch::gb26875::mapping::Table::build(&cfg.registry).render()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -415,7 +431,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::CheckConfig { config, gb26875 } => check_config(&config, gb26875),
         Cmd::HashPassword => match hash_password() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

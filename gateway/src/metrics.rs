@@ -104,6 +104,16 @@ pub struct Metrics {
     pub devices: IntGaugeVec,
     pub outbox_pending: IntGauge,
     pub upstream_pending: IntGauge,
+    /// 1 while the GB/T 26875 link to the monitoring centre is connected.
+    pub gb26875_link_up: IntGauge,
+    /// Frames for the monitoring centre not yet confirmed.
+    pub gb26875_pending: IntGauge,
+    /// Age of the oldest unconfirmed frame for the centre.
+    pub gb26875_oldest_pending_seconds: IntGauge,
+    /// Frames by direction (up/down), command and outcome.
+    pub gb26875_frames_total: IntCounterVec,
+    /// The centre's clock minus ours at its last time sync (ours is never changed).
+    pub gb26875_clock_offset_seconds: IntGauge,
     pub store_recovered_total: IntCounter,
     /// Damage found in the store or its journal, at start or by the scrub, by kind.
     pub store_damage_total: IntCounterVec,
@@ -242,6 +252,34 @@ impl Metrics {
             outbox_pending: IntGauge::new(
                 "gridwatch_outbox_pending",
                 "Notifications stored and not yet delivered",
+            )
+            .expect("static metric"),
+            gb26875_link_up: IntGauge::new(
+                "gridwatch_gb26875_link_up",
+                "1 while the GB/T 26875 link to the fire monitoring centre is connected",
+            )
+            .expect("static metric"),
+            gb26875_pending: IntGauge::new(
+                "gridwatch_gb26875_pending",
+                "Frames for the fire monitoring centre not yet confirmed",
+            )
+            .expect("static metric"),
+            gb26875_oldest_pending_seconds: IntGauge::new(
+                "gridwatch_gb26875_oldest_pending_seconds",
+                "Age of the oldest frame waiting for the fire monitoring centre's confirm",
+            )
+            .expect("static metric"),
+            gb26875_frames_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_gb26875_frames_total",
+                    "GB/T 26875 frames by direction (up, down), command and outcome",
+                ),
+                &["direction", "command", "outcome"],
+            )
+            .expect("static metric"),
+            gb26875_clock_offset_seconds: IntGauge::new(
+                "gridwatch_gb26875_clock_offset_seconds",
+                "The monitoring centre's clock minus the gateway's at the last time sync",
             )
             .expect("static metric"),
             upstream_pending: IntGauge::new(
@@ -387,6 +425,11 @@ impl Metrics {
             Box::new(self.devices.clone()),
             Box::new(self.outbox_pending.clone()),
             Box::new(self.upstream_pending.clone()),
+            Box::new(self.gb26875_link_up.clone()),
+            Box::new(self.gb26875_pending.clone()),
+            Box::new(self.gb26875_oldest_pending_seconds.clone()),
+            Box::new(self.gb26875_frames_total.clone()),
+            Box::new(self.gb26875_clock_offset_seconds.clone()),
             Box::new(self.store_recovered_total.clone()),
             Box::new(self.store_damage_total.clone()),
             Box::new(self.store_backups_total.clone()),

@@ -356,11 +356,14 @@ pub enum ChannelKind {
     Sounder,
     /// Alarm events forwarded to the district/city broker, in order.
     Upstream,
+    /// Component status frames to the city fire remote-monitoring centre
+    /// (GB/T 26875.3), in order with fires first.
+    Gb26875,
 }
 
 impl ChannelKind {
     /// All channel kinds.
-    pub const ALL: [ChannelKind; 8] = [
+    pub const ALL: [ChannelKind; 9] = [
         ChannelKind::Sms,
         ChannelKind::Voice,
         ChannelKind::Email,
@@ -369,6 +372,7 @@ impl ChannelKind {
         ChannelKind::Mqtt,
         ChannelKind::Sounder,
         ChannelKind::Upstream,
+        ChannelKind::Gb26875,
     ];
 
     /// Wire and config name, and the `channel` metric label.
@@ -382,6 +386,7 @@ impl ChannelKind {
             ChannelKind::Mqtt => "mqtt",
             ChannelKind::Sounder => "sounder",
             ChannelKind::Upstream => "upstream",
+            ChannelKind::Gb26875 => "gb26875",
         }
     }
 
@@ -394,7 +399,7 @@ impl ChannelKind {
     pub fn is_machine(self) -> bool {
         matches!(
             self,
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream
+            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream | ChannelKind::Gb26875
         )
     }
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod caller;
 mod controls;
+mod gb26875;
 mod history;
 mod report;
 
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub sessions: session::Sessions,
     /// Alarm change notices, relayed to the board over SSE.
     pub changes: crate::alarms::Changes,
+    /// The fire monitoring centre link (GB/T 26875.3), or its disabled state.
+    pub gb26875: crate::gb26875::LinkState,
 }
 
 /// The router.
@@ -85,7 +88,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/audit", get(audit_log))
         .route("/ack/:token", get(ack_page).post(ack_link))
         .route("/api/v1/backup", post(backup))
-        .merge(board::routes());
+        .merge(board::routes())
+        .merge(gb26875::routes());
     let router = if test_hooks {
         router
             .route("/test/wedge/:stage", post(wedge))
@@ -331,6 +335,9 @@ async fn show_alarm(
                 "delivery_id": d.delivery_id,
                 "error": d.last_error,
                 "code": d.code,
+                "note": (d.channel == crate::model::ChannelKind::Gb26875
+                    && d.status == crate::dispatch::DeliveryStatus::Sent)
+                    .then_some("reported to the monitoring centre (GB/T 26875 confirmed) / 已报送消防远程监控中心"),
             }),
         ));
     }

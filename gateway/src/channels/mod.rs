@@ -263,7 +263,10 @@ impl Channels {
             ChannelKind::Sms => self.sms.is_some(),
             ChannelKind::Voice => self.voice.is_some(),
             ChannelKind::Console => self.console,
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => false,
+            ChannelKind::Mqtt
+            | ChannelKind::Sounder
+            | ChannelKind::Upstream
+            | ChannelKind::Gb26875 => false,
         }
     }
 
@@ -297,11 +300,12 @@ impl Channels {
             },
             ChannelKind::Console if self.console => console::print(n),
             ChannelKind::Console => Err(not_configured("console")),
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => {
-                Err(SendError::permanent(
-                    "broker events and device commands are published by dispatch, not by channels",
-                ))
-            }
+            ChannelKind::Mqtt
+            | ChannelKind::Sounder
+            | ChannelKind::Upstream
+            | ChannelKind::Gb26875 => Err(SendError::permanent(
+                "broker events and device commands are published by dispatch, not by channels",
+            )),
         };
         match &result {
             Ok(()) => tracing::debug!(

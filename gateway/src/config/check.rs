@@ -1114,7 +1114,7 @@ fn channel_configured(ch: &ChannelsConfig, kind: ChannelKind) -> bool {
         ChannelKind::Webhook => !ch.webhook.is_empty(),
         ChannelKind::Console => ch.console.as_ref().is_none_or(|c| c.enabled),
         ChannelKind::Mqtt => true,
-        ChannelKind::Sounder | ChannelKind::Upstream => false,
+        ChannelKind::Sounder | ChannelKind::Upstream | ChannelKind::Gb26875 => false,
     }
 }
 

@@ -10,6 +10,7 @@
 mod check;
 pub mod duration;
 mod env;
+pub mod gb26875;
 pub mod plan;
 pub mod profile;
 mod source;
@@ -211,6 +212,10 @@ impl Config {
                 gateway.as_ref().map(|g| &g.channels.webhook),
                 &mut rep,
             );
+        }
+        if let Some(g) = &gateway {
+            let reg = reg_src.as_ref().zip(registry.as_ref());
+            gb26875::check(&gw_src, g, reg, &mut rep);
         }
         if let (Some(src), Some(r)) = (&rules_src, &rules) {
             check::rules(src, r, registry.as_ref(), &mut rep);

@@ -27,6 +27,9 @@ pub struct GatewayFile {
     pub channels: ChannelsConfig,
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// `[gb26875]`: the city fire remote-monitoring centre (GB/T 26875.3).
+    #[serde(default)]
+    pub gb26875: Option<Gb26875Config>,
     #[serde(default)]
     pub selfwatch: SelfwatchConfig,
     /// `[report]`: response-time targets (optional).
@@ -844,6 +847,9 @@ pub struct Device {
     pub location: String,
     #[serde(default)]
     pub transport: DeviceTransport,
+    /// GB/T 26875 component overrides (defaults by kind and position).
+    #[serde(default)]
+    pub gb26875: Option<Gb26875Device>,
 }
 
 /// How a device reaches the gateway: `"mqtt"` or `{ modbus = {...} }`.
@@ -1197,4 +1203,120 @@ pub struct RoleTargets {
     pub ack_target: Option<Dur>,
     #[serde(default)]
     pub resolve_target: Option<Dur>,
+}
+
+// ---- `[gb26875]` and the per-device `gb26875 = {…}` (checks: config/gb26875.rs) ----
+
+/// `[gb26875]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gb26875Config {
+    /// The centre, `tcp://host:port`.
+    pub centre: CentreEndpoint,
+    /// This box's address (six bytes, sent little-endian).
+    pub address: u64,
+    /// The centre's address.
+    pub centre_address: u64,
+    /// An empty send-data frame when nothing else was sent for this long.
+    #[serde(default = "default_gb_heartbeat")]
+    pub heartbeat: Dur,
+    /// How long to wait for the centre's confirm.
+    #[serde(default = "default_gb_timeout")]
+    pub timeout: Dur,
+    /// Resends after a deny or timeout before the link is reset.
+    #[serde(default = "default_gb_retries")]
+    pub retries: u32,
+}
+
+fn default_gb_heartbeat() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_gb_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_gb_retries() -> u32 {
+    3
+}
+
+/// `tcp://host:port`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentreEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for CentreEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tcp://{}:{}", self.host, self.port)
+    }
+}
+
+impl CentreEndpoint {
+    /// Parses `tcp://host:port` (IPv6 hosts in brackets).
+    pub fn parse(s: &str) -> Result<CentreEndpoint, String> {
+        let rest = s
+            .strip_prefix("tcp://")
+            .ok_or_else(|| format!("centre {s:?} must be tcp://host:port"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("centre {s:?} has no port (write tcp://host:port)"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("centre {s:?} has no host"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("centre {s:?}: port {port:?} is not 1-65535"))?;
+        Ok(CentreEndpoint {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CentreEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CentreEndpoint::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Per-device overrides: `gb26875 = { system_type = 1, system_address = 1,
+/// component_type = 42, component_address = "10-2" }`; each field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gb26875Device {
+    #[serde(default)]
+    pub system_type: Option<u8>,
+    #[serde(default)]
+    pub system_address: Option<u8>,
+    #[serde(default)]
+    pub component_type: Option<u8>,
+    #[serde(default, deserialize_with = "component_address")]
+    pub component_address: Option<gb26875::ComponentAddress>,
+}
+
+/// Parses "zone-position", e.g. "10-2".
+pub fn parse_component_address(s: &str) -> Result<gb26875::ComponentAddress, String> {
+    let bad = || {
+        format!(
+            "component_address {s:?} must be \"zone-position\" with both 0-65535, e.g. \"10-2\""
+        )
+    };
+    let (z, p) = s.split_once('-').ok_or_else(bad)?;
+    Ok(gb26875::ComponentAddress {
+        zone: z.trim().parse().map_err(|_| bad())?,
+        position: p.trim().parse().map_err(|_| bad())?,
+    })
+}
+
+fn component_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<gb26875::ComponentAddress>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_component_address(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }

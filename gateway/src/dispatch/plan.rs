@@ -43,7 +43,10 @@ impl Reach<'_> {
             ChannelKind::Email => self.email,
             ChannelKind::Webhook => self.webhook,
             ChannelKind::Console => Some(self.name),
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => None,
+            ChannelKind::Mqtt
+            | ChannelKind::Sounder
+            | ChannelKind::Upstream
+            | ChannelKind::Gb26875 => None,
         }
     }
 }
@@ -297,17 +300,27 @@ pub fn notifications(
         .collect();
     let mut ctx = context;
     ctx.others_notified = planned.iter().map(|o| o.recipient.name.clone()).collect();
-    let machines: &[ChannelKind] = if cfg.gateway.upstream.is_some() {
-        &[ChannelKind::Mqtt, ChannelKind::Upstream]
-    } else {
-        &[ChannelKind::Mqtt]
-    };
-    for &channel in machines {
+    let mut machines = vec![ChannelKind::Mqtt];
+    if cfg.gateway.upstream.is_some() {
+        machines.push(ChannelKind::Upstream);
+    }
+    // The monitoring centre hears of state changes only (raised, cleared,
+    // resolved), for devices of the component table: all of them by default.
+    if cfg.gateway.gb26875.is_some()
+        && crate::config::gb26875::mapping::component_status(view.kind, input.event).is_some()
+    {
+        machines.push(ChannelKind::Gb26875);
+    }
+    for channel in machines {
         out.push(Notification {
             delivery_id: ulid::Ulid::new().to_string(),
             event: input.event,
             alarm: view.clone(),
-            recipient: broker_recipient(),
+            recipient: if channel == ChannelKind::Gb26875 {
+                centre_recipient()
+            } else {
+                broker_recipient()
+            },
             channel,
             address: String::new(),
             ack_url: format!("{base_url}/"),
@@ -402,6 +415,15 @@ fn sounder_entry(
             ..MessageContext::default()
         },
         created: at,
+    }
+}
+
+/// The pseudo-recipient of GB/T 26875 frames: the city fire remote-monitoring centre.
+pub fn centre_recipient() -> Recipient {
+    Recipient {
+        contact_id: "gb26875".into(),
+        role: Role::FireBrigade,
+        name: "消防远程监控中心".into(),
     }
 }
 

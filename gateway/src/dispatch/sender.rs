@@ -118,6 +118,8 @@ pub struct Sender {
     limit: Arc<Semaphore>,
     /// Wakes the in-order upstream forwarder, when `[upstream]` is configured.
     upstream: Option<Arc<tokio::sync::Notify>>,
+    /// Wakes the GB/T 26875 link, when `[gb26875]` is configured.
+    gb26875: Option<Arc<tokio::sync::Notify>>,
     health: crate::health::Health,
     changes: crate::alarms::Changes,
 }
@@ -138,9 +140,16 @@ impl Sender {
             metrics,
             limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             upstream,
+            gb26875: None,
             health: crate::health::Health::new(),
             changes: crate::alarms::Changes::new(),
         }
+    }
+
+    /// Hands `gb26875` entries to the monitoring-centre link (it reads them from the store).
+    pub fn with_gb26875(mut self, wake: Arc<tokio::sync::Notify>) -> Sender {
+        self.gb26875 = Some(wake);
+        self
     }
 
     /// Announces every delivery outcome on `changes` (the duty board shows delivered/failed live).
@@ -183,6 +192,16 @@ impl Sender {
                     Some(wake) => wake.notify_one(),
                     None => tracing::warn!(
                         "upstream event in the outbox but no [upstream] configured; kept for when it is"
+                    ),
+                }
+                continue;
+            }
+            if p.item.notification.channel == ChannelKind::Gb26875 {
+                // In order, fires first: the link reads these from the store.
+                match &self.gb26875 {
+                    Some(wake) => wake.notify_one(),
+                    None => tracing::warn!(
+                        "monitoring-centre frame in the outbox but no [gb26875] configured; kept for when it is"
                     ),
                 }
                 continue;

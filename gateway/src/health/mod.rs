@@ -48,6 +48,8 @@ pub enum Stage {
     Dispatch,
     /// Store-and-forward to the district broker, when configured.
     Upstream,
+    /// The GB/T 26875 link to the fire monitoring centre, when configured.
+    Gb26875,
     /// The MQTT heartbeat publisher (the district's dead-man's switch).
     Heartbeat,
     /// Retention sweep and store size.
@@ -60,7 +62,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in report order.
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Broker,
         Stage::Ingest,
         Stage::Store,
@@ -68,6 +70,7 @@ impl Stage {
         Stage::Alarms,
         Stage::Dispatch,
         Stage::Upstream,
+        Stage::Gb26875,
         Stage::Heartbeat,
         Stage::Housekeeping,
         Stage::Http,
@@ -84,6 +87,7 @@ impl Stage {
             Stage::Alarms => "alarms",
             Stage::Dispatch => "dispatch",
             Stage::Upstream => "upstream",
+            Stage::Gb26875 => "gb26875",
             Stage::Heartbeat => "heartbeat",
             Stage::Housekeeping => "housekeeping",
             Stage::Http => "http",

@@ -284,7 +284,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         }
         None => None,
     };
-    let sender = Sender::new(
+    let mut sender = Sender::new(
         channels,
         publisher,
         store.clone(),
@@ -293,6 +293,35 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     )
     .with_health(health.clone())
     .with_changes(changes.clone());
+    // The fire monitoring centre (GB/T 26875.3), read at start.
+    let gb_cfg = config_rx.borrow().gateway.gb26875.clone();
+    let gb26875 = match gb_cfg {
+        Some(gb) => {
+            let (state, answers) = crate::gb26875::LinkState::new(gb.centre.to_string());
+            let wake = Arc::new(tokio::sync::Notify::new());
+            health.expect_beats(Stage::Gb26875);
+            let link = crate::gb26875::link::Link::new(
+                gb,
+                config_rx.clone(),
+                store.clone(),
+                metrics.clone(),
+                state.clone(),
+                answers,
+                wake.clone(),
+            )
+            .with_health(health.clone());
+            supervise(
+                &health,
+                &metrics,
+                Stage::Gb26875,
+                "gb26875 link",
+                tokio::spawn(link.run()),
+            );
+            sender = sender.with_gb26875(wake);
+            state
+        }
+        None => crate::gb26875::LinkState::disabled(),
+    };
     let pending = store.pending()?;
     metrics.outbox_pending.set(pending.len() as i64);
     let sender = tokio::spawn(sender.run(pending, send_rx));
@@ -358,6 +387,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         },
         sessions: api::session::Sessions::default(),
         changes,
+        gb26875,
     };
     if opts.test_hooks {
         tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");
