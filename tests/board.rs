@@ -457,7 +457,7 @@ async fn board_in_headless_chromium() {
 }
 
 // ---------------------------------------------------------------------------
-// The shift's controls and records (SPEC §14), through the API the board uses.
+// The shift's controls and records (docs/duty-board.md), through the API the board uses.
 
 /// Waits until `f(alarm JSON)` holds for alarm `id`.
 async fn alarm_until(gw: &Gateway, id: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
@@ -562,7 +562,11 @@ async fn history_filters_pages_and_exports_closed_alarms() {
     let (today, yesterday) = (now_ms() - 3_600_000, now_ms() - 86_400_000);
     let api = gw.api();
     let h = api.get_json("/api/v1/alarms?state=closed").await;
-    assert_eq!(ids(&h), [id.clone()], "only the verified alarm: {h}");
+    assert_eq!(
+        ids(&h),
+        std::slice::from_ref(&id),
+        "only the verified alarm: {h}"
+    );
     assert_eq!(h["total"], 1);
     assert_eq!(h["alarms"][0]["state"], "verified");
     assert_eq!(h["alarms"][0]["resolution"]["cause"], "cooking");

@@ -16,7 +16,7 @@ const RUN_EXIT_WAIT: Duration = Duration::from_secs(60);
 const BROKEN: &[(&str, &str, &str)] = &[
     (
         "sms body that is not JSON",
-        "[channels.sms]\nurl = \"http://127.0.0.1:9/sms\"\nbody = 'to={{phone}}&text={{text}}'\n",
+        "[channels.sms]\nurl = \"http://127.0.0.1:9/sms\"\nbody = '{\"to\":{{phone}},\"text\":\"{{text}}\"}'\n",
         "[channels.sms] body",
     ),
     (

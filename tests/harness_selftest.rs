@@ -381,8 +381,8 @@ fn fixture_and_generated_config_match_the_gateway_config_types() {
     assert_eq!(gateway.mqtt.listen, "127.0.0.1:1883");
     assert_eq!(gateway.http.tokens.len(), 1);
     assert_eq!(
-        gateway.channels.sms.as_ref().unwrap().body,
-        r#"{"to":"{{phone}}","text":"{{text}}"}"#
+        gateway.channels.sms.as_ref().unwrap().body.as_deref(),
+        Some(r#"{"to":"{{phone}}","text":"{{text}}"}"#)
     );
     assert!(gateway.channels.webhook.contains_key("fire119"));
     assert_eq!(

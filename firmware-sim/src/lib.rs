@@ -5,8 +5,10 @@
 //! are apart from the I/O (`mqtt`, `run`) so they can be tested without a broker.
 
 pub mod bank;
+pub mod centre;
 pub mod duration;
 pub mod modbus;
+pub mod modem;
 pub mod mqtt;
 pub mod payload;
 pub mod registry;

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use firmware_sim::bank::{Bank, Behaviour};
+use firmware_sim::centre;
 use firmware_sim::modbus::{self, RtuPty, SharedBank};
 use firmware_sim::mqtt::BrokerAddr;
 use firmware_sim::payload::MetricValue;
@@ -34,6 +35,90 @@ enum Cmd {
     Load(LoadCmd),
     /// Serve N simulated Modbus monitors (generic-rcm layout) with fixed values.
     Modbus(ModbusCmd),
+    /// Play a 4G module (Quectel-class AT dialogue: calls, TTS, keys, PDU SMS) on a pty.
+    Modem(ModemCmd),
+    /// A GB/T 26875.3 fire monitoring centre: logs decoded frames and confirms
+    /// them. Type on stdin: confirm | deny | silent | drop | inspect [MIN] |
+    /// sync [+SECS] | query 81|84|85|88 | quit.
+    Centre(CentreCmd),
+}
+
+#[derive(Args, Debug)]
+struct ModemCmd {
+    /// Link this path to the pty (what `[channels.modem] device` names).
+    #[arg(long)]
+    link: PathBuf,
+    /// How callees answer: after[:SECS] (default after:1), never, busy.
+    #[arg(long, default_value = "after:1")]
+    answer: String,
+    /// Keys every answering callee presses once the message was read (e.g. 1).
+    #[arg(long, default_value = "")]
+    press: String,
+    /// One callee's own behaviour: NUMBER=after[:SECS]|never|busy[,press:DIGITS] (repeatable).
+    #[arg(long = "callee")]
+    callees: Vec<String>,
+    /// A call nobody answers ends with NO ANSWER after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    ring_limit: f64,
+    /// Seconds one reading of the message takes.
+    #[arg(long, default_value_t = 0.3)]
+    speak: f64,
+    /// Go silent (answer no AT at all) once this many calls were dialled, mid-call.
+    #[arg(long)]
+    mute_after_calls: Option<u32>,
+    /// ...for this many seconds, then answer again.
+    #[arg(long, default_value_t = 5.0)]
+    mute_for: f64,
+    /// Also append the JSON event lines here.
+    #[arg(long)]
+    log: Option<PathBuf>,
+}
+
+async fn modem(cmd: ModemCmd) -> anyhow::Result<()> {
+    use firmware_sim::modem::{parse_answer, parse_callee, Callee, ModemOptions};
+    let secs = |v: f64, what: &str| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!("--{what} must be a number of seconds"))
+        }
+    };
+    let default = Callee {
+        answer: parse_answer(&cmd.answer).map_err(anyhow::Error::msg)?,
+        press: cmd.press.clone(),
+    };
+    let mut callees = std::collections::HashMap::new();
+    for c in &cmd.callees {
+        let (n, c) = parse_callee(c).map_err(anyhow::Error::msg)?;
+        callees.insert(n, c);
+    }
+    let opts = ModemOptions {
+        default,
+        callees,
+        ring_limit: secs(cmd.ring_limit, "ring-limit")?,
+        speak: secs(cmd.speak, "speak")?,
+        mute_after_calls: cmd.mute_after_calls,
+        mute_for: secs(cmd.mute_for, "mute-for")?,
+        log: cmd.log.clone(),
+    };
+    let pty = firmware_sim::modem::serve(Some(&cmd.link), opts)?;
+    println!("modem on {} (linked at {})", pty.path, cmd.link.display());
+    linger(None).await;
+    drop(pty);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+struct CentreCmd {
+    /// Listen here for the gateway's connection.
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    listen: String,
+    /// The centre's address (the gateway's `centre_address`).
+    #[arg(long, default_value_t = 88888)]
+    address: u64,
+    /// How send-data frames are answered at start: confirm, deny or silent.
+    #[arg(long, default_value = "confirm")]
+    mode: String,
 }
 
 /// Where and how the simulated Modbus monitors answer.
@@ -357,6 +442,87 @@ async fn load(cmd: LoadCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn centre_mode(s: &str) -> anyhow::Result<centre::Mode> {
+    Ok(match s {
+        "confirm" => centre::Mode::Confirm,
+        "deny" => centre::Mode::Deny,
+        "silent" => centre::Mode::Silent,
+        other => anyhow::bail!("mode {other:?}: confirm, deny or silent"),
+    })
+}
+
+/// Runs the centre until stdin closes or says `quit`; one line per frame on stdout.
+async fn centre(cmd: CentreCmd) -> anyhow::Result<()> {
+    use gb26875::adu::Adu;
+    use gb26875::frame::Command;
+    use tokio::io::AsyncBufReadExt;
+    let c = centre::Centre::start(&cmd.listen, cmd.address, centre_mode(&cmd.mode)?).await?;
+    println!(
+        "centre listening on {} as address {}",
+        c.addr(),
+        cmd.address
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut shown = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let log = c.received();
+                for r in log.iter().skip(shown) {
+                    match &r.frame {
+                        Ok(f) => println!(
+                            "{:>8.3}s conn {} serial {} cmd {} from {} adu {:?} -> {}",
+                            r.at.as_secs_f64(), r.connection, f.serial, f.command, f.source, r.adu, r.answer
+                        ),
+                        Err(e) => println!("{:>8.3}s conn {} bad frame: {e} -> {}", r.at.as_secs_f64(), r.connection, r.answer),
+                    }
+                }
+                shown = log.len();
+            }
+            line = lines.next_line() => {
+                let Some(line) = line? else { return Ok(()) };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let sent = match words.as_slice() {
+                    ["confirm"] | ["deny"] | ["silent"] => {
+                        c.set_mode(centre_mode(words[0])?);
+                        None
+                    }
+                    ["drop"] => {
+                        c.drop_connection().await;
+                        None
+                    }
+                    ["inspect"] => c.inspect(0).await,
+                    ["inspect", m] => c.inspect(m.parse()?).await,
+                    ["sync"] | ["sync", _] => {
+                        let shift: i64 = words.get(1).map(|s| s.trim_start_matches('+').parse()).transpose()?.unwrap_or(0);
+                        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+                        c.send(Command::Control, &Adu::SyncClock(centre::label_of_unix(now + shift))).await
+                    }
+                    ["query", t] => {
+                        let adu = match *t {
+                            "81" => Adu::ReadUitdStatus,
+                            "85" => Adu::ReadUitdVersion,
+                            "88" => Adu::ReadUitdTime,
+                            "84" => Adu::ReadUitdOperations { count: 10, since: centre::now_label() },
+                            other => anyhow::bail!("query {other}: 81, 84, 85 or 88"),
+                        };
+                        c.send(Command::Request, &adu).await
+                    }
+                    ["quit"] => return Ok(()),
+                    _ => {
+                        eprintln!("commands: confirm | deny | silent | drop | inspect [MIN] | sync [+SECS] | query 81|84|85|88 | quit");
+                        None
+                    }
+                };
+                if let Some(serial) = sent {
+                    println!("sent serial {serial}");
+                }
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -371,6 +537,8 @@ async fn main() -> ExitCode {
         Cmd::Scenario(c) => scenario(c).await,
         Cmd::Load(c) => load(c).await,
         Cmd::Modbus(c) => serve_monitors(c).await,
+        Cmd::Modem(c) => modem(c).await,
+        Cmd::Centre(c) => centre(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

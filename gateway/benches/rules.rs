@@ -62,6 +62,7 @@ fn registry() -> Registry {
                 household: format!("h-{}", i / 3),
                 location: String::new(),
                 transport: DeviceTransport::Mqtt,
+                gb26875: None,
             })
             .collect(),
         ..Registry::default()

@@ -73,6 +73,9 @@ enum Cmd {
     CheckConfig {
         #[arg(long, default_value = "config/gateway.toml")]
         config: PathBuf,
+        /// Also print the GB/T 26875 component table to hand to the fire monitoring centre.
+        #[arg(long)]
+        gb26875: bool,
     },
     /// Backtest the rules on recorded readings (JSON Lines); sends nothing.
     Replay {
@@ -93,6 +96,9 @@ enum Cmd {
     Import(gridwatch::cli::ImportArgs),
     /// Response times per role and grid, causes, and homes with repeated false alarms.
     Report(gridwatch::cli::ReportArgs),
+    /// Send a clearly marked test message to a contact or a role through the
+    /// real channels and print each receiver's answer; exit 0 only when all confirmed.
+    TestNotify(gridwatch::cli::TestNotifyArgs),
     /// Print an argon2id hash of a password read from stdin, for `[[mqtt.users]] password_hash`.
     HashPassword,
     /// Delete one household's alarms, deliveries, pending notifications and
@@ -272,13 +278,26 @@ fn print_errors(out: &mut dyn std::io::Write, errors: &gridwatch::config::Config
     let _ = writeln!(out, "{} error(s)", errors.0.len());
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, gb26875: bool) -> ExitCode {
     match gridwatch::runtime::load(path) {
         Ok((cfg, _parts)) => {
             for w in &cfg.warnings {
                 println!("warning: {w}");
             }
             println!("ok: {}", cfg.summary());
+            if gb26875 {
+                match &cfg.gateway.gb26875 {
+                    Some(g) => println!(
+                        "gb26875: this box is address {} (user information transmission device); centre {} at {}",
+                        g.address, g.centre_address, g.centre
+                    ),
+                    None => println!("gb26875: no [gb26875] in gateway.toml; the table below is what would be sent"),
+                }
+                print!(
+                    "{}",
+                    gridwatch::gb26875::mapping::Table::build(&cfg.registry).render()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -461,7 +480,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::CheckConfig { config, gb26875 } => check_config(&config, gb26875),
         Cmd::District {
             config,
             check,
@@ -491,6 +510,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Alarms(args) => gridwatch::cli::alarms(&args),
+        Cmd::TestNotify(args) => gridwatch::cli::test_notify(&args),
         Cmd::Import(args) => gridwatch::cli::import(&args),
         Cmd::Report(args) => gridwatch::cli::report(&args),
         Cmd::Replay {

@@ -92,9 +92,13 @@ pub struct Metrics {
     pub readings_rejected_total: IntCounterVec,
     pub readings_unknown_keys_total: IntCounter,
     pub readings_clock_skew_total: IntCounter,
+    /// Telemetry shed under overload, by reason (alarms are never shed).
+    pub readings_shed_total: IntCounterVec,
     pub alarms_total: IntCounterVec,
     pub alarms_open: IntGauge,
     pub notifications_total: IntCounterVec,
+    /// Sends a receiver answered and refused (robot errcode, provider code, HTTP status).
+    pub receiver_refusals_total: IntCounterVec,
     pub alarm_dispatch_seconds: Histogram,
     pub time_to_ack_seconds: HistogramVec,
     pub devices: IntGaugeVec,
@@ -104,12 +108,29 @@ pub struct Metrics {
     pub upstream_connected: IntGauge,
     /// District commands by outcome (`applied` or the refusal reason).
     pub district_commands_total: IntCounterVec,
+    /// 1 while the GB/T 26875 link to the monitoring centre is connected.
+    pub gb26875_link_up: IntGauge,
+    /// Frames for the monitoring centre not yet confirmed.
+    pub gb26875_pending: IntGauge,
+    /// Age of the oldest unconfirmed frame for the centre.
+    pub gb26875_oldest_pending_seconds: IntGauge,
+    /// Frames by direction (up/down), command and outcome.
+    pub gb26875_frames_total: IntCounterVec,
+    /// The centre's clock minus ours at its last time sync (ours is never changed).
+    pub gb26875_clock_offset_seconds: IntGauge,
     pub store_recovered_total: IntCounter,
+    /// Damage found in the store or its journal, at start or by the scrub, by kind.
+    pub store_damage_total: IntCounterVec,
+    /// Scheduled backups by outcome (`ok` written and verified, `failed`).
+    pub store_backups_total: IntCounterVec,
     /// Skips of the embedded broker's backlog (readings lost), from its log; synced on scrape.
     pub broker_skips_total: IntCounter,
     pub notifications_suppressed_total: IntCounterVec,
     /// Supervised stage tasks that panicked or ended (self-watch).
     pub stage_failures_total: IntCounterVec,
+    /// Ingress canary probes that failed: a fresh client could not get a
+    /// message into gridwatch's ingest through the device listener.
+    pub canary_failures_total: IntCounter,
     /// 1 while a stage is healthy, 0 while not (refreshed on each scrape).
     pub stage_healthy: IntGaugeVec,
     /// Bytes the sled store takes on disk.
@@ -176,6 +197,14 @@ impl Metrics {
                 "Readings whose ts was more than 5 min off and was replaced by receive time",
             )
             .expect("static metric"),
+            readings_shed_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_readings_shed_total",
+                    "Telemetry readings shed under overload, by reason (coalesced, queue_full); alarms and statuses are never shed",
+                ),
+                &["reason"],
+            )
+            .expect("static metric"),
             alarms_total: IntCounterVec::new(
                 Opts::new(
                     "gridwatch_alarms_total",
@@ -192,6 +221,14 @@ impl Metrics {
                     "Notification attempts by channel, role and outcome",
                 ),
                 &["channel", "role", "outcome"],
+            )
+            .expect("static metric"),
+            receiver_refusals_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_receiver_refusals_total",
+                    "Sends the receiver answered and refused, by channel, target (webhook or provider name) and the receiver's code",
+                ),
+                &["channel", "target", "code"],
             )
             .expect("static metric"),
             alarm_dispatch_seconds: Histogram::with_opts(
@@ -221,6 +258,34 @@ impl Metrics {
                 "Notifications stored and not yet delivered",
             )
             .expect("static metric"),
+            gb26875_link_up: IntGauge::new(
+                "gridwatch_gb26875_link_up",
+                "1 while the GB/T 26875 link to the fire monitoring centre is connected",
+            )
+            .expect("static metric"),
+            gb26875_pending: IntGauge::new(
+                "gridwatch_gb26875_pending",
+                "Frames for the fire monitoring centre not yet confirmed",
+            )
+            .expect("static metric"),
+            gb26875_oldest_pending_seconds: IntGauge::new(
+                "gridwatch_gb26875_oldest_pending_seconds",
+                "Age of the oldest frame waiting for the fire monitoring centre's confirm",
+            )
+            .expect("static metric"),
+            gb26875_frames_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_gb26875_frames_total",
+                    "GB/T 26875 frames by direction (up, down), command and outcome",
+                ),
+                &["direction", "command", "outcome"],
+            )
+            .expect("static metric"),
+            gb26875_clock_offset_seconds: IntGauge::new(
+                "gridwatch_gb26875_clock_offset_seconds",
+                "The monitoring centre's clock minus the gateway's at the last time sync",
+            )
+            .expect("static metric"),
             upstream_pending: IntGauge::new(
                 "gridwatch_upstream_pending",
                 "Alarm events waiting for the upstream broker's PUBACK",
@@ -244,6 +309,22 @@ impl Metrics {
                 "Times the store could not be opened and was moved aside",
             )
             .expect("static metric"),
+            store_damage_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_store_damage_total",
+                    "Damage found in the store or its journal (at start or by the scrub), by kind",
+                ),
+                &["kind"],
+            )
+            .expect("static metric"),
+            store_backups_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_store_backups_total",
+                    "Scheduled backups ([storage] backup_every) by outcome: ok (written and verified) or failed",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric"),
             broker_skips_total: IntCounter::new(
                 "gridwatch_broker_skips_total",
                 "Times gridwatch's subscription fell out of the embedded broker's backlog (mqtt.broker_buffer_mib) and readings were skipped",
@@ -255,6 +336,11 @@ impl Metrics {
                     "Notifications held back by the per-recipient rate limit",
                 ),
                 &["channel", "role"],
+            )
+            .expect("static metric"),
+            canary_failures_total: IntCounter::new(
+                "gridwatch_canary_failures_total",
+                "Ingress canary probes that failed (a fresh MQTT client's message did not reach ingest in time)",
             )
             .expect("static metric"),
             stage_failures_total: IntCounterVec::new(
@@ -346,9 +432,11 @@ impl Metrics {
             Box::new(self.readings_rejected_total.clone()),
             Box::new(self.readings_unknown_keys_total.clone()),
             Box::new(self.readings_clock_skew_total.clone()),
+            Box::new(self.readings_shed_total.clone()),
             Box::new(self.alarms_total.clone()),
             Box::new(self.alarms_open.clone()),
             Box::new(self.notifications_total.clone()),
+            Box::new(self.receiver_refusals_total.clone()),
             Box::new(self.alarm_dispatch_seconds.clone()),
             Box::new(self.time_to_ack_seconds.clone()),
             Box::new(self.devices.clone()),
@@ -356,10 +444,18 @@ impl Metrics {
             Box::new(self.upstream_pending.clone()),
             Box::new(self.upstream_connected.clone()),
             Box::new(self.district_commands_total.clone()),
+            Box::new(self.gb26875_link_up.clone()),
+            Box::new(self.gb26875_pending.clone()),
+            Box::new(self.gb26875_oldest_pending_seconds.clone()),
+            Box::new(self.gb26875_frames_total.clone()),
+            Box::new(self.gb26875_clock_offset_seconds.clone()),
             Box::new(self.store_recovered_total.clone()),
+            Box::new(self.store_damage_total.clone()),
+            Box::new(self.store_backups_total.clone()),
             Box::new(self.broker_skips_total.clone()),
             Box::new(self.notifications_suppressed_total.clone()),
             Box::new(self.stage_failures_total.clone()),
+            Box::new(self.canary_failures_total.clone()),
             Box::new(self.stage_healthy.clone()),
             Box::new(self.store_bytes.clone()),
             Box::new(self.housekeeping_removed_total.clone()),
@@ -383,6 +479,9 @@ impl Metrics {
         for r in RejectReason::ALL {
             self.readings_rejected_total
                 .with_label_values(&[r.as_str()]);
+        }
+        for r in crate::ingest::overload::ShedReason::ALL {
+            self.readings_shed_total.with_label_values(&[r.as_str()]);
         }
         for s in ["online", "offline"] {
             self.devices.with_label_values(&[s]);
@@ -419,6 +518,12 @@ impl Metrics {
         for what in ["alarms", "deliveries"] {
             self.housekeeping_removed_total.with_label_values(&[what]);
         }
+        for outcome in ["ok", "failed"] {
+            self.store_backups_total.with_label_values(&[outcome]);
+        }
+        for kind in crate::store::DamageKind::ALL {
+            self.store_damage_total.with_label_values(&[kind.as_str()]);
+        }
         for k in [AlarmKind::Smoke, AlarmKind::FireConfirmed] {
             self.alarms_total
                 .with_label_values(&[k.as_str(), Severity::Critical.as_str()]);
@@ -449,6 +554,13 @@ impl Metrics {
     /// Counts a refused uplink message.
     pub fn rejected(&self, reason: RejectReason) {
         self.readings_rejected_total
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Counts a telemetry reading shed under overload.
+    pub fn shed(&self, reason: crate::ingest::overload::ShedReason) {
+        self.readings_shed_total
             .with_label_values(&[reason.as_str()])
             .inc();
     }

@@ -295,6 +295,9 @@ impl fmt::Display for Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// The household's own residents (住户本人): an elderly person living
+    /// alone wakes to a ringing phone where an SMS stays unread.
+    Resident,
     GridWorker,
     Director,
     FireBrigade,
@@ -304,7 +307,8 @@ pub enum Role {
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
+        Role::Resident,
         Role::GridWorker,
         Role::Director,
         Role::FireBrigade,
@@ -315,6 +319,7 @@ impl Role {
     /// Wire and config name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Resident => "resident",
             Role::GridWorker => "grid_worker",
             Role::Director => "director",
             Role::FireBrigade => "fire_brigade",
@@ -340,6 +345,8 @@ impl fmt::Display for Role {
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     Sms,
+    /// A phone call that reads the message aloud (the box's modem or a voice provider).
+    Voice,
     Email,
     Webhook,
     Console,
@@ -349,30 +356,37 @@ pub enum ChannelKind {
     Sounder,
     /// Alarm events forwarded to the district/city broker, in order.
     Upstream,
+    /// Component status frames to the city fire remote-monitoring centre
+    /// (GB/T 26875.3), in order with fires first.
+    Gb26875,
 }
 
 impl ChannelKind {
     /// All channel kinds.
-    pub const ALL: [ChannelKind; 7] = [
+    pub const ALL: [ChannelKind; 9] = [
         ChannelKind::Sms,
+        ChannelKind::Voice,
         ChannelKind::Email,
         ChannelKind::Webhook,
         ChannelKind::Console,
         ChannelKind::Mqtt,
         ChannelKind::Sounder,
         ChannelKind::Upstream,
+        ChannelKind::Gb26875,
     ];
 
     /// Wire and config name, and the `channel` metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Sms => "sms",
+            ChannelKind::Voice => "voice",
             ChannelKind::Email => "email",
             ChannelKind::Webhook => "webhook",
             ChannelKind::Console => "console",
             ChannelKind::Mqtt => "mqtt",
             ChannelKind::Sounder => "sounder",
             ChannelKind::Upstream => "upstream",
+            ChannelKind::Gb26875 => "gb26875",
         }
     }
 
@@ -385,7 +399,7 @@ impl ChannelKind {
     pub fn is_machine(self) -> bool {
         matches!(
             self,
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream
+            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream | ChannelKind::Gb26875
         )
     }
 }
@@ -538,7 +552,7 @@ pub struct AlarmView {
 pub struct Trigger {
     /// The rule's wire name: `threshold`, `flag`, `rise`, `step`, `rate_of_rise`,
     /// `heartbeat`, `status_offline`, `poll_failures`, `correlation`.
-    pub rule: crate::rules::SignalCause,
+    pub rule: SignalCause,
     /// The change the trend rule saw over its window (e.g. +120 mA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<f64>,
@@ -551,5 +565,69 @@ impl Trigger {
     /// True for the trend rules, whose figures are a change, not a level.
     pub fn is_trend(&self) -> bool {
         self.rule.is_trend()
+    }
+}
+
+/// Message language; zh-CN unless the site says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, Serialize)]
+pub enum Locale {
+    #[default]
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+/// Why a condition changed, for logs, replay output and the alarm timeline;
+/// stored in the alarm record as its `trigger` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalCause {
+    /// A value crossed a configured level.
+    Threshold,
+    /// A device flag (smoke_alarm, fault, tamper, low_battery).
+    Flag,
+    /// Residual current slow rise.
+    Rise,
+    /// Residual current sudden step.
+    Step,
+    /// Temperature rate of rise.
+    RateOfRise,
+    /// No reading for `heartbeat.mqtt`.
+    Heartbeat,
+    /// The device's status topic said offline.
+    StatusOffline,
+    /// `heartbeat.modbus_failures` consecutive failed polls.
+    PollFailures,
+    /// Fire confirmed by several detectors or smoke plus heat.
+    Correlation,
+    /// Not a decision: a reading of a condition already firing, forwarded by
+    /// the rules stage so the open alarm's value and peak follow it.
+    Repeat,
+}
+
+impl SignalCause {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalCause::Threshold => "threshold",
+            SignalCause::Flag => "flag",
+            SignalCause::Rise => "rise",
+            SignalCause::Step => "step",
+            SignalCause::RateOfRise => "rate_of_rise",
+            SignalCause::Heartbeat => "heartbeat",
+            SignalCause::StatusOffline => "status_offline",
+            SignalCause::PollFailures => "poll_failures",
+            SignalCause::Correlation => "correlation",
+            SignalCause::Repeat => "repeat",
+        }
+    }
+
+    /// True for the trend rules: their figures are a change over a window, not a level.
+    pub fn is_trend(self) -> bool {
+        matches!(
+            self,
+            SignalCause::Rise | SignalCause::Step | SignalCause::RateOfRise
+        )
     }
 }

@@ -3,7 +3,7 @@
 //! was and everything the message must say) because it is stored in the
 //! outbox and may be sent after a restart, when the config may have changed.
 
-use crate::config::Locale;
+use crate::model::Locale;
 use crate::model::{AlarmView, ChannelKind, EpochMs, EventKind, Recipient, ResidentInfo};
 use serde::{Deserialize, Serialize};
 
@@ -45,13 +45,17 @@ pub struct MessageContext {
     /// Resolution cause and note, for resolved events.
     pub cause: Option<String>,
     pub note: Option<String>,
+    /// Phones of everybody this event reaches through the same group robot,
+    /// for its @-mentions (a robot gets one post per event, naming them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub robot_mentions: Vec<String>,
     /// For a sounder entry: what the detector is told. Absent means `sound`
     /// (entries written before `silence` existed read that way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sounder: Option<SounderCommand>,
 }
 
-/// The downlink command of a linked-sounder entry (SPEC §3, §14).
+/// The downlink command of a linked-sounder entry (docs/contract.md §3, docs/duty-board.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SounderCommand {

@@ -39,7 +39,8 @@ async fn http_peer() -> (String, Hits) {
             "/ok/:name",
             post(|State(h): State<Hits>, Path(name): Path<String>, hd: HeaderMap, b: Bytes| async move {
                 record(&h, format!("/ok/{name}"), hd, b).await;
-                StatusCode::OK
+                // What the robots answer when they accept (WeCom/DingTalk errcode, Feishu code).
+                (StatusCode::OK, r#"{"errcode":0,"errmsg":"ok","code":0,"msg":"success"}"#)
             }),
         )
         .route(
@@ -69,6 +70,11 @@ fn hook(url: String, format: WebhookFormat, timeout: Dur) -> WebhookConfig {
         url,
         format,
         timeout,
+        secret: None,
+        mention: None,
+        keyword: None,
+        max_per_minute: None,
+        success: None,
     }
 }
 
@@ -231,9 +237,10 @@ async fn webhook_refused_is_retryable_and_unknown_name_permanent() {
 fn sms_channels(url: String, timeout: Dur) -> Channels {
     let cfg = ChannelsConfig {
         sms: Some(SmsConfig {
-            url,
-            body: r#"{"to":"{{phone}}","text":"{{text}}","sign":"gridwatch"}"#.into(),
+            url: Some(url),
+            body: Some(r#"{"to":"{{phone}}","text":"{{text}}","sign":"gridwatch"}"#.into()),
             timeout,
+            ..Default::default()
         }),
         ..Default::default()
     };

@@ -24,6 +24,7 @@ pub struct GatewayBuilder {
     webhook_url: Option<String>,
     sms_url: Option<String>,
     max_payload: Option<usize>,
+    mqtt_lines: Vec<String>,
     extra_toml: String,
     fixture_overrides: Vec<(String, String)>,
     run_args: Vec<String>,
@@ -62,6 +63,12 @@ impl GatewayBuilder {
     /// `[mqtt] max_payload` (the gateway's default is 4096 bytes).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = Some(bytes);
+        self
+    }
+
+    /// A `key = value` line in gateway.toml's `[mqtt]` table (e.g. `listen_v5 = "…"`).
+    pub fn mqtt_line(mut self, line: impl Into<String>) -> Self {
+        self.mqtt_lines.push(line.into());
         self
     }
 
@@ -184,6 +191,9 @@ listen = "127.0.0.1:{mqtt_port}"
         );
         if let Some(bytes) = self.max_payload {
             let _ = writeln!(toml, "max_payload = {bytes}");
+        }
+        for line in &self.mqtt_lines {
+            let _ = writeln!(toml, "{line}");
         }
         let _ = write!(
             toml,

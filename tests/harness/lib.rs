@@ -17,6 +17,8 @@ pub mod mime;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod nodered;
+pub mod platforms;
+pub mod raw_mqtt;
 pub mod smtp;
 
 pub use api::{parse_metric, Api};
@@ -25,6 +27,7 @@ pub use gateway::{check_config, Gateway, GatewayBuilder, DUTY_TOKEN};
 pub use http_sink::{HttpBehaviour, HttpSink, RecordedRequest};
 pub use mosquitto::Mosquitto;
 pub use mqtt::{firmware_sim_scenario, mosquitto_pub, MqttWatcher};
+pub use platforms::Platforms;
 pub use smtp::{SmtpBehaviour, SmtpMessage, SmtpSink};
 
 use std::future::Future;

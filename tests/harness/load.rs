@@ -106,6 +106,9 @@ pub struct Row {
     pub broker_peak_rss_mib: Option<f64>,
     /// `gridwatch_outbox_pending` at the end.
     pub outbox: f64,
+    /// Telemetry readings shed under overload (`gridwatch_readings_shed_total`,
+    /// all reasons) during the run; NaN where there is no such counter.
+    pub shed: f64,
 }
 
 impl Row {
@@ -116,7 +119,7 @@ impl Row {
 }
 
 /// The table's column names, in order.
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 16] = [
     "broker",
     "offered/s",
     "sent/s",
@@ -132,6 +135,7 @@ pub const COLUMNS: [&str; 15] = [
     "broker cpu s",
     "peak rss MiB",
     "outbox",
+    "shed",
 ];
 
 /// The rows as one Markdown table.
@@ -145,7 +149,7 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.1} | {} | {} |",
             r.broker,
             r.offered,
             r.sent_rate,
@@ -164,6 +168,11 @@ pub fn table(rows: &[Row]) -> String {
                 "-".to_string()
             } else {
                 format!("{:.0}", r.outbox)
+            },
+            if r.shed.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.0}", r.shed)
             }
         );
     }
@@ -542,6 +551,7 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
     );
     let (mut gw, _) = start_gridwatch(bins, dir.path(), &api).await;
     let handled_before = readings_total(&api).await;
+    let shed_before = shed_total(&api).await;
     let cpu_before = cpu_seconds(gw.pid());
     let broker_cpu_before = mosquitto.as_ref().map(|m| cpu_seconds(m.pid()));
 
@@ -566,6 +576,7 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
     let latencies = alarm_latencies(&sink, &alarms);
     let latency_ms = latency_summary(&latencies);
     let outbox = parse_metric(&api.metrics().await, "gridwatch_outbox_pending", &[]).unwrap_or(0.0);
+    let shed = shed_total(&api).await - shed_before;
     let row = Row {
         broker: spec.broker.label(),
         offered: spec.rate,
@@ -584,6 +595,7 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
         peak_rss_mib: status_mib(gw.pid(), "VmHWM"),
         broker_peak_rss_mib: mosquitto.as_ref().map(|m| status_mib(m.pid(), "VmHWM")),
         outbox,
+        shed,
     };
     gw.kill9();
     if let Some(m) = mosquitto.as_mut() {
@@ -895,6 +907,18 @@ pub fn recovery_table(r: &RecoveryRow) -> String {
         r.alarms, r.open_at_kill, r.pending_at_kill, r.ready_ms, r.drained_ms, r.delivered, r.distinct, r.peak_rss_mib
     )
 }
+
+/// `gridwatch_readings_shed_total` summed over its reasons (0 when absent).
+pub async fn shed_total(api: &Api) -> f64 {
+    let text = api.metrics().await;
+    SHED_REASONS
+        .iter()
+        .filter_map(|r| parse_metric(&text, "gridwatch_readings_shed_total", &[("reason", r)]))
+        .sum()
+}
+
+/// The `reason` labels of `gridwatch_readings_shed_total`.
+pub const SHED_REASONS: [&str; 2] = ["coalesced", "queue_full"];
 
 /// `gridwatch_outbox_pending`; -1 when /metrics does not answer in time (a
 /// busy debug build), so a caller polls again instead of failing.

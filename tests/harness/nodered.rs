@@ -330,6 +330,7 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
         peak_rss_mib: status_mib(nr.pid(), "VmHWM"),
         broker_peak_rss_mib: Some(status_mib(mosquitto.pid(), "VmHWM")),
         outbox: f64::NAN,
+        shed: f64::NAN,
     };
     nr.kill9();
     mosquitto.kill9();
@@ -671,6 +672,7 @@ webhook = "sink"
             peak_rss_mib: rss,
             broker_peak_rss_mib: Some(10.0),
             outbox: 0.0,
+            shed: 0.0,
         }
     }
 

@@ -208,6 +208,17 @@ impl AlarmBook {
         }
     }
 
+    /// Adds a line to an alarm's timeline (e.g. a call's outcome); false
+    /// when the alarm is unknown (removed by retention since).
+    pub fn note(&mut self, id: &str, entry: TimelineEntry) -> bool {
+        let Some(a) = self.alarms.get_mut(id) else {
+            return false;
+        };
+        a.timeline.push(entry);
+        self.dirty.push(id.to_string());
+        true
+    }
+
     /// A person acknowledges for a role. Acks are per role: one role's ack
     /// leaves the others' reminders running. A repeated ack of the same role is
     /// recorded but is not a new event.

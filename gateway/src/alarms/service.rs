@@ -56,7 +56,15 @@ pub enum Command {
         shelf: Option<Shelf>,
         reply: oneshot::Sender<Result<Option<Shelf>, ActionError>>,
     },
+    /// A call's outcome from the voice channel: written on the timeline;
+    /// key 1 acks for the callee's role, key 2 acks noting a false alarm.
+    Call(crate::channels::CallReport),
 }
+
+/// The ack note of key 1 on a call.
+pub const ACK_BY_PHONE: &str = "acked by phone";
+/// The ack note of key 2 on a call (it acks; it does not resolve).
+pub const FALSE_ALARM_BY_PHONE: &str = "reported as false alarm / cooking";
 
 /// The alarms stage.
 pub struct AlarmsStage {
@@ -198,6 +206,10 @@ impl AlarmsStage {
         let cfg = self.config.borrow().clone();
         let now = now_ms();
         let (id, by, result, reply) = match cmd {
+            Command::Call(r) => {
+                self.on_call(&cfg, r).await;
+                return;
+            }
             Command::Silence { id, by, reply } => {
                 let _ = reply.send(self.silence(&cfg, &id, &by, now).await);
                 return;
@@ -262,6 +274,54 @@ impl AlarmsStage {
             Err(e) => Err(e),
         };
         let _ = reply.send(answer);
+    }
+
+    /// Writes a call's outcome on the timeline and turns keys 1 and 2 into an
+    /// ack for the callee's role, committed like any other change.
+    async fn on_call(&mut self, cfg: &Config, r: crate::channels::CallReport) {
+        use crate::channels::modem::at::CallOutcome;
+        let entry = crate::alarms::TimelineEntry {
+            at: r.at,
+            what: "call".into(),
+            by: Some(r.contact_id.clone()),
+            role: Some(r.role),
+            detail: Some(r.detail()),
+        };
+        if !self.book.note(&r.alarm_id, entry) {
+            tracing::warn!(alarm = %r.alarm_id, "call outcome for an unknown alarm");
+            return;
+        }
+        let note = match r.outcome {
+            CallOutcome::Answered { key: Some('1') } => Some(ACK_BY_PHONE),
+            CallOutcome::Answered { key: Some('2') } => Some(FALSE_ALARM_BY_PHONE),
+            _ => None,
+        };
+        let mut happened = Vec::new();
+        if let Some(note) = note {
+            let actor = format!(
+                "{}({})",
+                r.name,
+                crate::channels::render::role_label(cfg.gateway.site.locale, r.role)
+            );
+            match self.ack(
+                &r.alarm_id,
+                &r.contact_id,
+                Some(r.role),
+                Some(note.to_string()),
+                r.at,
+            ) {
+                Ok(Some(t)) => happened.push(Happened {
+                    t,
+                    received: None,
+                    actor: Some(actor),
+                }),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(alarm = %r.alarm_id, error = %e, "ack by phone refused"),
+            }
+        }
+        if let Err(e) = self.commit(cfg, &happened).await {
+            tracing::error!(error = %e, "cannot store a call outcome");
+        }
     }
 
     /// Applies an ack and observes time-to-ack for the role's first ack.

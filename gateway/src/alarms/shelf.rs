@@ -1,4 +1,4 @@
-//! Shelving (SPEC §14): a duty officer takes a device whose fault keeps
+//! Shelving (docs/duty-board.md): a duty officer takes a device whose fault keeps
 //! firing out of dispatch for a while, with a reason. Its device-health
 //! alarms (fault, low battery, tamper, offline) are still recorded, opened and
 //! shown, but nobody is told until the shelf expires; then whatever is still

@@ -1,4 +1,4 @@
-//! The duty board's controls on devices (SPEC §14): silence an alarm's
+//! The duty board's controls on devices (docs/duty-board.md): silence an alarm's
 //! linked sounders, shelve a device whose fault keeps firing. Both go to the
 //! alarms stage as commands (it owns alarm state and shelves) and are audited.
 

@@ -1,4 +1,4 @@
-//! Alarm history for the duty board (SPEC §14): the filters of
+//! Alarm history for the duty board (docs/duty-board.md): the filters of
 //! `GET /api/v1/alarms` (`state`, `since`, `until`, `kind`, `q`, `page`,
 //! `per_page`, `format=csv`), kept pure so they are unit-tested without a
 //! daemon. Categories (fire, electrical, device health) group the kinds the

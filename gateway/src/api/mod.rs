@@ -5,6 +5,7 @@
 mod auth;
 mod caller;
 mod controls;
+mod gb26875;
 mod history;
 mod report;
 
@@ -51,10 +52,15 @@ pub struct ApiState {
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
     pub test_hooks: bool,
+    /// Test hook target: makes the embedded broker's listeners drop every
+    /// new connection (`None` with an external broker).
+    pub refuse_new_mqtt: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Duty-board browser sessions (cookie logins).
     pub sessions: session::Sessions,
     /// Alarm change notices, relayed to the board over SSE.
     pub changes: crate::alarms::Changes,
+    /// The fire monitoring centre link (GB/T 26875.3), or its disabled state.
+    pub gb26875: crate::gb26875::LinkState,
 }
 
 /// The router.
@@ -82,9 +88,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/audit", get(audit_log))
         .route("/ack/:token", get(ack_page).post(ack_link))
         .route("/api/v1/backup", post(backup))
-        .merge(board::routes());
+        .merge(board::routes())
+        .merge(gb26875::routes());
     let router = if test_hooks {
-        router.route("/test/wedge/:stage", post(wedge))
+        router
+            .route("/test/wedge/:stage", post(wedge))
+            .route("/test/broker/refuse-new", post(refuse_new_mqtt))
     } else {
         router
     };
@@ -133,16 +142,25 @@ fn health_report(s: &ApiState) -> crate::health::Report {
     use crate::health::Stage;
     s.health
         .set(Stage::Store, crate::health::probe_store(&s.store));
-    let broker_ok = *s.broker_connected.borrow();
-    s.health.set(
-        Stage::Broker,
-        if broker_ok {
-            Ok(())
-        } else {
-            Err("not connected".into())
-        },
-    );
+    // The broker stage is kept current by the runtime's broker watch (our
+    // connection and the ingress canary); setting it here from the
+    // connection alone would hide a deaf listener.
     s.health.report(now_ms())
+}
+
+/// Test hook (only with `--test-hooks`): the embedded broker's listeners
+/// drop every new connection from now on, the way a poisoned listener did,
+/// while gridwatch's own connection keeps working.
+async fn refuse_new_mqtt(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let hook = s.refuse_new_mqtt.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no embedded broker (mqtt.embedded = false)".into(),
+        )
+    })?;
+    tracing::warn!("test hook: the embedded broker now drops every new connection");
+    hook();
+    Ok(Json(json!({ "refusing": "new mqtt connections" })))
 }
 
 /// Test hook (only with `--test-hooks`): the stage's next heartbeat never returns.
@@ -316,6 +334,10 @@ async fn show_alarm(
                 "attempts": d.attempts,
                 "delivery_id": d.delivery_id,
                 "error": d.last_error,
+                "code": d.code,
+                "note": (d.channel == crate::model::ChannelKind::Gb26875
+                    && d.status == crate::dispatch::DeliveryStatus::Sent)
+                    .then_some("reported to the monitoring centre (GB/T 26875 confirmed) / 已报送消防远程监控中心"),
             }),
         ));
     }
@@ -521,11 +543,11 @@ async fn readings(
         .device(&id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     let back = match q.since.as_deref() {
-        None => crate::runtime::devices::HISTORY_MS,
+        None => crate::rules::devices::HISTORY_MS,
         Some(text) => crate::config::duration::parse_duration(text)
             .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {e}")))?
             .as_ms()
-            .min(crate::runtime::devices::HISTORY_MS),
+            .min(crate::rules::devices::HISTORY_MS),
     };
     let now = now_ms();
     let points = s.devices.readings(&id, now - back);

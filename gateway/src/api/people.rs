@@ -173,6 +173,7 @@ mod tests {
             status: st,
             attempts: 1,
             last_error: None,
+            code: None,
             at,
         }
     }

@@ -22,48 +22,75 @@ pub(super) fn parse_url(url: &str) -> Result<Url, String> {
     }
 }
 
-/// POSTs a JSON `body` to `url` within `timeout`; `what` names the target in
-/// failure reasons (never the URL, which may carry a robot's secret key).
-pub(super) async fn post_json(
+/// POSTs `body` with `headers` within `timeout`; returns the answer's body
+/// on 2xx. `what` names the target in failure reasons (never the URL, which
+/// may carry a robot's secret key); the caller still reads the receiver's verdict.
+pub(super) async fn post(
     client: &reqwest::Client,
     what: &str,
     url: &Url,
+    headers: &[(String, String)],
     body: String,
     delivery_id: &str,
     timeout: Duration,
-) -> Result<(), SendError> {
-    let resp = client
+) -> Result<String, SendError> {
+    let (status, text) = exchange(client, what, url, headers, body, delivery_id, timeout).await?;
+    if status.is_success() {
+        return Ok(text);
+    }
+    Err(status_error(what, status, &snippet(&text)))
+}
+
+/// POSTs `body` and returns any HTTP answer (status and body): cloud APIs
+/// put their refusal code in the body of a 4xx too. Only "no answer" is an error.
+pub(super) async fn exchange(
+    client: &reqwest::Client,
+    what: &str,
+    url: &Url,
+    headers: &[(String, String)],
+    body: String,
+    delivery_id: &str,
+    timeout: Duration,
+) -> Result<(StatusCode, String), SendError> {
+    let mut req = client
         .post(url.clone())
         .timeout(timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(DELIVERY_ID_HEADER, delivery_id)
+        .header(DELIVERY_ID_HEADER, delivery_id);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req
         .body(body)
         .send()
         .await
         .map_err(|e| transport_error(what, e))?;
     let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let snippet = match resp.text().await {
-        Ok(t) => t.chars().take(ERROR_BODY_CHARS).collect::<String>(),
-        Err(_) => String::new(),
-    };
-    Err(status_error(what, status, snippet.trim()))
+    let text = resp.text().await.map_err(|e| transport_error(what, e))?;
+    Ok((status, text))
 }
 
-/// The failure for a non-2xx answer, classified by status code.
+/// At most [`ERROR_BODY_CHARS`] of a receiver's answer, on one line, for a failure reason.
+pub(super) fn snippet(body: &str) -> String {
+    body.chars()
+        .take(ERROR_BODY_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// The failure for a non-2xx answer, classified by status code; its code is `http_<status>`.
 pub(super) fn status_error(what: &str, status: StatusCode, body: &str) -> SendError {
     let reason = if body.is_empty() {
         format!("{what}: HTTP {status}")
     } else {
         format!("{what}: HTTP {status}: {}", body.replace(['\r', '\n'], " "))
     };
-    if is_retryable_status(status) {
-        SendError::retryable(reason)
-    } else {
-        SendError::permanent(reason)
-    }
+    SendError::refused(
+        format!("http_{}", status.as_u16()),
+        is_retryable_status(status),
+        reason,
+    )
 }
 
 /// 5xx, 408 Request Timeout and 429 Too Many Requests may pass later; the rest will not.

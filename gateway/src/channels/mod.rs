@@ -11,23 +11,37 @@
 mod console;
 mod email;
 mod http;
+pub mod modem;
 pub mod render;
+mod robot;
 mod sms;
+pub mod voice;
 mod webhook;
 
-pub use crate::util::mask;
+pub use crate::util::{mask, number};
+pub use voice::CallReport;
 
-use crate::config::{ChannelsConfig, SiteConfig};
+use crate::config::{ChannelsConfig, SiteConfig, SmsProvider};
 use crate::model::ChannelKind;
 use crate::notification::Notification;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Tries on one channel before a recipient moves to its next (SPEC §10).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// Every configured channel, built once and shared by all sends (cheap to use concurrently).
 pub struct Channels {
     email: Option<email::EmailChannel>,
-    webhooks: BTreeMap<String, webhook::WebhookChannel>,
-    sms: Option<sms::SmsChannel>,
+    webhooks: BTreeMap<String, Arc<webhook::WebhookChannel>>,
+    /// One lane per group robot (budget, one post per event); json webhooks post directly.
+    robots: BTreeMap<String, robot::RobotLane>,
+    sms: Option<SmsBackend>,
+    voice: Option<voice::VoiceChannel>,
+    /// The box's 4G module, when `[channels.modem]` is configured (shared by voice and SMS).
+    modem: Option<modem::Modem>,
     console: bool,
+    max_attempts: u32,
     /// One client for webhooks and SMS: one connection pool, one TLS setup (rustls).
     http: reqwest::Client,
 }
@@ -44,12 +58,22 @@ pub enum ChannelError {
     /// A webhook's URL does not parse or is not http(s).
     #[error("[channels.webhook.{name}] url: {reason}")]
     WebhookUrl { name: String, reason: String },
-    /// The SMS gateway URL does not parse or is not http(s).
-    #[error("[channels.sms] url: {reason}")]
-    SmsUrl { reason: String },
-    /// The SMS body template would not produce valid JSON, or lacks `{{text}}`.
-    #[error("[channels.sms] body: {reason}")]
-    SmsTemplate { reason: String },
+    /// Another key of a webhook cannot work (secret, mention, success, ...).
+    #[error("[channels.webhook.{name}] {key}: {reason}")]
+    Webhook {
+        name: String,
+        key: &'static str,
+        reason: String,
+    },
+    /// A key of `[channels.sms]` is missing, misplaced for the provider, or unusable.
+    #[error("[channels.sms] {key}: {reason}")]
+    Sms { key: &'static str, reason: String },
+    /// `[channels] max_attempts` is 0.
+    #[error("[channels] max_attempts: must be at least 1")]
+    MaxAttempts,
+    /// Voice over the modem or modem SMS without `[channels.modem]`.
+    #[error("{0} needs [channels.modem] device")]
+    NoModem(&'static str),
     /// The shared HTTP client could not be built (TLS setup).
     #[error("building the HTTP client for webhooks and SMS: {0}")]
     HttpClient(#[source] reqwest::Error),
@@ -57,13 +81,25 @@ pub enum ChannelError {
 
 /// Why one send failed, and whether sending the same notification again may work.
 ///
-/// `reason` is for logs and the alarm timeline: it never contains an unmasked
-/// phone number or email address (the constructors mask it).
+/// This, with `Ok(())` for "the receiver confirmed it", is the one outcome
+/// every channel kind returns (the sending interface of [`Channels::send`]):
+/// - `Ok(())`: the receiver said it took the message (SMTP 250 after DATA,
+///   a robot's `errcode 0`, a provider's `Code "OK"`), never merely HTTP 200;
+/// - `Err` with `code`: the receiver refused, in its own words (`310000`,
+///   `isv.BUSINESS_LIMIT_CONTROL`, `http_503`);
+/// - `Err` without `code`: no answer (timeout, connection refused).
+///
+/// `retryable` says whether the same message may pass later; the retry
+/// policy (`dispatch::retry`) decides what happens next. `reason` is for
+/// logs and the alarm timeline: it never contains an unmasked phone number
+/// or email address (the constructors mask it).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{reason}")]
 pub struct SendError {
     pub retryable: bool,
     pub reason: String,
+    /// The receiver's refusal code, when it answered (bounded: a metric label).
+    pub code: Option<String>,
 }
 
 impl SendError {
@@ -72,6 +108,7 @@ impl SendError {
         SendError {
             retryable: true,
             reason: mask(reason.as_ref()),
+            code: None,
         }
     }
 
@@ -80,6 +117,27 @@ impl SendError {
         SendError {
             retryable: false,
             reason: mask(reason.as_ref()),
+            code: None,
+        }
+    }
+
+    /// The receiver answered and refused, with its own `code`.
+    pub fn refused(code: impl Into<String>, retryable: bool, reason: impl AsRef<str>) -> SendError {
+        let code: String = code.into();
+        // A label value: keep it short and printable whatever the receiver sent.
+        let code: String = code
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(48)
+            .collect();
+        SendError {
+            retryable,
+            reason: mask(reason.as_ref()),
+            code: Some(if code.is_empty() {
+                "unknown".into()
+            } else {
+                code
+            }),
         }
     }
 }
@@ -102,17 +160,97 @@ impl Channels {
         let webhooks = cfg
             .webhook
             .iter()
-            .map(|(name, w)| Ok((name.clone(), webhook::WebhookChannel::new(name, w)?)))
+            .map(|(name, w)| {
+                Ok((
+                    name.clone(),
+                    Arc::new(webhook::WebhookChannel::new(name, w)?),
+                ))
+            })
             .collect::<Result<BTreeMap<_, _>, ChannelError>>()?;
-        let sms = cfg.sms.as_ref().map(sms::SmsChannel::new).transpose()?;
+        let robots = webhooks
+            .iter()
+            .filter(|(_, w)| w.is_robot())
+            .map(|(name, w)| (name.clone(), robot::RobotLane::new(w.clone())))
+            .collect();
+        let modem = cfg.modem.as_ref().map(modem::Modem::new);
+        let sms = match &cfg.sms {
+            None => None,
+            Some(s) if s.provider == SmsProvider::Modem => {
+                Some(SmsBackend::Modem(modem.clone().ok_or(
+                    ChannelError::NoModem("[channels.sms] provider = \"modem\""),
+                )?))
+            }
+            Some(s) => Some(SmsBackend::Http(sms::SmsChannel::new(s)?)),
+        };
+        let voice = match &cfg.voice {
+            None => None,
+            Some(v) => match v.backend {
+                crate::config::VoiceBackend::Modem => Some(voice::VoiceChannel::new(
+                    v,
+                    modem.clone().ok_or(ChannelError::NoModem(
+                        "[channels.voice] backend = \"modem\"",
+                    ))?,
+                )),
+            },
+        };
         let console = cfg.console.as_ref().is_none_or(|c| c.enabled);
+        let max_attempts = match cfg.max_attempts {
+            Some(0) => return Err(ChannelError::MaxAttempts),
+            Some(n) => n,
+            None => DEFAULT_MAX_ATTEMPTS,
+        };
         Ok(Channels {
             email,
             webhooks,
+            robots,
             sms,
+            voice,
+            modem,
             console,
+            max_attempts,
             http,
         })
+    }
+
+    /// `[channels] max_attempts`: tries on one channel before the recipient moves on.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The bounded `target` label of a refusal: the webhook's name, the SMS
+    /// provider, `smtp`, or the channel kind.
+    pub fn target<'a>(&'a self, n: &'a Notification) -> &'a str {
+        match n.channel {
+            ChannelKind::Webhook if self.webhooks.contains_key(&n.address) => &n.address,
+            ChannelKind::Webhook => "unknown",
+            ChannelKind::Sms => match &self.sms {
+                Some(SmsBackend::Http(s)) => s.target(),
+                Some(SmsBackend::Modem(_)) => "modem",
+                None => "none",
+            },
+            ChannelKind::Email => "smtp",
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether webhook `name` is a group robot (one post per event, a budget per minute).
+    pub fn is_robot(&self, name: &str) -> bool {
+        self.webhooks.get(name).is_some_and(|w| w.is_robot())
+    }
+
+    /// Starts what needs a runtime (the modem's port task) and sends call
+    /// outcomes to `reports` (the alarms stage turns keys into acks).
+    pub fn start(
+        &mut self,
+        health: crate::health::Health,
+        reports: tokio::sync::mpsc::Sender<CallReport>,
+    ) {
+        if let Some(m) = &self.modem {
+            m.start(health);
+        }
+        if let Some(v) = &mut self.voice {
+            v.set_reports(reports);
+        }
     }
 
     /// Whether a channel can be used at all: email configured; a webhook with
@@ -123,8 +261,12 @@ impl Channels {
             ChannelKind::Email => self.email.is_some(),
             ChannelKind::Webhook => webhook_name.is_some_and(|w| self.webhooks.contains_key(w)),
             ChannelKind::Sms => self.sms.is_some(),
+            ChannelKind::Voice => self.voice.is_some(),
             ChannelKind::Console => self.console,
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => false,
+            ChannelKind::Mqtt
+            | ChannelKind::Sounder
+            | ChannelKind::Upstream
+            | ChannelKind::Gb26875 => false,
         }
     }
 
@@ -137,24 +279,33 @@ impl Channels {
                 Some(e) => e.send(n).await,
                 None => Err(not_configured("email")),
             },
-            ChannelKind::Webhook => match self.webhooks.get(&n.address) {
-                Some(w) => w.send(&self.http, n).await,
-                None => Err(SendError::permanent(format!(
-                    "webhook {:?} is not configured ([channels.webhook.{}])",
-                    n.address, n.address
-                ))),
-            },
+            ChannelKind::Webhook => {
+                match (self.robots.get(&n.address), self.webhooks.get(&n.address)) {
+                    (Some(lane), _) => lane.send(&self.http, n).await,
+                    (None, Some(w)) => w.send(&self.http, n).await,
+                    (None, None) => Err(SendError::permanent(format!(
+                        "webhook {:?} is not configured ([channels.webhook.{}])",
+                        n.address, n.address
+                    ))),
+                }
+            }
             ChannelKind::Sms => match &self.sms {
-                Some(s) => s.send(&self.http, n).await,
+                Some(SmsBackend::Http(s)) => s.send(&self.http, n).await,
+                Some(SmsBackend::Modem(m)) => modem_sms(m, n).await,
                 None => Err(not_configured("sms")),
+            },
+            ChannelKind::Voice => match &self.voice {
+                Some(v) => v.send(n).await,
+                None => Err(not_configured("voice")),
             },
             ChannelKind::Console if self.console => console::print(n),
             ChannelKind::Console => Err(not_configured("console")),
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => {
-                Err(SendError::permanent(
-                    "broker events and device commands are published by dispatch, not by channels",
-                ))
-            }
+            ChannelKind::Mqtt
+            | ChannelKind::Sounder
+            | ChannelKind::Upstream
+            | ChannelKind::Gb26875 => Err(SendError::permanent(
+                "broker events and device commands are published by dispatch, not by channels",
+            )),
         };
         match &result {
             Ok(()) => tracing::debug!(
@@ -173,6 +324,40 @@ impl Channels {
             ),
         }
         result
+    }
+}
+
+/// Where SMS go: an HTTP gateway or the box's own modem.
+enum SmsBackend {
+    Http(sms::SmsChannel),
+    Modem(modem::Modem),
+}
+
+/// The SMS text through the modem: never to a landline; the network's
+/// refusal is final for this channel, a module away is worth a retry.
+async fn modem_sms(m: &modem::Modem, n: &Notification) -> Result<(), SendError> {
+    if crate::phone::is_landline(&n.address) {
+        return Err(SendError::permanent(format!(
+            "sms: {} is a landline; it is called, never sent an SMS",
+            n.address
+        )));
+    }
+    let Some(number) = crate::phone::dialable(&n.address) else {
+        return Err(SendError::permanent(format!(
+            "sms: {:?} is not a phone number",
+            n.address
+        )));
+    };
+    match m
+        .sms(&number, &render::sms(n), n.alarm.severity, n.created)
+        .await
+    {
+        Ok(refs) => {
+            tracing::info!(delivery = %n.delivery_id, parts = refs.len(), "sms sent by modem");
+            Ok(())
+        }
+        Err(e @ modem::ModemError::Down { .. }) => Err(SendError::retryable(format!("sms: {e}"))),
+        Err(e) => Err(SendError::permanent(format!("sms: {e}"))),
     }
 }
 
@@ -222,6 +407,11 @@ mod tests {
                 url: "http://127.0.0.1:9000/alarm".into(),
                 format: WebhookFormat::Json,
                 timeout: Dur::from_secs(5),
+                secret: None,
+                mention: None,
+                keyword: None,
+                max_per_minute: None,
+                success: None,
             },
         );
         cfg.email = Some(EmailConfig {
@@ -230,9 +420,10 @@ mod tests {
             timeout: Dur::from_secs(5),
         });
         cfg.sms = Some(SmsConfig {
-            url: "http://127.0.0.1:9001/sms".into(),
-            body: r#"{"to":"{{phone}}","text":"{{text}}"}"#.into(),
+            url: Some("http://127.0.0.1:9001/sms".into()),
+            body: Some(r#"{"to":"{{phone}}","text":"{{text}}"}"#.into()),
             timeout: Dur::from_secs(5),
+            ..Default::default()
         });
         let ch = Channels::new(&cfg, &site()).unwrap();
         assert!(ch.is_configured(ChannelKind::Webhook, Some("fire119")));
@@ -251,6 +442,11 @@ mod tests {
                 url: "not a url".into(),
                 format: WebhookFormat::Json,
                 timeout: Dur::from_secs(5),
+                secret: None,
+                mention: None,
+                keyword: None,
+                max_per_minute: None,
+                success: None,
             },
         );
         let err = Channels::new(&cfg, &site()).err().unwrap();
@@ -267,6 +463,17 @@ mod tests {
         let err = Channels::new(&cfg, &site()).err().unwrap();
         assert!(matches!(err, ChannelError::SmtpUrl { .. }));
         assert!(!err.to_string().contains("secret"), "{err}");
+
+        let cfg = ChannelsConfig {
+            max_attempts: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Channels::new(&cfg, &site()).err().unwrap(),
+            ChannelError::MaxAttempts
+        ));
+        let ch = Channels::new(&ChannelsConfig::default(), &site()).unwrap();
+        assert_eq!(ch.max_attempts(), 5);
     }
 
     /// Dispatch shares one `Channels` behind an `Arc` and spawns sends on tokio tasks.
@@ -286,5 +493,12 @@ mod tests {
         assert_eq!(e.reason, "550 no such user w***@example.org +86138****0001");
         assert!(!e.retryable);
         assert!(SendError::retryable("x").retryable);
+        let e = SendError::refused("310000\n{}x", false, "robot says no to 13800000001");
+        assert_eq!(e.code.as_deref(), Some("310000{}x"));
+        assert_eq!(e.reason, "robot says no to 138****0001");
+        assert_eq!(
+            SendError::refused("", true, "").code.as_deref(),
+            Some("unknown")
+        );
     }
 }

@@ -149,6 +149,40 @@ pub fn sms(n: &Notification) -> String {
     truncate_chars(&essentials, SMS_MAX_CHARS)
 }
 
+/// A role as people say it (住户, 网格员, …), e.g. after an actor's name.
+pub fn role_label(locale: Locale, role: crate::model::Role) -> &'static str {
+    use crate::model::Role;
+    match (locale, role) {
+        (Locale::ZhCn, Role::Resident) => "住户",
+        (Locale::ZhCn, Role::GridWorker) => "网格员",
+        (Locale::ZhCn, Role::Director) => "社区书记",
+        (Locale::ZhCn, Role::FireBrigade) => "消防中队",
+        (Locale::ZhCn, Role::Family) => "家属",
+        (Locale::ZhCn, Role::Neighbour) => "邻居",
+        (Locale::En, Role::Resident) => "resident",
+        (Locale::En, Role::GridWorker) => "grid worker",
+        (Locale::En, Role::Director) => "director",
+        (Locale::En, Role::FireBrigade) => "fire brigade",
+        (Locale::En, Role::Family) => "family",
+        (Locale::En, Role::Neighbour) => "neighbour",
+    }
+}
+
+/// What a call reads aloud: the SMS text without the link (a URL read out
+/// is noise), then what the keys do, ending on "按1确认" / "press 1".
+pub fn voice(n: &Notification) -> String {
+    let mut quiet = n.clone();
+    quiet.ack_url.clear();
+    let text = sms(&quiet);
+    let text = text.trim_end_matches(['。', '.']);
+    match n.context.locale {
+        Locale::ZhCn => format!("{text}。误报或做饭请按2。按1确认。"),
+        Locale::En => {
+            format!("{text}. Press 2 for a false alarm or cooking. Press 1 to acknowledge.")
+        }
+    }
+}
+
 /// The webhook body of `format = "json"` (docs/contract.md §5), also the MQTT alarm-event payload.
 ///
 /// Built field by field rather than by serialising the structs so the wire
@@ -181,27 +215,247 @@ pub fn webhook_json(n: &Notification) -> Value {
 ///   — following 飞书开放平台 «自定义机器人使用指南»
 ///   (open.feishu.cn/document/client-docs/bot-v3/add-custom-bot).
 pub fn webhook_body(n: &Notification, format: WebhookFormat) -> Value {
+    robot_body(n, format, &RobotExtras::default())
+}
+
+/// What a group-robot post adds to the message: the keyword its security
+/// setting requires, and who is @-mentioned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RobotExtras<'a> {
+    /// Put at the very start of the text (自定义关键词).
+    pub keyword: Option<&'a str>,
+    /// Mainland mobiles (11 digits) to @-mention.
+    pub mobiles: &'a [String],
+    /// @-mention everybody in the group.
+    pub all: bool,
+}
+
+/// [`webhook_body`] with a keyword and mentions, as each platform documents them:
+/// DingTalk `at.atMobiles` plus `@<mobile>` in the markdown text (a mention
+/// not written in the text is not shown); WeCom `mentioned_mobile_list`,
+/// which only `text` messages honour, so a post that mentions is a text
+/// message; Feishu `<at user_id="all">` (mentioning one person needs their
+/// Feishu user id, which a phone ledger does not have).
+pub fn robot_body(n: &Notification, format: WebhookFormat, x: &RobotExtras) -> Value {
+    let kw = x.keyword.map(|k| format!("{k} ")).unwrap_or_default();
     match format {
         WebhookFormat::Json => webhook_json(n),
+        WebhookFormat::Wecom if x.all || !x.mobiles.is_empty() => {
+            let mut list: Vec<String> = x.mobiles.to_vec();
+            if x.all {
+                list.push("@all".to_string());
+            }
+            json!({
+                "msgtype": "text",
+                "text": {
+                    "content": truncate_bytes(&format!("{kw}{}", text(n)), WECOM_MAX_BYTES),
+                    "mentioned_mobile_list": list,
+                },
+            })
+        }
         WebhookFormat::Wecom => json!({
             "msgtype": "markdown",
             "markdown": {
-                "content": truncate_bytes(&markdown(n, "\n"), WECOM_MAX_BYTES),
+                "content": truncate_bytes(&format!("{kw}{}", markdown(n, "\n")), WECOM_MAX_BYTES),
             },
         }),
-        WebhookFormat::Dingtalk => json!({
-            "msgtype": "markdown",
-            "markdown": {
-                "title": Message::of(n).headline,
-                "text": truncate_bytes(&markdown(n, "\n\n"), DINGTALK_MAX_BYTES),
-            },
-        }),
-        WebhookFormat::Feishu => json!({
-            "msg_type": "text",
-            "content": { "text": truncate_bytes(&text(n), FEISHU_MAX_BYTES) },
-        }),
+        WebhookFormat::Dingtalk => {
+            let ats: String = x.mobiles.iter().map(|m| format!(" @{m}")).collect();
+            let mut body = truncate_bytes(
+                &format!("{kw}{}", markdown(n, "\n\n")),
+                DINGTALK_MAX_BYTES - ats.len(),
+            );
+            if !ats.is_empty() {
+                body.push_str("\n\n");
+                body.push_str(ats.trim_start());
+            }
+            json!({
+                "msgtype": "markdown",
+                "markdown": {
+                    "title": format!("{kw}{}", Message::of(n).headline),
+                    "text": body,
+                },
+                "at": { "atMobiles": x.mobiles, "isAtAll": x.all },
+            })
+        }
+        WebhookFormat::Feishu => {
+            let at = if x.all {
+                "<at user_id=\"all\">所有人</at> "
+            } else {
+                ""
+            };
+            json!({
+                "msg_type": "text",
+                "content": {
+                    "text": truncate_bytes(&format!("{kw}{at}{}", text(n)), FEISHU_MAX_BYTES),
+                },
+            })
+        }
     }
 }
+
+/// One robot post for several events that queued beyond the robot's
+/// budget: a headline with the count, then one line per event, most
+/// severe first, each naming its alarm (kind, address, location, time, event)
+/// and its ack link, so nothing in the summary is anonymous.
+pub fn robot_summary(items: &[&Notification], format: WebhookFormat, x: &RobotExtras) -> Value {
+    let mut sorted: Vec<&Notification> = items.to_vec();
+    sorted.sort_by(|a, b| {
+        b.alarm
+            .severity
+            .cmp(&a.alarm.severity)
+            .then(a.created.cmp(&b.created))
+    });
+    let loc = sorted.first().map_or(Locale::ZhCn, |n| n.context.locale);
+    let zh = loc == Locale::ZhCn;
+    let title = if zh {
+        format!("【汇总】{}条告警消息", sorted.len())
+    } else {
+        format!("[summary] {} alarm messages", sorted.len())
+    };
+    let lines: Vec<String> = sorted
+        .iter()
+        .map(|n| {
+            let a = &n.alarm;
+            let what = event_word(loc, n.event)
+                .map(|w| {
+                    if zh {
+                        format!("[{w}]")
+                    } else {
+                        format!(" ({w})")
+                    }
+                })
+                .unwrap_or_default();
+            format!(
+                "{}{}{what} {} {} {} · {} · {}",
+                severity_tag(loc, a.severity),
+                kind_label(loc, a.kind),
+                one_line(&n.context.site_name),
+                one_line(&a.address),
+                one_line(&a.location),
+                local_time(alarm_time(n)).format("%H:%M:%S"),
+                n.ack_url,
+            )
+        })
+        .collect();
+    let kw = x.keyword.map(|k| format!("{k} ")).unwrap_or_default();
+    let plain = format!("{kw}{title}\n{}", lines.join("\n"));
+    match format {
+        WebhookFormat::Json => json!({ "summary": title, "lines": lines }),
+        WebhookFormat::Wecom => {
+            let mut list: Vec<String> = x.mobiles.to_vec();
+            if x.all {
+                list.push("@all".into());
+            }
+            json!({
+                "msgtype": "text",
+                "text": {
+                    "content": truncate_bytes(&plain, WECOM_MAX_BYTES),
+                    "mentioned_mobile_list": list,
+                },
+            })
+        }
+        WebhookFormat::Dingtalk => {
+            let ats: String = x.mobiles.iter().map(|m| format!(" @{m}")).collect();
+            let md = format!("{kw}**{title}**\n\n{}", lines.join("\n\n"));
+            let mut text = truncate_bytes(&md, DINGTALK_MAX_BYTES - ats.len());
+            if !ats.is_empty() {
+                text.push_str("\n\n");
+                text.push_str(ats.trim_start());
+            }
+            json!({
+                "msgtype": "markdown",
+                "markdown": { "title": format!("{kw}{title}"), "text": text },
+                "at": { "atMobiles": x.mobiles, "isAtAll": x.all },
+            })
+        }
+        WebhookFormat::Feishu => {
+            let at = if x.all {
+                "<at user_id=\"all\">所有人</at> "
+            } else {
+                ""
+            };
+            json!({
+                "msg_type": "text",
+                "content": {
+                    "text": truncate_bytes(&format!("{at}{plain}"), FEISHU_MAX_BYTES),
+                },
+            })
+        }
+    }
+}
+
+/// The named fields an SMS template or a provider's template variables are
+/// made of (`[channels.sms] body` / `params`). Short values, because
+/// providers cap each variable (Aliyun 35 chars, Tencent 6–12 for some
+/// template types); `ack_token` is the token alone, for templates whose
+/// approved text holds the link's fixed base.
+pub fn sms_fields(n: &Notification, phone: &str) -> Vec<(&'static str, String)> {
+    let a = &n.alarm;
+    let loc = n.context.locale;
+    let resident = n
+        .context
+        .residents
+        .first()
+        .map(|r| {
+            let mut s = one_line(&r.name);
+            if let Some(age) = r.age {
+                s.push_str(&age.to_string());
+                s.push_str(if loc == Locale::ZhCn { "岁" } else { "y" });
+            }
+            if r.lives_alone {
+                s.push_str(if loc == Locale::ZhCn {
+                    "独居"
+                } else {
+                    " alone"
+                });
+            }
+            s
+        })
+        .unwrap_or_default();
+    let token = n
+        .ack_url
+        .rsplit_once("/ack/")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    vec![
+        ("phone", phone.to_string()),
+        ("text", sms(n)),
+        ("kind", a.kind.as_str().to_string()),
+        ("kind_zh", kind_label(Locale::ZhCn, a.kind).to_string()),
+        ("severity", severity_label(loc, a.severity).to_string()),
+        ("address", one_line(&a.address)),
+        ("location", one_line(&a.location)),
+        ("resident", resident),
+        (
+            "time",
+            local_time(alarm_time(n)).format("%m-%d %H:%M").to_string(),
+        ),
+        ("value", a.value.map(num).unwrap_or_default()),
+        ("unit", one_line(&a.unit)),
+        ("ack_token", token),
+        ("ack_url", n.ack_url.clone()),
+        ("site_name", one_line(&n.context.site_name)),
+    ]
+}
+
+/// Names of [`sms_fields`], for checking a configured template at load.
+pub const SMS_FIELDS: &[&str] = &[
+    "phone",
+    "text",
+    "kind",
+    "kind_zh",
+    "severity",
+    "address",
+    "location",
+    "resident",
+    "time",
+    "value",
+    "unit",
+    "ack_token",
+    "ack_url",
+    "site_name",
+];
 
 /// Human name of a severity, e.g. `紧急` / `CRITICAL`.
 pub fn severity_label(locale: Locale, s: Severity) -> &'static str {
@@ -888,6 +1142,7 @@ pub(crate) mod tests {
                 actor: None,
                 cause: None,
                 note: None,
+                robot_mentions: Vec::new(),
                 sounder: None,
             },
             created: 1_795_514_400_200,
@@ -1339,6 +1594,53 @@ pub(crate) mod tests {
         assert_eq!(f["content"]["text"].as_str().unwrap(), text(&n));
 
         assert_eq!(webhook_body(&n, WebhookFormat::Json), webhook_json(&n));
+    }
+
+    #[test]
+    fn robots_mention_by_mobile_and_start_with_the_keyword() {
+        let n = smoke(Locale::ZhCn);
+        let mobiles = vec!["13800000001".to_string(), "13900000002".to_string()];
+        let x = RobotExtras {
+            keyword: Some("火警"),
+            mobiles: &mobiles,
+            all: false,
+        };
+        let d = robot_body(&n, WebhookFormat::Dingtalk, &x);
+        assert_eq!(d["at"]["atMobiles"], json!(mobiles));
+        assert_eq!(d["at"]["isAtAll"], false);
+        let t = d["markdown"]["text"].as_str().unwrap();
+        assert!(t.starts_with("火警 **【紧急】烟感报警**"), "{t}");
+        assert!(t.ends_with("@13800000001 @13900000002"), "{t}");
+        assert!(d["markdown"]["title"].as_str().unwrap().starts_with("火警"));
+
+        let w = robot_body(&n, WebhookFormat::Wecom, &x);
+        assert_eq!(w["msgtype"], "text", "only text messages honour mentions");
+        assert_eq!(w["text"]["mentioned_mobile_list"], json!(mobiles));
+        assert!(w["text"]["content"].as_str().unwrap().starts_with("火警 "));
+
+        let none = RobotExtras::default();
+        assert_eq!(
+            robot_body(&n, WebhookFormat::Wecom, &none)["msgtype"],
+            "markdown"
+        );
+        assert!(
+            robot_body(&n, WebhookFormat::Dingtalk, &none)["at"]["atMobiles"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+
+        let all = RobotExtras {
+            all: true,
+            ..Default::default()
+        };
+        let f = robot_body(&n, WebhookFormat::Feishu, &all);
+        assert!(f["content"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("<at user_id=\"all\">"));
+        let w = robot_body(&n, WebhookFormat::Wecom, &all);
+        assert_eq!(w["text"]["mentioned_mobile_list"], json!(["@all"]));
     }
 
     #[test]

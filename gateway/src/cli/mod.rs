@@ -6,7 +6,10 @@
 
 pub mod alarms;
 pub mod client;
+pub mod test_notify;
+
 pub use crate::util::table;
+pub use test_notify::{test_notify, TestNotifyArgs};
 
 use crate::config::Config;
 use crate::ledger::{self, ImportError, ImportOptions};

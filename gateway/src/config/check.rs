@@ -4,7 +4,10 @@
 //! to a [`Report`].
 
 use super::env::expand;
-use super::source::{EnvLookup, Report, Seg, Seg::I, Seg::K, Source};
+// `Report` lives in `source` (so checks in sibling files need not import each
+// other); re-exported here for code that still names `check::Report`.
+pub(crate) use super::source::Report;
+use super::source::{EnvLookup, Seg, Seg::I, Seg::K, Source};
 use super::types::*;
 use super::Dur;
 use crate::model::{ChannelKind, Role};
@@ -98,6 +101,32 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             ),
         ));
     }
+    if gw.storage.scrub_every.std() < std::time::Duration::from_secs(1) {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("scrub_every")],
+            "storage scrub_every must be at least 1s",
+        ));
+    }
+    if let Some(every) = gw.storage.backup_every {
+        if every.std() < std::time::Duration::from_secs(1) {
+            rep.errors.push(src.error_at(
+                &[K("storage"), K("backup_every")],
+                format!("storage backup_every = \"{every}\" must be at least 1s"),
+            ));
+        }
+        if gw.storage.backup_dir.trim().is_empty() {
+            rep.errors.push(src.error_at(
+                &[K("storage"), K("backup_dir")],
+                "storage backup_dir is empty",
+            ));
+        }
+    }
+    if gw.storage.backup_keep == 0 {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("backup_keep")],
+            "storage backup_keep must be at least 1 (the newest backup is always kept)",
+        ));
+    }
     if gw.selfwatch.heartbeat.std() < std::time::Duration::from_secs(1) {
         rep.errors.push(src.error_at(
             &[K("selfwatch"), K("heartbeat")],
@@ -109,6 +138,24 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             &[K("selfwatch"), K("topic")],
             "selfwatch topic must not contain MQTT wildcards (+ or #)",
         ));
+    }
+    let (every, timeout) = (gw.selfwatch.canary.std(), gw.selfwatch.canary_timeout.std());
+    if !every.is_zero() {
+        if every < std::time::Duration::from_secs(1) {
+            rep.errors.push(src.error_at(
+                &[K("selfwatch"), K("canary")],
+                "selfwatch canary must be at least 1s (or \"0s\" to turn the ingress canary off)",
+            ));
+        }
+        if timeout < std::time::Duration::from_millis(100) || timeout > every {
+            rep.errors.push(src.error_at(
+                &[K("selfwatch"), K("canary_timeout")],
+                format!(
+                    "selfwatch canary_timeout = \"{}\" must be at least 100ms and at most canary (\"{}\")",
+                    gw.selfwatch.canary_timeout, gw.selfwatch.canary
+                ),
+            ));
+        }
     }
 }
 
@@ -170,6 +217,27 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
                     "mqtt user {:?}: password_hash is not an argon2 PHC string (make one with `gridwatch hash-password`); never write the password itself here",
                     u.username
                 ),
+            ));
+        }
+    }
+    if let Some(v5) = &m.listen_v5 {
+        let path = [K("mqtt"), K("listen_v5")];
+        if v5.parse::<SocketAddr>().is_err() {
+            rep.errors.push(src.error_at(
+                &path,
+                format!(
+                    "mqtt listen_v5 {v5:?} is not a socket address (write e.g. \"0.0.0.0:1884\")"
+                ),
+            ));
+        } else if *v5 == m.listen || m.tls.as_ref().is_some_and(|t| t.listen == *v5) {
+            rep.errors.push(src.error_at(
+                &path,
+                "mqtt listen_v5 must differ from mqtt listen and mqtt tls listen",
+            ));
+        } else if !m.embedded {
+            rep.errors.push(src.error_at(
+                &path,
+                "mqtt listen_v5 is a listener of the embedded broker: it needs embedded = true",
             ));
         }
     }
@@ -375,19 +443,72 @@ fn channels(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
         }
         secret_url(src, &path, rep);
     }
-    if let Some(s) = &c.sms {
+    modem_users(src, c, rep);
+    if let Some(s) = c
+        .sms
+        .as_ref()
+        .filter(|s| s.provider == SmsProvider::Template)
+    {
         let path = [K("channels"), K("sms"), K("url")];
-        if !has_scheme(&s.url, &["http://", "https://"]) {
+        if s.url.is_some() {
+            secret_url(src, &path, rep);
+        }
+    }
+    // Everything else about channels (robot secrets, SMS providers and
+    // templates) is judged by the channel builders in the build step, which
+    // check-config and run share.
+}
+
+/// Voice over the modem and modem SMS need `[channels.modem]`; the voice
+/// knobs have sane bounds (a retry storm or a silent call helps nobody).
+fn modem_users(src: &Source, c: &ChannelsConfig, rep: &mut Report) {
+    let needs_modem = |what: &str, path: &[Seg]| {
+        src.error_at(
+            path,
+            format!("{what} uses the modem but gateway.toml has no [channels.modem] device"),
+        )
+    };
+    if let Some(s) = &c.sms {
+        if s.provider == SmsProvider::Modem && c.modem.is_none() {
+            let e = needs_modem(
+                "[channels.sms] provider = \"modem\"",
+                &[K("channels"), K("sms"), K("provider")],
+            );
+            rep.errors.push(e);
+        }
+    }
+    if let Some(v) = &c.voice {
+        if v.backend == VoiceBackend::Modem && c.modem.is_none() {
+            let e = needs_modem(
+                "[channels.voice] backend = \"modem\"",
+                &[K("channels"), K("voice"), K("backend")],
+            );
+            rep.errors.push(e);
+        }
+        if !(1..=5).contains(&v.play_times) {
             rep.errors.push(src.error_at(
-                &path,
-                format!("sms url {:?} must start with http:// or https://", s.url),
+                &[K("channels"), K("voice"), K("play_times")],
+                format!("voice play_times = {} must be 1 to 5", v.play_times),
             ));
         }
-        secret_url(src, &path, rep);
-        if !s.body.contains("{{text}}") || !s.body.contains("{{phone}}") {
+        if v.retries > 10 {
             rep.errors.push(src.error_at(
-                &[K("channels"), K("sms"), K("body")],
-                "sms body must contain {{phone}} and {{text}}",
+                &[K("channels"), K("voice"), K("retries")],
+                format!("voice retries = {} must be at most 10", v.retries),
+            ));
+        }
+    }
+    if let Some(m) = &c.modem {
+        if m.device.trim().is_empty() {
+            rep.errors.push(src.error_at(
+                &[K("channels"), K("modem"), K("device")],
+                "modem device is empty; give the AT port, e.g. \"/dev/ttyUSB2\"",
+            ));
+        }
+        if m.at_timeout.std().is_zero() || m.ring_timeout.std().is_zero() {
+            rep.errors.push(src.error_at(
+                &[K("channels"), K("modem")],
+                "modem at_timeout and ring_timeout must be more than 0s",
             ));
         }
     }
@@ -515,6 +636,13 @@ pub(crate) fn registry(
             ));
         }
         contact_refs(rep, "households", i, "family", &h.family, &owner);
+        for (j, r) in h.residents.iter().enumerate() {
+            if let Some(phone) = &r.phone {
+                let who = format!("resident {} of {owner}", j + 1);
+                let at = [K("households"), I(i), K("residents"), I(j), K("phone")];
+                no_sms(src, &at, &who, phone, rep);
+            }
+        }
         for (j, n) in h.neighbours.iter().enumerate() {
             let at = [K("households"), I(i), K("neighbours"), I(j)];
             if *n == h.id {
@@ -541,6 +669,9 @@ pub(crate) fn registry(
                 ),
             ));
         }
+        if let Some(phone) = &c.phone {
+            no_sms(src, &[K("contacts"), I(i), K("phone")], &c.id, phone, rep);
+        }
         if let (Some(w), Some(hooks)) = (&c.webhook, webhooks) {
             if !hooks.contains_key(w) {
                 rep.errors.push(src.error_at(
@@ -553,6 +684,24 @@ pub(crate) fn registry(
             }
         }
     }
+}
+
+/// Says which people SMS cannot reach (a landline, or not a number), so an
+/// installer sees it before the first alarm: they get their next channel.
+fn no_sms(src: &Source, at: &[Seg], who: &str, phone: &str, rep: &mut Report) {
+    use crate::util::number::{classify, NumberKind};
+    let what = match classify(phone) {
+        NumberKind::Mobile(_) | NumberKind::Foreign => return,
+        NumberKind::Landline => "a landline (座机)",
+        NumberKind::Invalid => "not a phone number",
+    };
+    rep.warnings.push(src.error_at(
+        at,
+        format!(
+            "{who}: phone {} is {what}: no SMS goes to it; they get their role's next channel (voice, email, webhook or the console)",
+            crate::util::mask(phone)
+        ),
+    ));
 }
 
 fn device(src: &Source, i: usize, d: &Device, homes: &HashMap<&str, usize>, rep: &mut Report) {
@@ -983,11 +1132,12 @@ fn role_channels(
 fn channel_configured(ch: &ChannelsConfig, kind: ChannelKind) -> bool {
     match kind {
         ChannelKind::Sms => ch.sms.is_some(),
+        ChannelKind::Voice => ch.voice.is_some(),
         ChannelKind::Email => ch.email.is_some(),
         ChannelKind::Webhook => !ch.webhook.is_empty(),
         ChannelKind::Console => ch.console.as_ref().is_none_or(|c| c.enabled),
         ChannelKind::Mqtt => true,
-        ChannelKind::Sounder | ChannelKind::Upstream => false,
+        ChannelKind::Sounder | ChannelKind::Upstream | ChannelKind::Gb26875 => false,
     }
 }
 

@@ -11,6 +11,7 @@ mod check;
 pub mod district;
 pub mod duration;
 mod env;
+pub mod gb26875;
 pub mod plan;
 pub mod profile;
 mod source;
@@ -213,6 +214,10 @@ impl Config {
                 &mut rep,
             );
         }
+        if let Some(g) = &gateway {
+            let reg = reg_src.as_ref().zip(registry.as_ref());
+            gb26875::check(&gw_src, g, reg, &mut rep);
+        }
         if let (Some(src), Some(r)) = (&rules_src, &rules) {
             check::rules(src, r, registry.as_ref(), &mut rep);
         }
@@ -338,6 +343,12 @@ impl Config {
     pub fn data_dir(&self) -> PathBuf {
         let base = self.path.parent().unwrap_or(Path::new(""));
         base.join(&self.gateway.storage.path)
+    }
+
+    /// storage.backup_dir resolved like [`Config::data_dir`].
+    pub fn backup_dir(&self) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new(""));
+        base.join(&self.gateway.storage.backup_dir)
     }
 
     /// A one-line summary for check-config, e.g.

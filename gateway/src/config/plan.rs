@@ -1,4 +1,4 @@
-//! The compound plan (SPEC §14): `[site] plan` names an SVG drawn by the
+//! The compound plan (docs/duty-board.md): `[site] plan` names an SVG drawn by the
 //! installer. It is read and checked once, when the config is built, so
 //! `check-config` and `run` refuse the same plans: the file must be an SVG
 //! without scripts (the board shows it inline), at most [`MAX_PLAN_BYTES`],

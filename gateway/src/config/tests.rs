@@ -956,6 +956,70 @@ fn broker_buffer_defaults_to_16_mib_and_refuses_zero() {
 }
 
 #[test]
+fn listen_v5_must_be_a_free_address_of_the_embedded_broker() {
+    let ok = Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"",
+            "listen = \"127.0.0.1:1883\"\nlisten_v5 = \"127.0.0.1:1884\"",
+        )
+        .load()
+        .unwrap();
+    assert_eq!(ok.gateway.mqtt.listen_v5.as_deref(), Some("127.0.0.1:1884"));
+    assert_eq!(Files::valid().load().unwrap().gateway.mqtt.listen_v5, None);
+    for (bad, msg) in [
+        ("listen_v5 = \"1884\"", "not a socket address"),
+        ("listen_v5 = \"127.0.0.1:1883\"", "must differ"),
+    ] {
+        Files::valid()
+            .edit(
+                "gateway.toml",
+                "listen = \"127.0.0.1:1883\"",
+                &format!("listen = \"127.0.0.1:1883\"\n{bad}"),
+            )
+            .expect("gateway.toml", bad, msg);
+    }
+    Files::valid()
+        .edit(
+            "gateway.toml",
+            "listen = \"127.0.0.1:1883\"",
+            "embedded = false\nexternal = \"mqtt://127.0.0.1:1883\"\nlisten_v5 = \"127.0.0.1:1884\"",
+        )
+        .expect("gateway.toml", "listen_v5", "needs embedded = true");
+}
+
+#[test]
+fn the_canary_defaults_to_10s_within_5s_and_refuses_nonsense() {
+    let cfg = Files::valid().load().unwrap();
+    assert_eq!(cfg.gateway.selfwatch.canary.std().as_secs(), 10);
+    assert_eq!(cfg.gateway.selfwatch.canary_timeout.std().as_secs(), 5);
+    let selfwatch = |body: &str| {
+        Files::valid().edit(
+            "gateway.toml",
+            "[http]\n",
+            &format!("[selfwatch]\n{body}\n\n[http]\n"),
+        )
+    };
+    let off = selfwatch("canary = \"0s\"").load().unwrap();
+    assert!(
+        off.gateway.selfwatch.canary.std().is_zero(),
+        "0s turns it off"
+    );
+    selfwatch("canary = \"500ms\"\ncanary_timeout = \"200ms\"").expect(
+        "gateway.toml",
+        "canary = \"500ms\"",
+        "at least 1s",
+    );
+    selfwatch("canary = \"2s\"").expect("gateway.toml", "[selfwatch]", "at most canary");
+    selfwatch("canary_timeout = \"50ms\"").expect(
+        "gateway.toml",
+        "canary_timeout",
+        "at least 100ms",
+    );
+    selfwatch("canary = 10").expect("gateway.toml", "canary = 10", "");
+}
+
+#[test]
 fn plan_must_draw_every_building_households_name_and_hold_no_script() {
     const SVG: &str = r#"<svg xmlns="http://www.w3.org/2000/svg"><rect id="building-1"/></svg>"#;
     let with_plan = Files::valid()
@@ -1001,4 +1065,75 @@ fn plan_must_draw_every_building_households_name_and_hold_no_script() {
         )
         .load()
         .unwrap();
+}
+
+const GB26875: &str = "[gb26875]\ncentre = \"tcp://127.0.0.1:9900\"\naddress = 889\ncentre_address = 88888\n\n[channels.console]";
+
+#[test]
+fn gb26875_link_and_component_overrides_load_typed() {
+    let f = Files::valid()
+        .edit("gateway.toml", "[channels.console]", GB26875)
+        .edit(
+            "registry.toml",
+            "id = \"rcm1\"",
+            "id = \"rcm1\"\ngb26875 = { component_type = 16, component_address = \"10-2\" }",
+        );
+    let cfg = f.load().unwrap();
+    let g = cfg.gateway.gb26875.as_ref().unwrap();
+    assert_eq!((g.centre.host.as_str(), g.centre.port), ("127.0.0.1", 9900));
+    assert_eq!((g.address, g.centre_address, g.retries), (889, 88888, 3));
+    assert_eq!(g.timeout.std(), std::time::Duration::from_secs(10));
+    let table = super::gb26875::mapping::Table::build(&cfg.registry);
+    let row = table.device("rcm1").unwrap();
+    assert_eq!(row.component_type, 16);
+    assert_eq!((row.address.zone, row.address.position), (10, 2));
+}
+
+#[test]
+fn gb26875_bad_values_are_errors_at_their_line() {
+    let base = Files::valid().edit("gateway.toml", "[channels.console]", GB26875);
+    for (from, to, msg) in [
+        (
+            "tcp://127.0.0.1:9900",
+            "http://127.0.0.1:9900",
+            "must be tcp://host:port",
+        ),
+        ("tcp://127.0.0.1:9900", "tcp://127.0.0.1", "has no port"),
+        ("address = 889", "address = 281474976710656", "six bytes"),
+        (
+            "centre_address = 88888",
+            "centre_address = 889",
+            "own address",
+        ),
+        (
+            "centre_address = 88888",
+            "centre_address = 88888\ntimeout = \"30s\"",
+            "at most 10 s",
+        ),
+        (
+            "centre_address = 88888",
+            "centre_address = 88888\nretries = 50",
+            "retries = 50",
+        ),
+    ] {
+        let f = base.clone().edit("gateway.toml", from, to);
+        let needle = to.lines().last().unwrap_or(to);
+        f.expect("gateway.toml", needle, msg);
+    }
+    let dup = base.clone().edit(
+        "registry.toml",
+        "id = \"rcm1\"",
+        "id = \"rcm1\"\ngb26875 = { component_address = \"1-1\" }",
+    );
+    dup.expect(
+        "registry.toml",
+        "component_address = \"1-1\"",
+        "same GB/T 26875 component",
+    );
+    let bad = base.edit(
+        "registry.toml",
+        "id = \"rcm1\"",
+        "id = \"rcm1\"\ngb26875 = { component_address = \"ten-2\" }",
+    );
+    bad.expect("registry.toml", "ten-2", "zone-position");
 }

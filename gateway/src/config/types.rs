@@ -27,6 +27,9 @@ pub struct GatewayFile {
     pub channels: ChannelsConfig,
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// `[gb26875]`: the city fire remote-monitoring centre (GB/T 26875.3).
+    #[serde(default)]
+    pub gb26875: Option<Gb26875Config>,
     #[serde(default)]
     pub selfwatch: SelfwatchConfig,
     /// `[report]`: response-time targets (optional).
@@ -51,15 +54,7 @@ pub struct SiteConfig {
     pub plan_svg: Option<std::sync::Arc<str>>,
 }
 
-/// Message language; zh-CN unless the site says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-pub enum Locale {
-    #[default]
-    #[serde(rename = "zh-CN")]
-    ZhCn,
-    #[serde(rename = "en")]
-    En,
-}
+pub use crate::model::Locale;
 
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +66,20 @@ pub struct StorageConfig {
     /// open, resolved-but-unverified alarms and pending notifications are never swept.
     #[serde(default = "default_retention")]
     pub retention: Dur,
+    /// How often the store is compared with its journal while running (the
+    /// journal file is re-read and its checksums verified).
+    #[serde(default = "default_scrub_every")]
+    pub scrub_every: Dur,
+    /// Write a verified backup this often; `None` (the default): no scheduled backups.
+    #[serde(default)]
+    pub backup_every: Option<Dur>,
+    /// Where scheduled backups go, relative to gateway.toml; best on another
+    /// device than `path` (a USB stick, a network mount).
+    #[serde(default = "default_backup_dir")]
+    pub backup_dir: String,
+    /// How many scheduled backups are kept (oldest removed first).
+    #[serde(default = "default_backup_keep")]
+    pub backup_keep: usize,
 }
 
 impl Default for StorageConfig {
@@ -78,8 +87,24 @@ impl Default for StorageConfig {
         StorageConfig {
             path: default_data_path(),
             retention: default_retention(),
+            scrub_every: default_scrub_every(),
+            backup_every: None,
+            backup_dir: default_backup_dir(),
+            backup_keep: default_backup_keep(),
         }
     }
+}
+
+fn default_scrub_every() -> Dur {
+    Dur::from_secs(3600)
+}
+
+fn default_backup_dir() -> String {
+    "backups".into()
+}
+
+fn default_backup_keep() -> usize {
+    7
 }
 
 fn default_retention() -> Dur {
@@ -97,6 +122,13 @@ pub struct SelfwatchConfig {
     /// Topic; `{site}` is replaced by the site id.
     #[serde(default = "default_heartbeat_topic")]
     pub topic: String,
+    /// How often a fresh MQTT client proves that devices can still reach
+    /// gridwatch's ingest (the ingress canary); `"0s"` turns it off.
+    #[serde(default = "default_canary_every")]
+    pub canary: Dur,
+    /// How long one canary probe may take, connect to seen in ingest.
+    #[serde(default = "default_canary_timeout")]
+    pub canary_timeout: Dur,
 }
 
 impl Default for SelfwatchConfig {
@@ -104,8 +136,18 @@ impl Default for SelfwatchConfig {
         SelfwatchConfig {
             heartbeat: default_heartbeat_every(),
             topic: default_heartbeat_topic(),
+            canary: default_canary_every(),
+            canary_timeout: default_canary_timeout(),
         }
     }
+}
+
+fn default_canary_every() -> Dur {
+    Dur::from_secs(10)
+}
+
+fn default_canary_timeout() -> Dur {
+    Dur::from_secs(5)
 }
 
 fn default_heartbeat_every() -> Dur {
@@ -139,6 +181,10 @@ pub struct MqttConfig {
     /// A second listener of the embedded broker with TLS (rustls).
     #[serde(default)]
     pub tls: Option<MqttTls>,
+    /// An MQTT 5 listener of the embedded broker beside the 3.1.1 one
+    /// (`"HOST:PORT"`; absent: none).
+    #[serde(default)]
+    pub listen_v5: Option<String>,
     /// Per-device ingest limit: messages a second, sustained (token bucket).
     #[serde(default = "default_device_rate")]
     pub device_rate: f64,
@@ -190,6 +236,7 @@ impl Default for MqttConfig {
             users: Vec::new(),
             max_payload: default_max_payload(),
             tls: None,
+            listen_v5: None,
             device_rate: default_device_rate(),
             device_burst: default_device_burst(),
             broker_buffer_mib: default_broker_buffer_mib(),
@@ -448,10 +495,19 @@ pub struct ChannelsConfig {
     pub webhook: BTreeMap<String, WebhookConfig>,
     #[serde(default)]
     pub sms: Option<SmsConfig>,
+    /// The box's own 4G/LTE module, shared by voice calls and modem SMS.
+    #[serde(default)]
+    pub modem: Option<ModemConfig>,
+    #[serde(default)]
+    pub voice: Option<VoiceConfig>,
     #[serde(default)]
     pub mqtt: Option<MqttEventsConfig>,
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    /// Tries on one channel before a recipient moves to its role's next
+    /// channel (default 5); see `dispatch::retry`.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 /// `[channels.email]`.
@@ -478,6 +534,30 @@ pub struct WebhookConfig {
     pub format: WebhookFormat,
     #[serde(default = "default_send_timeout")]
     pub timeout: Dur,
+    /// Robots: the 加签 secret (DingTalk, Feishu); `json`: the Standard Webhooks key.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Robots: who is @-mentioned (default `recipients` for alarm and critical).
+    #[serde(default)]
+    pub mention: Option<Mention>,
+    /// Robots: the word the robot's keyword security (自定义关键词) requires.
+    #[serde(default)]
+    pub keyword: Option<String>,
+    /// Robots: the platform's budget of posts per minute (defaults 20 / 20 / 100).
+    #[serde(default)]
+    pub max_per_minute: Option<u32>,
+    /// `json`: a JSON pointer into the answer that must be `true`, `0` or `"OK"`.
+    #[serde(default)]
+    pub success: Option<String>,
+}
+
+/// Who a group robot @-mentions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mention {
+    None,
+    Recipients,
+    All,
 }
 
 /// Body shape of a webhook.
@@ -491,15 +571,146 @@ pub enum WebhookFormat {
     Feishu,
 }
 
-/// `[channels.sms]`: an HTTP SMS gateway with a body template.
-#[derive(Debug, Clone, Deserialize)]
+/// `[channels.sms]`: one SMS provider. Which keys apply depends on
+/// `provider`; the channel builder checks them and says which one is missing.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
-    pub url: String,
-    /// Template with `{{phone}}` and `{{text}}` (JSON-escaped on substitution).
-    pub body: String,
+    #[serde(default)]
+    pub provider: SmsProvider,
+    /// `template`: the gateway URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `template`: the body, a minijinja template over the notification's fields.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `template`: extra request headers (e.g. Content-Type of a form body).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `aliyun`, `tencent`: the API endpoint (default the public one).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `aliyun`: AccessKey pair.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_secret: Option<String>,
+    /// `tencent`: API key pair.
+    #[serde(default)]
+    pub secret_id: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// `tencent`: SMS application id and region.
+    #[serde(default)]
+    pub sdk_app_id: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aliyun`, `tencent`: the approved signature (签名) and template.
+    #[serde(default)]
+    pub sign_name: Option<String>,
+    #[serde(default)]
+    pub template_code: Option<String>,
+    #[serde(default)]
+    pub template_id: Option<String>,
+    /// Template variables: a name → field table (aliyun) or a field list (tencent).
+    #[serde(default)]
+    pub params: Option<SmsParams>,
     #[serde(default = "default_send_timeout")]
     pub timeout: Dur,
+}
+
+/// `[channels.sms] provider`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsProvider {
+    /// Any HTTP gateway, body from a template (the original behaviour).
+    #[default]
+    Template,
+    /// Aliyun (阿里云短信) SendSms.
+    Aliyun,
+    /// Tencent Cloud (腾讯云短信) SendSms.
+    Tencent,
+    /// The box's own 4G module (PDU mode, UCS-2, long texts in parts; needs `[channels.modem]`).
+    Modem,
+}
+
+/// `[channels.sms] params`: named (aliyun) or positional (tencent) template variables.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SmsParams {
+    Named(BTreeMap<String, String>),
+    Positional(Vec<String>),
+}
+
+/// `[channels.modem]`: the 4G/LTE module (Quectel EC2x/EG9x class) on a serial port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemConfig {
+    /// The module's AT port, e.g. `/dev/ttyUSB2` (Quectel USB: the third interface).
+    pub device: String,
+    #[serde(default = "default_modem_baud")]
+    pub baud: u32,
+    /// Longest wait for the answer to one AT command; no answer means the module is gone.
+    #[serde(default = "default_at_timeout")]
+    pub at_timeout: Dur,
+    /// How long a call may ring before it counts as not answered.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout: Dur,
+    /// How long to wait for a key after the last reading of the message.
+    #[serde(default = "default_key_wait")]
+    pub key_wait: Dur,
+}
+
+fn default_modem_baud() -> u32 {
+    115_200
+}
+
+fn default_at_timeout() -> Dur {
+    Dur::from_secs(5)
+}
+
+fn default_ring_timeout() -> Dur {
+    Dur::from_secs(40)
+}
+
+fn default_key_wait() -> Dur {
+    Dur::from_secs(8)
+}
+
+/// `[channels.voice]`: calls that read the message aloud.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceConfig {
+    pub backend: VoiceBackend,
+    /// Calls after the first when nobody answers (busy or no answer).
+    #[serde(default = "default_voice_retries")]
+    pub retries: u32,
+    /// Wait between those calls.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: Dur,
+    /// How many times the message is read on one call.
+    #[serde(default = "default_play_times")]
+    pub play_times: u32,
+}
+
+fn default_voice_retries() -> u32 {
+    2
+}
+
+fn default_retry_after() -> Dur {
+    Dur::from_secs(60)
+}
+
+fn default_play_times() -> u32 {
+    2
+}
+
+/// `[channels.voice] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceBackend {
+    /// The module of `[channels.modem]`.
+    Modem,
 }
 
 /// `[channels.mqtt]`: alarm events on the broker; always on.
@@ -650,6 +861,9 @@ pub struct Device {
     pub location: String,
     #[serde(default)]
     pub transport: DeviceTransport,
+    /// GB/T 26875 component overrides (defaults by kind and position).
+    #[serde(default)]
+    pub gb26875: Option<Gb26875Device>,
 }
 
 /// How a device reaches the gateway: `"mqtt"` or `{ modbus = {...} }`.
@@ -1003,4 +1217,120 @@ pub struct RoleTargets {
     pub ack_target: Option<Dur>,
     #[serde(default)]
     pub resolve_target: Option<Dur>,
+}
+
+// ---- `[gb26875]` and the per-device `gb26875 = {…}` (checks: config/gb26875.rs) ----
+
+/// `[gb26875]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gb26875Config {
+    /// The centre, `tcp://host:port`.
+    pub centre: CentreEndpoint,
+    /// This box's address (six bytes, sent little-endian).
+    pub address: u64,
+    /// The centre's address.
+    pub centre_address: u64,
+    /// An empty send-data frame when nothing else was sent for this long.
+    #[serde(default = "default_gb_heartbeat")]
+    pub heartbeat: Dur,
+    /// How long to wait for the centre's confirm.
+    #[serde(default = "default_gb_timeout")]
+    pub timeout: Dur,
+    /// Resends after a deny or timeout before the link is reset.
+    #[serde(default = "default_gb_retries")]
+    pub retries: u32,
+}
+
+fn default_gb_heartbeat() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_gb_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_gb_retries() -> u32 {
+    3
+}
+
+/// `tcp://host:port`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CentreEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for CentreEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tcp://{}:{}", self.host, self.port)
+    }
+}
+
+impl CentreEndpoint {
+    /// Parses `tcp://host:port` (IPv6 hosts in brackets).
+    pub fn parse(s: &str) -> Result<CentreEndpoint, String> {
+        let rest = s
+            .strip_prefix("tcp://")
+            .ok_or_else(|| format!("centre {s:?} must be tcp://host:port"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("centre {s:?} has no port (write tcp://host:port)"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("centre {s:?} has no host"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("centre {s:?}: port {port:?} is not 1-65535"))?;
+        Ok(CentreEndpoint {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CentreEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CentreEndpoint::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Per-device overrides: `gb26875 = { system_type = 1, system_address = 1,
+/// component_type = 42, component_address = "10-2" }`; each field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gb26875Device {
+    #[serde(default)]
+    pub system_type: Option<u8>,
+    #[serde(default)]
+    pub system_address: Option<u8>,
+    #[serde(default)]
+    pub component_type: Option<u8>,
+    #[serde(default, deserialize_with = "component_address")]
+    pub component_address: Option<gb26875::ComponentAddress>,
+}
+
+/// Parses "zone-position", e.g. "10-2".
+pub fn parse_component_address(s: &str) -> Result<gb26875::ComponentAddress, String> {
+    let bad = || {
+        format!(
+            "component_address {s:?} must be \"zone-position\" with both 0-65535, e.g. \"10-2\""
+        )
+    };
+    let (z, p) = s.split_once('-').ok_or_else(bad)?;
+    Ok(gb26875::ComponentAddress {
+        zone: z.trim().parse().map_err(|_| bad())?,
+        position: p.trim().parse().map_err(|_| bad())?,
+    })
+}
+
+fn component_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<gb26875::ComponentAddress>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_component_address(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }

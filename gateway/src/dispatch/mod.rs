@@ -5,6 +5,7 @@
 
 pub mod limit;
 pub mod plan;
+pub mod retry;
 pub mod sender;
 pub mod upstream;
 
@@ -47,6 +48,9 @@ pub struct DeliveryRecord {
     pub attempts: u32,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The receiver's refusal code of the last failure (`310000`, `isv.…`, `http_503`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     pub at: EpochMs,
 }
 
@@ -62,6 +66,7 @@ impl DeliveryRecord {
             status: DeliveryStatus::Pending,
             attempts: 0,
             last_error: None,
+            code: None,
             at: n.created,
         }
     }

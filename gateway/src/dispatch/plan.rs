@@ -35,11 +35,18 @@ struct Reach<'a> {
 impl Reach<'_> {
     fn address(&self, kind: ChannelKind) -> Option<&str> {
         match kind {
-            ChannelKind::Sms => self.phone,
+            // A landline gets no SMS: the person moves to their next channel.
+            ChannelKind::Sms => self
+                .phone
+                .filter(|p| crate::util::number::classify(p).takes_sms()),
+            ChannelKind::Voice => self.phone,
             ChannelKind::Email => self.email,
             ChannelKind::Webhook => self.webhook,
             ChannelKind::Console => Some(self.name),
-            ChannelKind::Mqtt | ChannelKind::Sounder | ChannelKind::Upstream => None,
+            ChannelKind::Mqtt
+            | ChannelKind::Sounder
+            | ChannelKind::Upstream
+            | ChannelKind::Gb26875 => None,
         }
     }
 }
@@ -64,6 +71,7 @@ fn people<'a>(cfg: &'a Config, alarm: &Alarm, role: Role) -> Vec<Reach<'a>> {
         return Vec::new();
     };
     let contact_ids: Vec<&String> = match role {
+        Role::Resident => return residents(hh),
         Role::Family => hh.family.iter().collect(),
         Role::Neighbour => return neighbours(cfg, &hh.neighbours),
         Role::GridWorker | Role::Director | Role::FireBrigade => match cfg.grid(&hh.grid) {
@@ -93,14 +101,22 @@ fn neighbours<'a>(cfg: &'a Config, households: &[String]) -> Vec<Reach<'a>> {
     households
         .iter()
         .filter_map(|id| cfg.household(id))
-        .flat_map(|h| {
-            h.residents.iter().enumerate().map(move |(i, r)| Reach {
-                id: format!("{}.r{}", h.id, i + 1),
-                name: &r.name,
-                phone: r.phone.as_deref(),
-                email: r.email.as_deref(),
-                webhook: None,
-            })
+        .flat_map(residents)
+        .collect()
+}
+
+/// The residents of one household, with the same `{household}.r{n}` ids
+/// (1-based), so a resident is one person whether told as resident or neighbour.
+fn residents(h: &crate::config::Household) -> Vec<Reach<'_>> {
+    h.residents
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Reach {
+            id: format!("{}.r{}", h.id, i + 1),
+            name: &r.name,
+            phone: r.phone.as_deref(),
+            email: r.email.as_deref(),
+            webhook: None,
         })
         .collect()
 }
@@ -187,7 +203,21 @@ pub fn recipients_for_event(
         EventKind::Raised | EventKind::Escalated | EventKind::Reminder => {
             route_recipients(cfg, alarm, avail)
         }
-        EventKind::Resolved => alarm.recipients.clone(),
+        // The all-clear is not worth waking anyone with a call: it goes on
+        // the person's next channel when they have one.
+        EventKind::Resolved => alarm
+            .recipients
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                if p.channel == ChannelKind::Voice && !p.fallbacks.is_empty() {
+                    let (channel, address) = p.fallbacks.remove(0);
+                    p.channel = channel;
+                    p.address = address;
+                }
+                p
+            })
+            .collect(),
         EventKind::Acked | EventKind::Cleared | EventKind::Verified => alarm
             .recipients
             .iter()
@@ -236,6 +266,7 @@ pub fn notifications(
         actor: input.actor.clone(),
         cause,
         note,
+        robot_mentions: Vec::new(),
         sounder: None,
     };
     let view = alarm.view();
@@ -251,6 +282,9 @@ pub fn notifications(
                 .filter(|o| o.recipient.contact_id != p.recipient.contact_id)
                 .map(|o| o.recipient.name.clone())
                 .collect();
+            if p.channel == ChannelKind::Webhook {
+                ctx.robot_mentions = robot_mentions(cfg, planned, &p.address);
+            }
             Notification {
                 delivery_id,
                 event: input.event,
@@ -266,17 +300,27 @@ pub fn notifications(
         .collect();
     let mut ctx = context;
     ctx.others_notified = planned.iter().map(|o| o.recipient.name.clone()).collect();
-    let machines: &[ChannelKind] = if cfg.gateway.upstream.is_some() {
-        &[ChannelKind::Mqtt, ChannelKind::Upstream]
-    } else {
-        &[ChannelKind::Mqtt]
-    };
-    for &channel in machines {
+    let mut machines = vec![ChannelKind::Mqtt];
+    if cfg.gateway.upstream.is_some() {
+        machines.push(ChannelKind::Upstream);
+    }
+    // The monitoring centre hears of state changes only (raised, cleared,
+    // resolved), for devices of the component table: all of them by default.
+    if cfg.gateway.gb26875.is_some()
+        && crate::config::gb26875::mapping::component_status(view.kind, input.event).is_some()
+    {
+        machines.push(ChannelKind::Gb26875);
+    }
+    for channel in machines {
         out.push(Notification {
             delivery_id: ulid::Ulid::new().to_string(),
             event: input.event,
             alarm: view.clone(),
-            recipient: broker_recipient(),
+            recipient: if channel == ChannelKind::Gb26875 {
+                centre_recipient()
+            } else {
+                broker_recipient()
+            },
             channel,
             address: String::new(),
             ack_url: format!("{base_url}/"),
@@ -285,6 +329,18 @@ pub fn notifications(
         });
     }
     out
+}
+
+/// Phones of everybody planned on webhook `hook` (a group robot posts once
+/// per event and @-mentions them all); the channel keeps only mobiles.
+fn robot_mentions(cfg: &Config, planned: &[Planned], hook: &str) -> Vec<String> {
+    let mut phones: Vec<String> = planned
+        .iter()
+        .filter(|o| o.channel == ChannelKind::Webhook && o.address == hook)
+        .filter_map(|o| cfg.contact(&o.recipient.contact_id)?.phone.clone())
+        .collect();
+    phones.dedup();
+    phones
 }
 
 /// Linked sounders (联动): on a raised smoke or fire alarm of a severity in
@@ -359,6 +415,15 @@ fn sounder_entry(
             ..MessageContext::default()
         },
         created: at,
+    }
+}
+
+/// The pseudo-recipient of GB/T 26875 frames: the city fire remote-monitoring centre.
+pub fn centre_recipient() -> Recipient {
+    Recipient {
+        contact_id: "gb26875".into(),
+        role: Role::FireBrigade,
+        name: "消防远程监控中心".into(),
     }
 }
 

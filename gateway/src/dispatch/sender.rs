@@ -1,22 +1,22 @@
 //! The sender: every outbox entry gets its own task, so one slow SMTP server
 //! or webhook never delays another channel or another alarm. Retries use
-//! capped exponential backoff with jitter; a permanent failure (or a channel
-//! that keeps failing) moves the recipient to their next channel.
+//! capped exponential backoff with jitter; a final refusal (or
+//! `[channels] max_attempts` failed tries) moves the recipient to their next
+//! channel (`retry`).
 
+pub use super::retry::backoff;
+use super::retry::{Next, RetryPolicy};
 use super::{DeliveryRecord, DeliveryStatus, Outgoing};
 use crate::channels::{self, Channels, SendError};
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{now_ms, ChannelKind};
 use crate::notification::Notification;
 use crate::store::{Pending, Store};
-use rand::Rng;
 use rumqttc::{AsyncClient, QoS};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 
-/// Tries on one channel before a recipient with a fallback is moved to it.
-const TRIES_BEFORE_FALLBACK: u32 = 3;
 /// Most sends in flight at once (bounded like everything else in the pipe).
 const MAX_IN_FLIGHT: usize = 512;
 
@@ -61,10 +61,7 @@ impl EventPublisher {
                 body.to_string(),
             )
             .await
-            .map_err(|e| SendError {
-                retryable: true,
-                reason: format!("mqtt publish: {e}"),
-            })
+            .map_err(|e| SendError::retryable(format!("mqtt publish: {e}")))
     }
 
     /// Tells one detector to stop sounding: `{"cmd":"silence","alarm_id":…}`.
@@ -82,10 +79,7 @@ impl EventPublisher {
                 body.to_string(),
             )
             .await
-            .map_err(|e| SendError {
-                retryable: true,
-                reason: format!("mqtt publish: {e}"),
-            })
+            .map_err(|e| SendError::retryable(format!("mqtt publish: {e}")))
     }
 
     /// The topic of one alarm's events.
@@ -101,10 +95,7 @@ impl EventPublisher {
         if let Some(obj) = body.as_object_mut() {
             obj.remove("recipient");
         }
-        let payload = serde_json::to_vec(&body).map_err(|e| SendError {
-            retryable: false,
-            reason: e.to_string(),
-        })?;
+        let payload = serde_json::to_vec(&body).map_err(|e| SendError::permanent(e.to_string()))?;
         self.client
             .publish(
                 self.topic_for(&n.alarm.id),
@@ -113,10 +104,7 @@ impl EventPublisher {
                 payload,
             )
             .await
-            .map_err(|e| SendError {
-                retryable: true,
-                reason: format!("mqtt publish: {e}"),
-            })
+            .map_err(|e| SendError::retryable(format!("mqtt publish: {e}")))
     }
 }
 
@@ -130,6 +118,8 @@ pub struct Sender {
     limit: Arc<Semaphore>,
     /// Wakes the in-order upstream forwarder, when `[upstream]` is configured.
     upstream: Option<Arc<tokio::sync::Notify>>,
+    /// Wakes the GB/T 26875 link, when `[gb26875]` is configured.
+    gb26875: Option<Arc<tokio::sync::Notify>>,
     health: crate::health::Health,
     changes: crate::alarms::Changes,
 }
@@ -150,9 +140,16 @@ impl Sender {
             metrics,
             limit: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             upstream,
+            gb26875: None,
             health: crate::health::Health::new(),
             changes: crate::alarms::Changes::new(),
         }
+    }
+
+    /// Hands `gb26875` entries to the monitoring-centre link (it reads them from the store).
+    pub fn with_gb26875(mut self, wake: Arc<tokio::sync::Notify>) -> Sender {
+        self.gb26875 = Some(wake);
+        self
     }
 
     /// Announces every delivery outcome on `changes` (the duty board shows delivered/failed live).
@@ -199,6 +196,16 @@ impl Sender {
                 }
                 continue;
             }
+            if p.item.notification.channel == ChannelKind::Gb26875 {
+                // In order, fires first: the link reads these from the store.
+                match &self.gb26875 {
+                    Some(wake) => wake.notify_one(),
+                    None => tracing::warn!(
+                        "monitoring-centre frame in the outbox but no [gb26875] configured; kept for when it is"
+                    ),
+                }
+                continue;
+            }
             // The in-flight limit is taken per attempt inside `deliver`, not
             // for the task's life: a delivery waiting out its backoff (a dead
             // webhook) must not hold a slot, or 512 of them stall the sender,
@@ -224,7 +231,8 @@ impl Sender {
         }
     }
 
-    /// Delivers one entry until it is sent or has definitely failed.
+    /// Delivers one entry until the receiver confirmed it or it has
+    /// definitely failed; [`RetryPolicy`] decides after each failed try.
     async fn deliver(&self, p: Pending) {
         let Pending { key, item } = p;
         let Outgoing {
@@ -232,6 +240,7 @@ impl Sender {
             mut fallbacks,
         } = item;
         let role = (!n.channel.is_machine()).then_some(n.recipient.role);
+        let policy = RetryPolicy::new(self.channels.max_attempts());
         let mut record = DeliveryRecord::pending(&n);
         let mut tries_here = 0u32;
         loop {
@@ -242,42 +251,49 @@ impl Sender {
                 Err(_) => return,
             };
             record.at = now_ms();
-            match result {
+            let e = match result {
                 Ok(()) => {
                     self.metrics.notification(n.channel, role, Outcome::Sent);
                     record.status = DeliveryStatus::Sent;
                     record.last_error = None;
+                    record.code = None;
                     self.finish(key, &record, true);
                     return;
                 }
-                Err(e) => {
-                    let reason = channels::mask(&e.reason);
-                    record.last_error = Some(reason.clone());
-                    let move_on = !fallbacks.is_empty()
-                        && (!e.retryable || tries_here >= TRIES_BEFORE_FALLBACK);
-                    if move_on {
-                        self.metrics.notification(n.channel, role, Outcome::Failed);
-                        record.status = DeliveryStatus::Failed;
-                        self.finish(key, &record, false);
-                        let (channel, address) = fallbacks.remove(0);
-                        tracing::warn!(delivery = %n.delivery_id, from = n.channel.as_str(), to = channel.as_str(), error = %reason, "falling back to next channel");
-                        n.channel = channel;
-                        n.address = address;
-                        record = DeliveryRecord::pending(&n);
-                        tries_here = 0;
-                        continue;
-                    }
-                    if !e.retryable {
-                        self.metrics.notification(n.channel, role, Outcome::Failed);
-                        record.status = DeliveryStatus::Failed;
-                        tracing::error!(delivery = %n.delivery_id, channel = n.channel.as_str(), error = %reason, "notification failed permanently");
-                        self.finish(key, &record, true);
-                        return;
-                    }
+                Err(e) => e,
+            };
+            let reason = channels::mask(&e.reason);
+            record.last_error = Some(reason.clone());
+            record.code = e.code.clone();
+            if let Some(code) = &e.code {
+                self.metrics
+                    .receiver_refusals_total
+                    .with_label_values(&[n.channel.as_str(), self.channels.target(&n), code])
+                    .inc();
+            }
+            match policy.next(&e, tries_here, !fallbacks.is_empty()) {
+                Next::NextChannel => {
+                    self.metrics.notification(n.channel, role, Outcome::Failed);
+                    record.status = DeliveryStatus::Failed;
+                    self.finish(key, &record, false);
+                    let (channel, address) = fallbacks.remove(0);
+                    tracing::warn!(delivery = %n.delivery_id, from = n.channel.as_str(), to = channel.as_str(), code = e.code.as_deref().unwrap_or(""), error = %reason, "falling back to next channel");
+                    n.channel = channel;
+                    n.address = address;
+                    record = DeliveryRecord::pending(&n);
+                    tries_here = 0;
+                }
+                Next::GiveUp => {
+                    self.metrics.notification(n.channel, role, Outcome::Failed);
+                    record.status = DeliveryStatus::Failed;
+                    tracing::error!(delivery = %n.delivery_id, channel = n.channel.as_str(), code = e.code.as_deref().unwrap_or(""), error = %reason, "notification failed permanently");
+                    self.finish(key, &record, true);
+                    return;
+                }
+                Next::Retry(wait) => {
                     self.metrics.notification(n.channel, role, Outcome::Retried);
                     self.finish(key, &record, false);
-                    let wait = backoff(record.attempts);
-                    tracing::warn!(delivery = %n.delivery_id, channel = n.channel.as_str(), error = %reason, retry_in_ms = wait.as_millis() as u64, "notification failed; will retry");
+                    tracing::warn!(delivery = %n.delivery_id, channel = n.channel.as_str(), code = e.code.as_deref().unwrap_or(""), error = %reason, retry_in_ms = wait.as_millis() as u64, "notification failed; will retry");
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -295,33 +311,6 @@ impl Sender {
             self.metrics
                 .outbox_pending
                 .set(self.store.pending_len() as i64);
-        }
-    }
-}
-
-/// Capped exponential backoff with ±20 % jitter: 0.1 s, 0.2 s, 0.4 s … 30 s.
-/// The first retry is quick because a fire alarm that met one refused
-/// connection (a receiver restarting, a full accept queue) should not wait
-/// half a second; a receiver that stays down still gets one attempt per 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    let capped = base_ms.min(30_000) as f64;
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    Duration::from_millis((capped * jitter) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let first = backoff(1).as_millis();
-        assert!((80..=120).contains(&first), "{first}");
-        let fourth = backoff(4).as_millis();
-        assert!((640..=960).contains(&fourth), "{fourth}");
-        for a in [20, 64, u32::MAX] {
-            assert!(backoff(a).as_millis() <= 36_000);
         }
     }
 }

@@ -189,8 +189,8 @@ pub async fn run(cfg: DistrictConfig) -> Result<(), DistrictError> {
     let alarms: Vec<CompoundAlarm> = load_all(&db, "alarms");
     let commands: Vec<PendingCommand> = load_all(&db, "commands");
     let book = Book::new(d.sites.keys().cloned(), boxes, alarms, now);
-    let endpoint = crate::net::parse_url(&d.broker)
-        .map_err(|e| DistrictError::Broker(e.to_string()))?;
+    let endpoint =
+        crate::net::parse_url(&d.broker).map_err(|e| DistrictError::Broker(e.to_string()))?;
     let mut o = MqttOptions::new(
         format!("gridwatch-district-{}", d.id),
         endpoint.host.clone(),

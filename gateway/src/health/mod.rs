@@ -48,17 +48,21 @@ pub enum Stage {
     Dispatch,
     /// Store-and-forward to the district broker, when configured.
     Upstream,
+    /// The GB/T 26875 link to the fire monitoring centre, when configured.
+    Gb26875,
     /// The MQTT heartbeat publisher (the district's dead-man's switch).
     Heartbeat,
     /// Retention sweep and store size.
     Housekeeping,
     /// The HTTP server (API, `/readyz`, `/metrics`).
     Http,
+    /// Channels with a device of their own: the 4G modem answering AT.
+    Channels,
 }
 
 impl Stage {
     /// Every stage, in report order.
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Broker,
         Stage::Ingest,
         Stage::Store,
@@ -66,9 +70,11 @@ impl Stage {
         Stage::Alarms,
         Stage::Dispatch,
         Stage::Upstream,
+        Stage::Gb26875,
         Stage::Heartbeat,
         Stage::Housekeeping,
         Stage::Http,
+        Stage::Channels,
     ];
 
     /// Name in `/readyz`, logs and the `stage` metric label.
@@ -81,9 +87,11 @@ impl Stage {
             Stage::Alarms => "alarms",
             Stage::Dispatch => "dispatch",
             Stage::Upstream => "upstream",
+            Stage::Gb26875 => "gb26875",
             Stage::Heartbeat => "heartbeat",
             Stage::Housekeeping => "housekeeping",
             Stage::Http => "http",
+            Stage::Channels => "channels",
         }
     }
 
@@ -114,6 +122,9 @@ struct Inner {
     conditions: Mutex<[Option<String>; N]>,
     /// `Some(reason)` once a supervised task died.
     failed: Mutex<[Option<String>; N]>,
+    /// `Some(what)` while a stage serves in a degraded state (e.g. the store
+    /// was found damaged and rebuilt): shown, but still ready.
+    degraded: Mutex<[Option<String>; N]>,
     wedged: [AtomicBool; N],
     /// Set at shutdown: stage tasks ending from then on are expected.
     stopping: AtomicBool,
@@ -132,6 +143,8 @@ pub struct StageStatus {
 pub struct Report {
     pub ready: bool,
     pub stages: Vec<StageStatus>,
+    /// `(stage, what)` of every stage that serves degraded (ready, but not whole).
+    pub degraded: Vec<(Stage, String)>,
 }
 
 impl Report {
@@ -148,19 +161,41 @@ impl Report {
             .join("; ")
     }
 
-    /// `{"ready":…, "stages": {"rules": "ok" | reason, …}}`: the `/readyz` body.
+    /// `{"ready":…, "stages": {"rules": "ok" | reason | "degraded: …", …}}`
+    /// (the `/readyz` body), plus `"degraded": {"store": "…"}` when a stage
+    /// serves degraded.
     pub fn to_json(&self) -> serde_json::Value {
+        let degraded = |st: Stage| {
+            self.degraded
+                .iter()
+                .find(|(s, _)| *s == st)
+                .map(|(_, d)| format!("degraded: {d}"))
+        };
         let stages: serde_json::Map<String, serde_json::Value> = self
             .stages
             .iter()
             .map(|s| {
                 (
                     s.stage.as_str().to_string(),
-                    serde_json::Value::String(s.problem.clone().unwrap_or_else(|| "ok".into())),
+                    serde_json::Value::String(
+                        s.problem
+                            .clone()
+                            .or_else(|| degraded(s.stage))
+                            .unwrap_or_else(|| "ok".into()),
+                    ),
                 )
             })
             .collect();
-        serde_json::json!({ "ready": self.ready, "stages": stages })
+        let mut body = serde_json::json!({ "ready": self.ready, "stages": stages });
+        if !self.degraded.is_empty() {
+            body["degraded"] = self
+                .degraded
+                .iter()
+                .map(|(s, d)| (s.as_str().to_string(), serde_json::Value::String(d.clone())))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        body
     }
 }
 
@@ -181,6 +216,7 @@ impl Health {
                 expects_beat: std::array::from_fn(|_| AtomicBool::new(false)),
                 conditions: Mutex::new(std::array::from_fn(|_| None)),
                 failed: Mutex::new(std::array::from_fn(|_| None)),
+                degraded: Mutex::new(std::array::from_fn(|_| None)),
                 wedged: std::array::from_fn(|_| AtomicBool::new(false)),
                 stopping: AtomicBool::new(false),
             }),
@@ -218,6 +254,18 @@ impl Health {
     pub fn set(&self, stage: Stage, state: Result<(), String>) {
         if let Ok(mut c) = self.inner.conditions.lock() {
             c[stage.idx()] = state.err();
+        }
+    }
+
+    /// Marks a stage as serving degraded (stays ready; `/readyz` and the
+    /// board say what). Kept for the life of the process: the store's damage
+    /// is history the people on duty must see, not a passing state.
+    pub fn degrade(&self, stage: Stage, what: String) {
+        if let Ok(mut d) = self.inner.degraded.lock() {
+            d[stage.idx()] = Some(match d[stage.idx()].take() {
+                Some(before) => format!("{before}; {what}"),
+                None => what,
+            });
         }
     }
 
@@ -269,9 +317,21 @@ impl Health {
                 StageStatus { stage, problem }
             })
             .collect();
+        let degraded = self
+            .inner
+            .degraded
+            .lock()
+            .map(|d| {
+                Stage::ALL
+                    .into_iter()
+                    .filter_map(|s| d[s.idx()].clone().map(|w| (s, w)))
+                    .collect()
+            })
+            .unwrap_or_default();
         Report {
             ready: stages.iter().all(|s| s.problem.is_none()),
             stages,
+            degraded,
         }
     }
 }
@@ -332,12 +392,25 @@ pub fn probe_store(store: &crate::store::Store) -> Result<(), String> {
     store
         .alarm("readyz-probe")
         .map(|_| ())
-        .map_err(|e| format!("unreadable: {e}"))
+        .map_err(|e| format!("unreadable: {e}"))?;
+    // A journal that stopped mirroring the store cannot rebuild it: not ready.
+    store.journal_problem().map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn degraded_store_stays_ready_and_says_so() {
+        let h = Health::new();
+        h.degrade(Stage::Store, "damage found".into());
+        let r = h.report(now_ms());
+        assert!(r.ready, "degraded is still serving: {r:?}");
+        let j = r.to_json();
+        assert_eq!(j["stages"]["store"], "degraded: damage found");
+        assert_eq!(j["degraded"]["store"], "damage found");
+    }
 
     #[test]
     fn fresh_registry_is_ready() {

@@ -1,14 +1,28 @@
-//! The embedded MQTT broker (rumqttd). It is transport, never storage:
-//! rumqttd keeps nothing on disk, so everything that must survive lives in
-//! our store. `Broker::start` blocks and has no shutdown, so it runs on its
-//! own OS thread for the life of the process.
+//! The embedded MQTT broker (rumqttd, patched: `vendor/rumqttd`). It is
+//! transport, never storage: rumqttd keeps nothing on disk, so everything
+//! that must survive lives in our store. `Broker::start` blocks and has no
+//! shutdown, so it runs on its own OS thread for the life of the process.
+//!
+//! Start order: gridwatch's own client connects to an *internal* loopback
+//! listener that is open from the start; the device listeners (3.1.1, TLS,
+//! MQTT 5) bind their ports only when [`Embedded::open_device_listeners`]
+//! is called, after gridwatch's subscription is proven to exist. Before, a
+//! detector publishing the instant the port opened got its PUBACK and its
+//! reading went nowhere.
+//!
+//! Supervision: when the router or any listener thread ends (returns or
+//! panics) the `on_thread_exit` callback runs at once; the daemon exits
+//! non-zero there, since rumqttd cannot be restarted in-process (no shutdown,
+//! ports held by the threads that are still alive).
 
 use super::device_auth::DeviceAuth;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
+use rumqttd::{Broker, Config, ConnectionSettings, Hooks, RouterConfig, ServerSettings, TlsConfig};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// How the embedded broker is secured: logins (when users are configured)
 /// and an optional TLS listener.
@@ -18,6 +32,8 @@ pub struct Security {
     pub auth: Option<Arc<DeviceAuth>>,
     /// TLS listener address, PEM certificate chain and key paths.
     pub tls: Option<(SocketAddr, String, String)>,
+    /// MQTT 5 listener address (`[mqtt] listen_v5`).
+    pub v5: Option<SocketAddr>,
 }
 
 /// How much of the recent uplink stream the broker keeps in memory, as
@@ -62,13 +78,29 @@ pub enum BrokerError {
     NotReady(SocketAddr),
     #[error("cannot start broker thread: {0}")]
     Thread(std::io::Error),
+    #[error("no free loopback port for the broker's internal listener: {0}")]
+    InternalPort(std::io::Error),
 }
+
+/// Listener names (rumqttd `ServerSettings::name`, also the thread names).
+const INTERNAL: &str = "gridwatch-internal";
+const DEVICES_V4: &str = "gridwatch-v4";
+const DEVICES_TLS: &str = "gridwatch-v4-tls";
+const DEVICES_V5: &str = "gridwatch-v5";
+
+/// Called with a broker thread's name when it ends.
+pub type OnThreadExit = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Broker-side payload limit: above ours, so an oversize reading reaches the
 /// gateway and is counted as `too_large` instead of dropping the device's link.
 const BROKER_MAX_PAYLOAD: usize = 256 * 1024;
 
-fn broker_config(listen: SocketAddr, sec: &Security, buffer: Buffer) -> Config {
+fn broker_config(
+    listen: SocketAddr,
+    internal: SocketAddr,
+    sec: &Security,
+    buffer: Buffer,
+) -> Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: BROKER_MAX_PAYLOAD,
@@ -97,20 +129,42 @@ fn broker_config(listen: SocketAddr, sec: &Security, buffer: Buffer) -> Config {
     }
     let mut v4 = HashMap::new();
     v4.insert(
+        "internal".to_string(),
+        ServerSettings {
+            name: INTERNAL.into(),
+            listen: internal,
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: connections.clone(),
+        },
+    );
+    v4.insert(
         "tcp".to_string(),
         ServerSettings {
-            name: "gridwatch-v4".into(),
+            name: DEVICES_V4.into(),
             listen,
             tls: None,
             next_connection_delay_ms: 1,
             connections: connections.clone(),
         },
     );
+    let v5 = sec.v5.map(|addr| {
+        HashMap::from([(
+            "tcp".to_string(),
+            ServerSettings {
+                name: DEVICES_V5.into(),
+                listen: addr,
+                tls: None,
+                next_connection_delay_ms: 1,
+                connections: connections.clone(),
+            },
+        )])
+    });
     if let Some((addr, cert, key)) = &sec.tls {
         v4.insert(
             "tls".to_string(),
             ServerSettings {
-                name: "gridwatch-v4-tls".into(),
+                name: DEVICES_TLS.into(),
                 listen: *addr,
                 tls: Some(TlsConfig::Rustls {
                     capath: None,
@@ -136,55 +190,106 @@ fn broker_config(listen: SocketAddr, sec: &Security, buffer: Buffer) -> Config {
             shared_subscriptions_strategy: Default::default(),
         },
         v4: Some(v4),
+        v5,
         ..Default::default()
     }
 }
 
-/// Starts the broker on `listen` and waits until it accepts connections.
-/// Returns the loopback address local clients should use.
-pub fn start(listen: &str) -> Result<SocketAddr, BrokerError> {
-    start_secured(listen, &Security::default(), Buffer::default())
+/// The running embedded broker.
+pub struct Embedded {
+    /// Where gridwatch's own client connects (loopback, open from the start).
+    pub internal: SocketAddr,
+    /// Loopback address of the 3.1.1 device listener: where the canary connects.
+    pub devices: SocketAddr,
+    /// The MQTT 5 device listener, when configured.
+    pub devices_v5: Option<SocketAddr>,
+    gate: watch::Sender<bool>,
+    refuse_new: Arc<AtomicBool>,
 }
 
-/// [`start`] with logins and TLS as `sec` says, keeping `buffer` of recent uplinks.
+impl Embedded {
+    /// Binds the device listeners (3.1.1, TLS, MQTT 5) and waits until the
+    /// 3.1.1 one accepts connections. Call once gridwatch's own subscription
+    /// exists. A port taken in the meantime ends its listener thread, which
+    /// the exit callback reports.
+    pub async fn open_device_listeners(&self) -> Result<(), BrokerError> {
+        self.gate.send_replace(true);
+        let local = self.devices;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(local).await.is_ok() {
+                tracing::info!(devices = %local, v5 = ?self.devices_v5, "device listeners open (gridwatch's subscription is in place)");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(BrokerError::NotReady(local))
+    }
+
+    /// Test hook: while the returned flag is set, every listener closes
+    /// each new connection at once and connections already open (gridwatch's
+    /// own) keep working: the failure only a fresh client sees, as the canary
+    /// is meant to.
+    pub fn refuse_handle(&self) -> Arc<AtomicBool> {
+        self.refuse_new.clone()
+    }
+}
+
+/// Starts the broker with logins, TLS and MQTT 5 as `sec` says, keeping
+/// `buffer` of recent uplinks; `on_exit` runs when any broker thread ends.
+/// Returns once the internal listener accepts connections.
 pub fn start_secured(
     listen: &str,
     sec: &Security,
     buffer: Buffer,
-) -> Result<SocketAddr, BrokerError> {
+    on_exit: OnThreadExit,
+) -> Result<Embedded, BrokerError> {
     let addr: SocketAddr = listen
         .parse()
         .map_err(|_| BrokerError::BadAddress(listen.to_string()))?;
-    // Fail clearly when the port is taken, instead of connecting to someone else's broker.
-    drop(TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
-    if let Some((tls_addr, _, _)) = &sec.tls {
-        drop(
-            TcpListener::bind(tls_addr).map_err(|source| BrokerError::Bind {
-                addr: *tls_addr,
-                source,
-            })?,
-        );
+    // Fail clearly when a port is taken, instead of connecting to someone else's broker.
+    let extra = [sec.tls.as_ref().map(|t| t.0), sec.v5];
+    for a in std::iter::once(addr).chain(extra.into_iter().flatten()) {
+        drop(TcpListener::bind(a).map_err(|source| BrokerError::Bind { addr: a, source })?);
     }
-    let cfg = broker_config(addr, sec, buffer);
+    let internal = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(BrokerError::InternalPort)?;
+    let cfg = broker_config(addr, internal, sec, buffer);
+    let (gate, gate_rx) = watch::channel(false);
+    let refuse_new = Arc::new(AtomicBool::new(false));
+    let hooks = Hooks {
+        on_thread_exit: Some(on_exit.clone()),
+        gated: vec![DEVICES_V4.into(), DEVICES_TLS.into(), DEVICES_V5.into()],
+        gate: Some(gate_rx),
+        refuse_new: refuse_new.clone(),
+    };
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
-            let mut broker = Broker::new(cfg);
+            let mut broker = Broker::with_hooks(cfg, hooks);
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
+            // start() returns only when every listener thread has ended.
+            on_exit("mqtt-broker");
         })
         .map_err(BrokerError::Thread)?;
-    let local = loopback_of(addr);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&local, Duration::from_millis(200)).is_ok() {
-            tracing::info!(%addr, "embedded MQTT broker listening");
-            return Ok(local);
+        if TcpStream::connect_timeout(&internal, Duration::from_millis(200)).is_ok() {
+            tracing::info!(%internal, "embedded MQTT broker up (internal listener); device listeners wait for gridwatch's subscription");
+            return Ok(Embedded {
+                internal,
+                devices: loopback_of(addr),
+                devices_v5: sec.v5.map(loopback_of),
+                gate,
+                refuse_new,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(BrokerError::NotReady(addr))
+    Err(BrokerError::NotReady(internal))
 }
 
 /// `0.0.0.0:p` → `127.0.0.1:p` (and `[::]` → `[::1]`): where our own client connects.
@@ -204,13 +309,69 @@ mod tests {
     #[test]
     fn the_buffer_setting_sizes_the_brokers_commit_log() {
         let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
-        let small = broker_config(addr, &Security::default(), Buffer::from_mib(2));
+        let small = broker_config(addr, addr, &Security::default(), Buffer::from_mib(2));
         assert_eq!(small.router.max_segment_size, 512 * 1024);
         assert_eq!(small.router.max_segment_count, 4);
-        let default = broker_config(addr, &Security::default(), Buffer::default());
+        let default = broker_config(addr, addr, &Security::default(), Buffer::default());
         assert_eq!(
             default.router.max_segment_size * default.router.max_segment_count,
             16 * 1024 * 1024
         );
+    }
+
+    fn exits() -> (OnThreadExit, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let hook: OnThreadExit = Arc::new(move |name: &str| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(name.to_string());
+            }
+        });
+        (hook, rx)
+    }
+
+    #[test]
+    fn device_listener_opens_only_when_asked() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let (hook, exits) = exits();
+        let listen = format!("127.0.0.1:{port}");
+        let b = start_secured(&listen, &Security::default(), Buffer::from_mib(1), hook).unwrap();
+        assert!(TcpStream::connect_timeout(&b.internal, Duration::from_secs(2)).is_ok());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            TcpStream::connect_timeout(&b.devices, Duration::from_millis(500)).is_err(),
+            "the device port must stay closed before the gate opens"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(b.open_device_listeners()).unwrap();
+        assert!(TcpStream::connect_timeout(&b.devices, Duration::from_secs(2)).is_ok());
+        assert!(exits.try_recv().is_err(), "no broker thread ended");
+        std::mem::forget(b);
+    }
+
+    #[test]
+    fn a_broker_thread_that_ends_is_reported_at_once() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let (hook, exits) = exits();
+        let listen = format!("127.0.0.1:{port}");
+        let b = start_secured(&listen, &Security::default(), Buffer::from_mib(1), hook).unwrap();
+        // Someone takes the device port after the start check: opening the
+        // gate makes the device listener thread fail to bind and end.
+        let _thief = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        b.gate.send_replace(true);
+        let name = exits
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the exit hook runs when a listener thread ends");
+        assert_eq!(name, DEVICES_V4);
+        std::mem::forget(b);
     }
 }

@@ -1,10 +1,24 @@
 //! The MQTT source: one rumqttc connection to the embedded or an external
-//! broker. The event loop is polled in its own task and never awaits
-//! anything but the network and a bounded hand-off; subscriptions are renewed
-//! on every ConnAck (a clean session forgets them); reconnects back off with
-//! jitter; QoS-1 readings are acked only after they are in the rules stage's
-//! queue, so a crash before that makes the broker deliver them again.
+//! broker. The event loop is polled in its own task; subscriptions are
+//! renewed on every ConnAck (a clean session forgets them); reconnects back
+//! off with jitter.
+//!
+//! The alarm lane starts here, where the process first sees a message: the
+//! event loop sorts each publish by [`overload::urgent_hint`] (bytes only, no
+//! JSON) into an urgent and a telemetry hand-off to the parser. It waits for
+//! room in the urgent one and never for the telemetry one (a full telemetry
+//! hand-off sheds the publish, counted), so a telemetry flood can never stop
+//! the connection reading, let the broker's backlog overflow and skip an
+//! alarm with it.
+//!
+//! Acks: from the embedded broker gridwatch subscribes at QoS 0 (see
+//! [`subscription_qos`]): the broker lives and dies with this process, so an
+//! ack protects nothing, and acks capped the flow. With an external broker
+//! (QoS 1, persistent session) a publish is acked by the event loop once it
+//! is in a hand-off queue or deliberately shed, so a crash before that makes
+//! the broker deliver it again.
 
+use super::overload::{self, CoalescingQueue};
 use super::payload::{self, Parsed, TopicKind};
 use super::vendor::{self, Formats};
 use super::{Input, Lanes};
@@ -51,12 +65,13 @@ pub fn endpoint(
     }
 }
 
-/// Builds the client and its event loop.
-pub fn client(ep: &Endpoint, client_id: &str) -> (AsyncClient, EventLoop) {
+/// Builds the client and its event loop; `manual_acks` for an external broker
+/// (see the module docs).
+pub fn client(ep: &Endpoint, client_id: &str, manual_acks: bool) -> (AsyncClient, EventLoop) {
     let mut o = MqttOptions::new(client_id, ep.host.clone(), ep.port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_session(false);
-    o.set_manual_acks(true);
+    o.set_manual_acks(manual_acks);
     o.set_max_packet_size(512 * 1024, 512 * 1024);
     o.set_inflight(200);
     if let Some((u, p)) = &ep.credentials {
@@ -72,35 +87,126 @@ pub fn client(ep: &Endpoint, client_id: &str) -> (AsyncClient, EventLoop) {
 /// Connection state, for `/readyz`.
 pub type Connected = watch::Sender<bool>;
 
-/// Polls the event loop forever: forwards incoming publishes to the handler.
+/// The event loop's two hand-offs to the [`Handler`].
+pub struct Handoff {
+    /// Publishes that may carry an alarm or a status: waited for, never shed.
+    pub urgent: mpsc::Sender<Publish>,
+    /// Everything else, each topic's latest: never waited for.
+    pub telemetry: Arc<CoalescingQueue<Publish>>,
+}
+
+/// Capacity of the urgent hand-off channel to the handler.
+pub const URGENT_HANDOFF: usize = 1024;
+
+/// The receiving ends of a [`Handoff`].
+pub struct HandoffRx {
+    pub urgent: mpsc::Receiver<Publish>,
+    pub telemetry: Arc<CoalescingQueue<Publish>>,
+}
+
+impl Handoff {
+    /// The hand-offs, counting what the telemetry one sheds in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> (Handoff, HandoffRx) {
+        let (urgent, urgent_rx) = mpsc::channel(URGENT_HANDOFF);
+        let telemetry = CoalescingQueue::new(
+            overload::MAX_PENDING_DEVICES,
+            overload::MAX_PENDING_RAW_BYTES,
+            metrics,
+        );
+        (
+            Handoff {
+                urgent,
+                telemetry: telemetry.clone(),
+            },
+            HandoffRx {
+                urgent: urgent_rx,
+                telemetry,
+            },
+        )
+    }
+
+    /// Hands `p` on by its [`overload::urgent_hint`]; false when the handler is gone.
+    async fn pass(&self, p: Publish) -> bool {
+        if overload::urgent_hint(&p.topic, &p.payload) {
+            // Older telemetry of the same topic must not reach the rules after it.
+            self.telemetry.supersede(&p.topic);
+            return self.urgent.send(p).await.is_ok();
+        }
+        let weight = p.topic.len() + p.payload.len();
+        let topic = p.topic.clone();
+        self.telemetry.push(&topic, p, weight);
+        true
+    }
+}
+
+/// Manual acks sent from the event loop task itself: it must never await
+/// the client's request channel (only this task drains it), so an ack that
+/// does not fit now waits here and is retried before the next poll.
+#[derive(Default)]
+struct Acks {
+    waiting: std::collections::VecDeque<(QoS, u16)>,
+}
+
+impl Acks {
+    fn ack(&mut self, client: &AsyncClient, qos: QoS, pkid: u16) {
+        self.waiting.push_back((qos, pkid));
+        self.flush(client);
+    }
+
+    fn flush(&mut self, client: &AsyncClient) {
+        while let Some(&(qos, pkid)) = self.waiting.front() {
+            let mut bare = Publish::new("", qos, Vec::new());
+            bare.pkid = pkid;
+            if client.try_ack(&bare).is_err() {
+                return;
+            }
+            self.waiting.pop_front();
+        }
+    }
+}
+
+/// Polls the event loop forever: hands incoming publishes to the handler.
 /// `config` names the vendor format filters subscribed beside `sensors/#`.
 pub async fn run_event_loop(
     client: AsyncClient,
     mut el: EventLoop,
-    to_handler: mpsc::Sender<Publish>,
+    to_handler: Handoff,
     connected: Arc<Connected>,
     config: watch::Receiver<Arc<Config>>,
 ) {
+    let manual_acks = el.mqtt_options.manual_acks();
+    let qos = subscription_qos(manual_acks);
+    let mut acks = Acks::default();
     let mut failures: u32 = 0;
     loop {
+        acks.flush(&client);
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
+                // Packet ids of the old connection mean nothing now: the
+                // broker sends what was unacked again.
+                acks.waiting.clear();
                 connected.send_replace(true);
                 tracing::info!("connected to MQTT broker");
                 // All of `sensors/#`, so that a device publishing on a wrong
                 // topic is counted (bad_topic) instead of silently unheard.
-                if let Err(e) = client.try_subscribe(vendor::NATIVE_FILTER, QoS::AtLeastOnce) {
+                if let Err(e) = client.try_subscribe(vendor::NATIVE_FILTER, qos) {
                     tracing::error!(error = %e, "cannot subscribe");
                 }
                 for filter in format_filters(&config.borrow()) {
-                    if let Err(e) = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce) {
+                    if let Err(e) = client.try_subscribe(filter.as_str(), qos) {
                         tracing::error!(error = %e, %filter, "cannot subscribe to a vendor format topic");
                     }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if to_handler.send(p).await.is_err() {
+                if manual_acks {
+                    let (qos, pkid) = (p.qos, p.pkid);
+                    if !to_handler.pass(p).await {
+                        return;
+                    }
+                    acks.ack(&client, qos, pkid);
+                } else if !to_handler.pass(p).await {
                     return;
                 }
             }
@@ -113,6 +219,22 @@ pub async fn run_event_loop(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// QoS of gridwatch's own subscriptions. QoS 1 with an external broker, whose
+/// persistent session delivers again what was not acked. QoS 0 from the
+/// embedded broker: it lives in this process, so its redelivery protects
+/// nothing a crash would not take anyway, and at QoS 1 rumqttd sends a
+/// subscriber at most 100 unacknowledged publishes, whose acks queue in its
+/// router behind the devices' publishes; under a flood that cap made
+/// gridwatch's subscription fall out of the broker's log (readings and
+/// alarms skipped) while gridwatch itself sat idle.
+pub fn subscription_qos(manual_acks: bool) -> QoS {
+    if manual_acks {
+        QoS::AtLeastOnce
+    } else {
+        QoS::AtMostOnce
     }
 }
 
@@ -137,12 +259,16 @@ fn format_filters(cfg: &Config) -> Vec<String> {
 /// Follows config reloads: subscribes the topics of added vendor formats and
 /// unsubscribes those of removed ones, so a format change needs no restart.
 /// (The event loop subscribes the current set again on every ConnAck.)
-pub async fn follow_format_topics(client: AsyncClient, mut config: watch::Receiver<Arc<Config>>) {
+pub async fn follow_format_topics(
+    client: AsyncClient,
+    qos: QoS,
+    mut config: watch::Receiver<Arc<Config>>,
+) {
     let mut current = format_filters(&config.borrow_and_update());
     while config.changed().await.is_ok() {
         let next = format_filters(&config.borrow_and_update());
         for filter in next.iter().filter(|f| !current.contains(f)) {
-            match client.subscribe(filter.as_str(), QoS::AtLeastOnce).await {
+            match client.subscribe(filter.as_str(), qos).await {
                 Ok(()) => tracing::info!(%filter, "vendor format topic subscribed"),
                 Err(e) => {
                     tracing::error!(error = %e, %filter, "cannot subscribe to a vendor format topic")
@@ -162,9 +288,8 @@ pub async fn follow_format_topics(client: AsyncClient, mut config: watch::Receiv
 }
 
 /// Turns publishes into inputs: checks topic, size, JSON and device, counts
-/// what it refuses, and acks each message after it is queued (or refused).
+/// what it refuses, and files each input on its lane.
 pub struct Handler {
-    client: AsyncClient,
     lanes: Lanes,
     config: watch::Receiver<Arc<Config>>,
     metrics: Arc<Metrics>,
@@ -173,6 +298,8 @@ pub struct Handler {
     rates: DeviceRates,
     /// Vendor formats compiled from the config they came from.
     formats: (Arc<Config>, Arc<Formats>),
+    /// Where canary messages go (never to the rules).
+    canary: Option<super::canary::Tap>,
 }
 
 /// Per-device ingest buckets, one for telemetry and one for urgent readings
@@ -217,7 +344,6 @@ impl DeviceRates {
 impl Handler {
     /// A handler feeding `lanes`.
     pub fn new(
-        client: AsyncClient,
         lanes: Lanes,
         config: watch::Receiver<Arc<Config>>,
         metrics: Arc<Metrics>,
@@ -229,7 +355,6 @@ impl Handler {
         let current = config.borrow().clone();
         let formats = (current.clone(), compile_formats(&current));
         Handler {
-            client,
             lanes,
             config,
             metrics,
@@ -237,26 +362,44 @@ impl Handler {
             quiet: RejectLog::default(),
             rates: DeviceRates::new(rate, burst),
             formats,
+            canary: None,
         }
     }
 
-    /// Runs until the event loop stops.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Publish>) {
-        while let Some(p) = rx.recv().await {
-            let input = self.accept(&p, now_ms());
-            if let Some(input) = input {
+    /// Hands canary messages ([`super::canary::TOPIC`]) to `tap`.
+    pub fn with_canary(mut self, tap: super::canary::Tap) -> Handler {
+        self.canary = Some(tap);
+        self
+    }
+
+    /// Runs until the event loop stops: urgent publishes first, then telemetry.
+    pub async fn run(mut self, mut rx: HandoffRx) {
+        loop {
+            let p = tokio::select! {
+                biased;
+                p = rx.urgent.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+                p = rx.telemetry.recv() => p,
+            };
+            if let Some(input) = self.accept(&p, now_ms()) {
                 if !self.lanes.send(input).await {
                     return;
                 }
-            }
-            if let Err(e) = self.client.ack(&p).await {
-                tracing::warn!(error = %e, "cannot ack MQTT message");
             }
         }
     }
 
     /// Validates one publish; `None` when it is refused (and counted).
     fn accept(&mut self, p: &Publish, now: EpochMs) -> Option<Input> {
+        if p.topic == super::canary::TOPIC {
+            // The ingress canary's proof of passage: never a reading.
+            if let Some(tap) = &self.canary {
+                tap.seen(&p.payload);
+            }
+            return None;
+        }
         if p.topic.ends_with("/command") {
             // Our own downlink (linked sounders), seen because we listen on sensors/#.
             return None;
@@ -485,12 +628,18 @@ device = "/id"
         std::fs::write(dir.path().join("gateway.toml"), gateway).unwrap();
         let cfg = Config::load_with_env(&dir.path().join("gateway.toml"), &|_| None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let (client, _el) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 10);
         let (priority, _) = mpsc::channel(1);
-        let (normal, _) = mpsc::channel(1);
         let (_tx, rx) = watch::channel(Arc::new(cfg));
         let metrics = Metrics::new();
-        let h = Handler::new(client, Lanes { priority, normal }, rx, metrics.clone());
+        let telemetry = overload::TelemetryQueue::new(16, usize::MAX, metrics.clone());
+        let h = Handler::new(
+            Lanes {
+                priority,
+                telemetry,
+            },
+            rx,
+            metrics.clone(),
+        );
         (h, dir, metrics)
     }
 

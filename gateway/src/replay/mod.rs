@@ -337,6 +337,7 @@ mod tests {
                 household: "h".into(),
                 location: String::new(),
                 transport: DeviceTransport::Mqtt,
+                gb26875: None,
             }],
             contacts: vec![],
         }

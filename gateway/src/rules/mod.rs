@@ -31,7 +31,6 @@ use crate::config::{DeviceKind, Override, Registry, Rules};
 use crate::model::{AlarmKind, Condition, EpochMs, Flag, Reading, Severity};
 use correlation::Household;
 use device_state::{DeviceRules, Settled, Slot, Stamp};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -75,59 +74,7 @@ pub struct TrendChange {
     pub within_ms: i64,
 }
 
-/// Why a condition changed, for logs, replay output and the alarm timeline;
-/// stored in the alarm record as its `trigger` rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalCause {
-    /// A value crossed a configured level.
-    Threshold,
-    /// A device flag (smoke_alarm, fault, tamper, low_battery).
-    Flag,
-    /// Residual current slow rise.
-    Rise,
-    /// Residual current sudden step.
-    Step,
-    /// Temperature rate of rise.
-    RateOfRise,
-    /// No reading for `heartbeat.mqtt`.
-    Heartbeat,
-    /// The device's status topic said offline.
-    StatusOffline,
-    /// `heartbeat.modbus_failures` consecutive failed polls.
-    PollFailures,
-    /// Fire confirmed by several detectors or smoke plus heat.
-    Correlation,
-    /// Not a decision: a reading of a condition already firing, forwarded by
-    /// the rules stage so the open alarm's value and peak follow it.
-    Repeat,
-}
-
-impl SignalCause {
-    /// Wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignalCause::Threshold => "threshold",
-            SignalCause::Flag => "flag",
-            SignalCause::Rise => "rise",
-            SignalCause::Step => "step",
-            SignalCause::RateOfRise => "rate_of_rise",
-            SignalCause::Heartbeat => "heartbeat",
-            SignalCause::StatusOffline => "status_offline",
-            SignalCause::PollFailures => "poll_failures",
-            SignalCause::Correlation => "correlation",
-            SignalCause::Repeat => "repeat",
-        }
-    }
-
-    /// True for the trend rules: their figures are a change over a window, not a level.
-    pub fn is_trend(self) -> bool {
-        matches!(
-            self,
-            SignalCause::Rise | SignalCause::Step | SignalCause::RateOfRise
-        )
-    }
-}
+pub use crate::model::SignalCause;
 
 /// Rule evaluation for every registered device; one owner (the rules stage), no locks.
 #[derive(Debug, Clone)]

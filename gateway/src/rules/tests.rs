@@ -15,6 +15,7 @@ fn device(id: &str, kind: DeviceKind, household: &str) -> Device {
         household: household.into(),
         location: String::new(),
         transport: DeviceTransport::Mqtt,
+        gb26875: None,
     }
 }
 

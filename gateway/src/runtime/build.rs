@@ -24,6 +24,8 @@ pub struct Parts {
     pub mqtt_listen: SocketAddr,
     /// `[mqtt.tls]`: listener address, certificate and key paths.
     pub mqtt_tls: Option<(SocketAddr, String, String)>,
+    /// `[mqtt] listen_v5`: the MQTT 5 listener, when configured.
+    pub mqtt_v5: Option<SocketAddr>,
     /// `[mqtt] external`, when the embedded broker is off.
     pub external: Option<Endpoint>,
     /// `[upstream]`.
@@ -53,6 +55,11 @@ pub fn build(cfg: &Config) -> Result<Parts, ConfigErrors> {
         socket_addr(cfg, &["mqtt", "tls", "listen"], &t.listen, &mut errors)
             .map(|a| (a, t.cert.clone(), t.key.clone()))
     });
+    let mqtt_v5 = gw
+        .mqtt
+        .listen_v5
+        .as_ref()
+        .and_then(|a| socket_addr(cfg, &["mqtt", "listen_v5"], a, &mut errors));
     let http_listen = socket_addr(cfg, &["http", "listen"], &gw.http.listen, &mut errors);
     if let Err(reason) = http_url(&gw.http.public_url) {
         errors.push(cfg.gateway_error(
@@ -127,6 +134,7 @@ pub fn build(cfg: &Config) -> Result<Parts, ConfigErrors> {
                 channels,
                 mqtt_listen,
                 mqtt_tls,
+                mqtt_v5,
                 external,
                 upstream,
                 http_listen,
@@ -220,8 +228,9 @@ fn channel_error(cfg: &Config, e: &ChannelError) -> ConfigError {
         ChannelError::SmtpUrl { .. } => vec!["channels", "email", "smtp"],
         ChannelError::EmailFrom { .. } => vec!["channels", "email", "from"],
         ChannelError::WebhookUrl { name, .. } => vec!["channels", "webhook", name, "url"],
-        ChannelError::SmsUrl { .. } => vec!["channels", "sms", "url"],
-        ChannelError::SmsTemplate { .. } => vec!["channels", "sms", "body"],
+        ChannelError::Webhook { name, key, .. } => vec!["channels", "webhook", name, key],
+        ChannelError::Sms { key, .. } => vec!["channels", "sms", key],
+        ChannelError::MaxAttempts => vec!["channels", "max_attempts"],
         _ => vec!["channels"],
     };
     cfg.gateway_error(&keys, e.to_string())

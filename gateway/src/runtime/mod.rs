@@ -8,6 +8,7 @@ pub mod build;
 /// The device table moved to the rules stage that writes it.
 pub use crate::rules::devices;
 pub mod rules_stage;
+pub mod store_damage;
 
 use crate::ack_link::AckSigner;
 use crate::alarms::AlarmsStage;
@@ -19,6 +20,7 @@ use crate::dispatch::upstream::Upstream;
 use crate::dispatch::{EventPublisher, Sender};
 use crate::health::{heartbeat, sd_notify, supervise, Health, Stage};
 use crate::ingest::device_auth::{DeviceAuth, InternalCredential};
+use crate::ingest::overload::{self, TelemetryQueue, MAX_PENDING_DEVICES};
 use crate::ingest::{broker, mqtt, Lanes};
 use crate::metrics::Metrics;
 use crate::net::Endpoint;
@@ -33,11 +35,10 @@ use tokio::sync::{mpsc, watch};
 
 /// Capacities of the channels between stages: bounded everywhere.
 const PRIORITY_LANE: usize = 1024;
-const NORMAL_LANE: usize = 8192;
 const SIGNALS: usize = 4096;
 const COMMANDS: usize = 64;
 const TO_SENDER: usize = 1024;
-const MQTT_HANDOFF: usize = 1024;
+const CALL_REPORTS: usize = 64;
 
 /// Why the daemon could not start. Each message is complete on its own (it
 /// names its cause), so the binary prints it once, without the source chain.
@@ -82,6 +83,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         channels,
         mqtt_listen,
         mqtt_tls,
+        mqtt_v5,
         external,
         upstream,
         http_listen,
@@ -92,34 +94,47 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let notifier = sd_notify::Notifier::from_env();
     let data_dir = config.data_dir();
     let (store, report) = Store::open(&data_dir)?;
-    if let Some(aside) = &report.moved_aside {
-        metrics.store_recovered_total.inc();
-        tracing::error!(moved_to = %aside.display(), "STORE WAS UNREADABLE: started empty; old data kept aside for inspection");
-    }
+    store_damage::announce_open(&report, &metrics, &health);
     let signer = AckSigner::new(store.secret("ack-link-key")?);
     let site = config.gateway.site.clone();
     let mqtt_cfg = config.gateway.mqtt.clone();
-    let (security, internal) = broker_security(&mqtt_cfg, mqtt_tls);
-    let endpoint = if mqtt_cfg.embedded {
-        let at = broker::start_secured(
+    let (security, internal) = broker_security(&mqtt_cfg, mqtt_tls, mqtt_v5);
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let embedded = if mqtt_cfg.embedded {
+        Some(broker::start_secured(
             &mqtt_listen.to_string(),
             &security,
             broker::Buffer::from_mib(mqtt_cfg.broker_buffer_mib),
-        )?;
-        Endpoint {
-            host: at.ip().to_string(),
-            port: at.port(),
-            credentials: internal.map(|c| (c.username, c.password)),
-        }
+            broker_thread_exit(stopping.clone()),
+        )?)
+    } else {
+        None
+    };
+    let credentials = internal.map(|c| (c.username, c.password));
+    // Our own client uses the internal listener; the canary uses the one devices use.
+    let (endpoint, canary_endpoint) = if let Some(e) = &embedded {
+        let at = |a: SocketAddr| Endpoint {
+            host: a.ip().to_string(),
+            port: a.port(),
+            credentials: credentials.clone(),
+        };
+        (at(e.internal), at(e.devices))
     } else {
         // `build` refuses `embedded = false` without a valid `external`.
-        external.ok_or_else(|| {
+        let ep = external.ok_or_else(|| {
             StartError::Config(ConfigErrors(vec![config.gateway_error(
                 &["mqtt", "external"],
                 "mqtt embedded = false needs `external = \"mqtt://host:port\"`",
             )]))
-        })?
+        })?;
+        (ep.clone(), ep)
     };
+    let mut channels = channels;
+    // Call outcomes go to the alarms stage like any person's action.
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
+    let (calls_tx, calls_rx) = mpsc::channel(CALL_REPORTS);
+    channels.start(health.clone(), calls_tx);
+    tokio::spawn(forward_calls(calls_rx, cmd_tx.clone()));
     let channels: Arc<Channels> = Arc::new(channels);
     let events_topic = events_topic.as_str().to_string();
     let selfwatch = config.gateway.selfwatch.clone();
@@ -127,13 +142,17 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let config_tx = Arc::new(config_tx);
 
     // MQTT source.
-    let (client, event_loop) = mqtt::client(&endpoint, &format!("gridwatch-{}", site.id));
+    let (client, event_loop) = mqtt::client(
+        &endpoint,
+        &format!("gridwatch-{}", site.id),
+        !mqtt_cfg.embedded,
+    );
     let (connected_tx, connected_rx) = watch::channel(false);
-    let (pub_tx, pub_rx) = mpsc::channel(MQTT_HANDOFF);
+    let (handoff, handoff_rx) = mqtt::Handoff::new(metrics.clone());
     let event_loop = tokio::spawn(mqtt::run_event_loop(
         client.clone(),
         event_loop,
-        pub_tx,
+        handoff,
         Arc::new(connected_tx),
         config_rx.clone(),
     ));
@@ -144,19 +163,39 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         "mqtt event loop",
         event_loop,
     );
+    // Not ready until the device listeners are open (embedded broker).
+    let (canary_tx, canary_rx) = watch::channel(
+        embedded
+            .is_some()
+            .then(|| "starting: device listeners not open yet".to_string()),
+    );
     supervise(
         &health,
         &metrics,
         Stage::Broker,
         "broker watch",
-        tokio::spawn(mirror_broker(connected_rx.clone(), health.clone())),
+        tokio::spawn(mirror_broker(
+            connected_rx.clone(),
+            canary_rx,
+            health.clone(),
+        )),
     );
     let (prio_tx, prio_rx) = mpsc::channel(PRIORITY_LANE);
-    let (norm_tx, norm_rx) = mpsc::channel(NORMAL_LANE);
+    let telemetry = TelemetryQueue::new(MAX_PENDING_DEVICES, usize::MAX, metrics.clone());
     let lanes = Lanes {
         priority: prio_tx,
-        normal: norm_tx,
+        telemetry: telemetry.clone(),
     };
+    supervise(
+        &health,
+        &metrics,
+        Stage::Ingest,
+        "shed log",
+        tokio::spawn(overload::run_shed_log(
+            metrics.clone(),
+            std::time::Duration::from_secs(60),
+        )),
+    );
     // Modbus source: same lanes as MQTT.
     crate::ingest::modbus::spawn(config_rx.clone(), lanes.clone(), metrics.clone());
     supervise(
@@ -166,12 +205,30 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         "vendor format topics",
         tokio::spawn(mqtt::follow_format_topics(
             client.clone(),
+            mqtt::subscription_qos(!mqtt_cfg.embedded),
             config_rx.clone(),
         )),
     );
-    let handler = mqtt::Handler::new(client.clone(), lanes, config_rx.clone(), metrics.clone());
-    let handler = tokio::spawn(handler.run(pub_rx));
+    let tap = crate::ingest::canary::Tap::default();
+    let handler =
+        mqtt::Handler::new(lanes, config_rx.clone(), metrics.clone()).with_canary(tap.clone());
+    let handler = tokio::spawn(handler.run(handoff_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
+    let refuse_new_mqtt = embedded.as_ref().map(|e| {
+        let flag = e.refuse_handle();
+        Arc::new(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+            as Arc<dyn Fn() + Send + Sync>
+    });
+    let ingress = tokio::spawn(open_ingress(
+        client.clone(),
+        tap,
+        embedded,
+        canary_endpoint,
+        (selfwatch.canary.std(), selfwatch.canary_timeout.std()),
+        canary_tx,
+        metrics.clone(),
+    ));
+    supervise(&health, &metrics, Stage::Broker, "ingress canary", ingress);
 
     // Rules.
     let devices = DeviceTable::default();
@@ -186,7 +243,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let rules = tokio::spawn(rules_stage::run(
         rules_stage::RulesInputs {
             priority: prio_rx,
-            normal: norm_rx,
+            telemetry,
             config: config_rx.clone(),
         },
         engine,
@@ -198,7 +255,6 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
 
     // Alarms and dispatch.
     let (send_tx, send_rx) = mpsc::channel(TO_SENDER);
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let changes = crate::alarms::Changes::new();
     let stage = AlarmsStage::new(
         config_rx.clone(),
@@ -246,7 +302,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         }
         None => None,
     };
-    let sender = Sender::new(
+    let mut sender = Sender::new(
         channels,
         publisher,
         store.clone(),
@@ -255,6 +311,35 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     )
     .with_health(health.clone())
     .with_changes(changes.clone());
+    // The fire monitoring centre (GB/T 26875.3), read at start.
+    let gb_cfg = config_rx.borrow().gateway.gb26875.clone();
+    let gb26875 = match gb_cfg {
+        Some(gb) => {
+            let (state, answers) = crate::gb26875::LinkState::new(gb.centre.to_string());
+            let wake = Arc::new(tokio::sync::Notify::new());
+            health.expect_beats(Stage::Gb26875);
+            let link = crate::gb26875::link::Link::new(
+                gb,
+                config_rx.clone(),
+                store.clone(),
+                metrics.clone(),
+                state.clone(),
+                answers,
+                wake.clone(),
+            )
+            .with_health(health.clone());
+            supervise(
+                &health,
+                &metrics,
+                Stage::Gb26875,
+                "gb26875 link",
+                tokio::spawn(link.run()),
+            );
+            sender = sender.with_gb26875(wake);
+            state
+        }
+        None => crate::gb26875::LinkState::disabled(),
+    };
     let pending = store.pending()?;
     metrics.outbox_pending.set(pending.len() as i64);
     let sender = tokio::spawn(sender.run(pending, send_rx));
@@ -276,6 +361,18 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         Stage::Heartbeat,
         "mqtt heartbeat",
         tokio::spawn(beats.run()),
+    );
+    supervise(
+        &health,
+        &metrics,
+        Stage::Store,
+        "store scrub and backups",
+        tokio::spawn(store_damage::watch(
+            store.clone(),
+            config_rx.clone(),
+            metrics.clone(),
+            health.clone(),
+        )),
     );
     let housekeeping = tokio::spawn(crate::housekeeping::run(
         store.clone(),
@@ -301,12 +398,14 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         broker_connected: connected_rx,
         health: health.clone(),
         test_hooks: opts.test_hooks,
+        refuse_new_mqtt,
         reload: {
             let tx = config_tx.clone();
             Arc::new(move || reload(&tx))
         },
         sessions: api::session::Sessions::default(),
         changes,
+        gb26875,
     };
     if opts.test_hooks {
         tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");
@@ -344,6 +443,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     }
 
     wait_for_shutdown(config_tx, store.clone()).await;
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     health.stop();
     notifier.notify("STOPPING=1");
     server_abort.abort();
@@ -381,22 +481,99 @@ fn upstream_beat(
     })
 }
 
-/// Mirrors the MQTT client's connection state into the health registry.
-async fn mirror_broker(mut connected: watch::Receiver<bool>, health: Health) {
-    loop {
-        let up = *connected.borrow_and_update();
-        health.set(
-            Stage::Broker,
-            if up {
-                Ok(())
-            } else {
-                Err("not connected".into())
-            },
-        );
-        if connected.changed().await.is_err() {
+/// Hands each call outcome to the alarms stage, which owns alarm state.
+async fn forward_calls(
+    mut rx: mpsc::Receiver<crate::channels::CallReport>,
+    commands: mpsc::Sender<crate::alarms::Command>,
+) {
+    while let Some(r) = rx.recv().await {
+        if commands
+            .send(crate::alarms::Command::Call(r))
+            .await
+            .is_err()
+        {
             return;
         }
     }
+}
+
+/// Mirrors the MQTT client's connection state and the ingress canary's
+/// verdict into the health registry's `broker` stage.
+async fn mirror_broker(
+    mut connected: watch::Receiver<bool>,
+    mut canary: watch::Receiver<Option<String>>,
+    health: Health,
+) {
+    loop {
+        let up = *connected.borrow_and_update();
+        let deaf = canary.borrow_and_update().clone();
+        health.set(
+            Stage::Broker,
+            match (up, deaf) {
+                (false, _) => Err("not connected".into()),
+                (true, Some(reason)) => Err(reason),
+                (true, None) => Ok(()),
+            },
+        );
+        tokio::select! {
+            r = connected.changed() => if r.is_err() { return },
+            r = canary.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Start order, then the canary: waits until gridwatch's own subscription
+/// is proven (a message of ours came back through it), only then opens the
+/// embedded broker's device listeners, then probes them (or the external
+/// broker) every `[selfwatch] canary`. Runs for the life of the daemon.
+async fn open_ingress(
+    client: rumqttc::AsyncClient,
+    tap: crate::ingest::canary::Tap,
+    embedded: Option<broker::Embedded>,
+    canary_at: mqtt::Endpoint,
+    (every, timeout): (std::time::Duration, std::time::Duration),
+    canary_state: watch::Sender<Option<String>>,
+    metrics: Arc<Metrics>,
+) {
+    if let Some(e) = &embedded {
+        crate::ingest::canary::wait_subscribed(&client, &tap).await;
+        match e.open_device_listeners().await {
+            Ok(()) => {
+                canary_state.send_replace(None);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "device listeners did not open");
+                canary_state.send_replace(Some(format!("device listener: {err}")));
+            }
+        }
+    }
+    if every.is_zero() {
+        tracing::warn!("ingress canary off ([selfwatch] canary = \"0s\")");
+        // Keep the broker's gate (in `embedded`) alive: dropping it closes
+        // the device listeners.
+        std::future::pending::<()>().await;
+    }
+    crate::ingest::canary::run(canary_at, tap, every, timeout, canary_state, metrics).await;
+    drop(embedded);
+}
+
+/// What happens when an embedded-broker thread ends while gridwatch runs:
+/// rumqttd cannot be restarted in-process (no shutdown; the threads still
+/// alive hold the ports), and running on with a dead router or listener is
+/// running deaf. So gridwatch exits non-zero (70) at once and systemd
+/// restarts it (`Restart=always`). Everything that must survive is in the
+/// store already.
+fn broker_thread_exit(stopping: Arc<std::sync::atomic::AtomicBool>) -> broker::OnThreadExit {
+    Arc::new(move |thread: &str| {
+        if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(
+            thread,
+            "EMBEDDED MQTT BROKER THREAD ENDED: devices cannot reach gridwatch; exiting (code 70) so systemd restarts it"
+        );
+        std::process::exit(70);
+    })
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the config on SIGHUP (a bad config is
@@ -456,6 +633,7 @@ pub fn reload(config_tx: &watch::Sender<Arc<Config>>) -> Result<Arc<Config>, Con
 fn broker_security(
     m: &crate::config::MqttConfig,
     tls: Option<(SocketAddr, String, String)>,
+    v5: Option<SocketAddr>,
 ) -> (broker::Security, Option<InternalCredential>) {
     let mut sec = broker::Security::default();
     let mut internal = None;
@@ -465,5 +643,6 @@ fn broker_security(
         internal = Some(cred);
     }
     sec.tls = tls;
+    sec.v5 = v5;
     (sec, internal)
 }

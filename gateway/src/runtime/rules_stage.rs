@@ -1,10 +1,12 @@
-//! The rules stage task: drains the priority lane before telemetry, runs the
+//! The rules stage task: drains the priority lane before telemetry (each
+//! device's latest reading, see `ingest::overload`), runs the
 //! rule engine, and sends condition signals to the alarms stage on their own
 //! channel. A one-second clock drives heartbeat and hold checks, so offline
 //! alarms fire even when nothing else arrives.
 
 use super::devices::DeviceTable;
 use crate::config::Config;
+use crate::ingest::overload::TelemetryQueue;
 use crate::ingest::Input;
 use crate::model::{now_ms, AlarmKind, Condition, Flag, Metric, Reading};
 use crate::rules::{RuleEngine, Signal, SignalCause};
@@ -15,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 /// Inputs of the stage.
 pub struct RulesInputs {
     pub priority: mpsc::Receiver<Input>,
-    pub normal: mpsc::Receiver<Input>,
+    pub telemetry: Arc<TelemetryQueue>,
     pub config: watch::Receiver<Arc<Config>>,
 }
 
@@ -34,7 +36,7 @@ pub async fn run(
         let input = tokio::select! {
             biased;
             Some(i) = inputs.priority.recv() => i,
-            Some(i) = inputs.normal.recv() => i,
+            r = inputs.telemetry.recv() => Input::Reading(r),
             _ = clock.tick() => {
                 health.beat(crate::health::Stage::Rules).await;
                 let now = now_ms();

@@ -171,9 +171,12 @@ impl Store {
         if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
             return Err(BackupError::NotEmpty(dir.to_path_buf()));
         }
-        let store = Store::open_at(dir)?;
+        let mut store = Store::open_at(dir)?;
         let counts = store.import(input)?;
         store.db.flush().map_err(sled_err("flush restore"))?;
+        // A journal of its own: a stale one beside `dir` (from a store that
+        // was there before) must not be taken for this store's record.
+        store.rewrite_journal(dir)?;
         Ok(counts)
     }
 
@@ -250,6 +253,101 @@ impl Store {
     }
 }
 
+/// File names of scheduled backups: `gridwatch-<UTC stamp>.jsonl` sort by time.
+const PREFIX: &str = "gridwatch-";
+const SUFFIX: &str = ".jsonl";
+
+impl Store {
+    /// A scheduled backup: written to a temporary file in `dir`, synced,
+    /// verified by restoring it into a scratch store and comparing the counts,
+    /// then renamed into place; the oldest beyond `keep` are removed. A backup
+    /// that fails verification is deleted and reported, never kept as good.
+    /// Blocking (reads the whole store): run it off the runtime.
+    pub fn backup_verified(
+        &self,
+        dir: &Path,
+        keep: usize,
+    ) -> Result<(PathBuf, Counts), BackupError> {
+        std::fs::create_dir_all(dir)?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let name = format!("{PREFIX}{stamp}{SUFFIX}");
+        let tmp = dir.join(format!(".{name}.partial"));
+        let written = (|| {
+            let f = std::fs::File::create(&tmp)?;
+            set_private(&f);
+            let mut w = std::io::BufWriter::new(f);
+            let counts = self.backup_to(&mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            let scratch = tempfile::tempdir_in(dir)?;
+            let read = std::io::BufReader::new(std::fs::File::open(&tmp)?);
+            let back = Store::restore_from(read, &scratch.path().join("verify"))?;
+            if back != counts {
+                return Err(BackupError::Bad {
+                    line: 0,
+                    why: format!("verification restored {back:?}, the store wrote {counts:?}"),
+                });
+            }
+            Ok(counts)
+        })();
+        let counts = match written {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let path = dir.join(&name);
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+        prune(dir, keep.max(1))?;
+        Ok((path, counts))
+    }
+}
+
+/// Removes the oldest scheduled backups beyond `keep`.
+fn prune(dir: &Path, keep: usize) -> Result<(), BackupError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+        .collect();
+    names.sort();
+    let drop = names.len().saturating_sub(keep);
+    for n in &names[..drop] {
+        std::fs::remove_file(dir.join(n))?;
+    }
+    Ok(())
+}
+
+/// The scheduled backups in `dir`, oldest first.
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(PREFIX) && n.ends_with(SUFFIX))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[cfg(unix)]
+fn set_private(f: &std::fs::File) {
+    use std::os::unix::fs::PermissionsExt;
+    // Phone numbers and the ack-link key are inside.
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn set_private(_: &std::fs::File) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +372,30 @@ mod tests {
         assert_eq!(r, c);
         let (back, _) = Store::open(&into).unwrap();
         assert_eq!(back.secret("ack-link-key").unwrap(), key);
+    }
+
+    #[test]
+    fn scheduled_backups_are_verified_and_pruned() {
+        let (d, s) = store_with_meta();
+        let dir = d.path().join("backups");
+        let mut made = Vec::new();
+        for _ in 0..4 {
+            let (p, c) = s.backup_verified(&dir, 2).unwrap();
+            assert_eq!(c.meta, 1);
+            made.push(p);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            list(&dir),
+            made[2..].to_vec(),
+            "only the newest two are kept"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(
+            leftovers.len(),
+            2,
+            "no partial files or scratch stores left"
+        );
     }
 
     #[test]

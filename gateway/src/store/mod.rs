@@ -7,6 +7,12 @@
 //! is how the alarms stage batches under load. An alarm and the notifications
 //! of its event are written in one transaction, so a crash never keeps one
 //! without the other.
+//!
+//! Every write to the alarm, outbox, delivery, link and meta trees is also
+//! appended to an independent checksummed journal ([`journal`]), synced by
+//! the same `flush`. [`Store::open`] compares the two and rebuilds a store
+//! that lost records ([`integrity`]); the scrub repeats the check while the
+//! daemon runs.
 
 use crate::ack_link::AckClaims;
 use crate::alarms::Alarm;
@@ -15,8 +21,14 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub mod backup;
+pub mod integrity;
+pub mod journal;
+
+pub use integrity::{Damage, DamageKind, Recovery};
+use journal::{Journal, Op};
 
 /// Store failures, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +64,8 @@ pub enum StoreError {
     Missing { path: PathBuf },
     #[error("the store at {} is in use by another process (a running gridwatch daemon?): sled allows one process at a time", path.display())]
     Locked { path: PathBuf },
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
 }
 
 fn sled_err(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
@@ -75,40 +89,138 @@ pub struct Store {
     /// delivery id → the alarm, person and role its ack link stands for.
     links: sled::Tree,
     meta: sled::Tree,
+    /// The independent record; `None` only for operator commands run on a
+    /// store that has none yet.
+    journal: Option<Arc<Journal>>,
 }
 
-/// What `open` had to do to give a usable store.
+/// What `open` found and had to do to give a usable store.
 #[derive(Debug, Default)]
 pub struct OpenReport {
-    /// Set when the existing store could not be opened and was moved here.
+    /// Set when the existing store was moved here (unreadable or lost records).
     pub moved_aside: Option<PathBuf>,
+    /// Every damage found; empty when the store holds all it committed.
+    pub damage: Vec<Damage>,
+    /// Set when the store was rebuilt from the journal and what was left.
+    pub recovery: Option<Recovery>,
+    /// Where a damaged or foreign journal was moved.
+    pub journal_aside: Option<PathBuf>,
 }
 
 impl Store {
-    /// Opens (or creates) the store. If sled cannot open an existing directory
-    /// (spacejam/sled#1533: corruption after abrupt stops is reported), the
-    /// directory is moved aside and an empty store is started: an alarm gateway
-    /// that refuses to start protects nobody. The caller must say so loudly.
+    /// Opens (or creates) the store and checks it against its journal.
+    ///
+    /// sled opening is not proof of anything: after a torn write it truncates
+    /// its log and opens without a word (spacejam/sled#1533). So the journal
+    /// is replayed and compared; if sled cannot open, or lacks what it had
+    /// committed, the directory is moved aside and a fresh store is rebuilt
+    /// from the journal and what the damaged one still yields. A damaged
+    /// journal is moved aside and rewritten from the store. An alarm gateway
+    /// that refuses to start protects nobody: the caller must announce every
+    /// entry of [`OpenReport::damage`] loudly.
     pub fn open(path: &Path) -> Result<(Store, OpenReport), StoreError> {
-        match Self::open_at(path) {
-            Ok(s) => Ok((s, OpenReport::default())),
-            Err(first) if path.exists() => {
-                let aside = aside_path(path);
-                std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                tracing::error!(error = %first, moved_to = %aside.display(), "store unreadable; moved aside, starting empty");
-                let s = Self::open_at(path)?;
-                Ok((
-                    s,
-                    OpenReport {
-                        moved_aside: Some(aside),
-                    },
-                ))
-            }
-            Err(e) => Err(e),
+        let jpath = journal::path_for(path);
+        let mut report = OpenReport::default();
+        let mut replay = journal::read(&jpath)?;
+        if let Some(d) = replay.as_ref().and_then(|r| r.damage.clone()) {
+            report.damage.push(Damage {
+                kind: DamageKind::JournalDamaged,
+                detail: format!("{}: {d}", jpath.display()),
+            });
         }
+        // sled has panicked on some damaged files: that is a damaged store
+        // too, not a gateway that will not start.
+        let opened = std::panic::catch_unwind(|| Self::open_at(path)).unwrap_or_else(|_| {
+            Err(StoreError::Sled {
+                op: "open (sled panicked reading its files)",
+                source: sled::Error::Unsupported("panic while opening".into()),
+            })
+        });
+        let store = match opened {
+            Ok(s) => {
+                match (s.journal_id(), &replay) {
+                    (Some(_), None) => report.damage.push(Damage {
+                        kind: DamageKind::JournalMissing,
+                        detail: format!("{} is gone", jpath.display()),
+                    }),
+                    (Some(id), Some(r)) if r.damage.is_none() && r.id != id => {
+                        report.damage.push(Damage {
+                            kind: DamageKind::JournalMissing,
+                            detail: format!(
+                                "{} belongs to another store (id {:x}, this store's journal is {id:x})",
+                                jpath.display(),
+                                r.id
+                            ),
+                        });
+                        replay = None;
+                    }
+                    _ => {}
+                }
+                let findings = replay.as_ref().map(|r| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        s.check(r, r.synced_upto)
+                    }))
+                    .unwrap_or_else(|_| integrity::Findings::panicked())
+                });
+                match findings {
+                    Some(f) if !f.is_empty() => {
+                        report.damage.push(Damage {
+                            kind: DamageKind::StoreLostRecords,
+                            detail: format!("{}: {}", path.display(), f.describe()),
+                        });
+                        Err(Some(s))
+                    }
+                    _ => Ok(s),
+                }
+            }
+            Err(e) if path.exists() => {
+                report.damage.push(Damage {
+                    kind: DamageKind::StoreUnreadable,
+                    detail: e.to_string(),
+                });
+                Err(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut store = match store {
+            Ok(s) => s,
+            Err(old) => {
+                let aside = integrity::aside_path(path, "broken");
+                let (salvage_from, aside) = match old {
+                    // Read what the damaged store still yields before it moves.
+                    Some(o) => {
+                        let snapshot = integrity::salvage_copy(o, path, &aside)?;
+                        (snapshot, aside)
+                    }
+                    None => {
+                        std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                        (None, aside)
+                    }
+                };
+                let (s, rec) = integrity::rebuild(path, &aside, salvage_from, replay.as_ref())?;
+                report.moved_aside = Some(aside);
+                report.recovery = Some(rec);
+                s
+            }
+        };
+        if replay.as_ref().is_some_and(|r| r.damage.is_some())
+            || report
+                .damage
+                .iter()
+                .any(|d| d.kind == DamageKind::JournalMissing && jpath.exists())
+        {
+            let aside = integrity::aside_path(&jpath, "broken");
+            std::fs::rename(&jpath, &aside).map_err(|source| StoreError::MoveAside {
+                path: jpath.clone(),
+                source,
+            })?;
+            report.journal_aside = Some(aside);
+        }
+        store.rewrite_journal(path)?;
+        Ok((store, report))
     }
 
     /// Opens an existing store for an operator command (e.g. `gridwatch
@@ -151,12 +263,49 @@ impl Store {
             links: tree("links")?,
             meta: tree("meta")?,
             db,
+            journal: None,
         })
     }
 
+    /// Appends `ops` to the journal. A failed append does not fail the write
+    /// (the alarm must still go out); it is logged and the journal reports
+    /// itself broken to the health probe.
+    fn log(&self, ops: &[Op]) {
+        if let Some(j) = &self.journal {
+            if let Err(e) = j.append(ops) {
+                tracing::error!(error = %e, "STORE JOURNAL APPEND FAILED: the store's independent record is incomplete");
+            }
+        }
+    }
+
+    /// Held across a sled write and its journal append (see [`Journal::writer`]).
+    fn gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+        self.journal.as_ref().map(|j| j.writer())
+    }
+
+    /// Why the journal no longer mirrors the store, if it does not.
+    pub fn journal_problem(&self) -> Option<String> {
+        self.journal
+            .as_ref()
+            .and_then(|j| j.broken())
+            .map(|e| format!("journal append failed: {e}"))
+    }
+
     /// Waits until everything written so far is on disk.
+    /// The journal is marked and synced after sled's flush returned.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let upto = self.journal.as_ref().map(|j| (j.clone(), j.position()));
         self.db.flush_async().await.map_err(sled_err("flush"))?;
+        if let Some((j, upto)) = upto {
+            let res = tokio::task::spawn_blocking(move || j.synced(upto)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "STORE JOURNAL SYNC FAILED: the store's independent record is incomplete")
+                }
+                Err(e) => tracing::error!(error = %e, "journal sync task failed"),
+            }
+        }
         Ok(())
     }
 
@@ -195,6 +344,19 @@ impl Store {
             ));
             pending.push(Pending { key, item: n });
         }
+        let mut ops = Vec::with_capacity(alarm_rows.len() + rows.len() * 3);
+        for (k, v) in &alarm_rows {
+            ops.push(op(0, k, Some(v)));
+        }
+        for (k, v, dk, dv, lk, lv) in &rows {
+            ops.push(op(1, k, Some(v)));
+            ops.push(op(2, dk, Some(dv)));
+            if let Some(lv) = lv {
+                ops.push(op(3, lk, Some(lv)));
+            }
+        }
+        let _gate = self.gate();
+        self.log(&ops);
         let res: Result<(), TransactionError<()>> =
             (&self.alarms, &self.outbox, &self.deliveries, &self.links).transaction(
                 |(ta, to, td, tl)| {
@@ -270,8 +432,15 @@ impl Store {
         record: &DeliveryRecord,
         done: bool,
     ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record)?;
+        let mut ops = vec![op(2, &record.key(), Some(&value))];
+        if done {
+            ops.push(op(1, &key.to_be_bytes(), None));
+        }
+        let _gate = self.gate();
+        self.log(&ops);
         self.deliveries
-            .insert(record.key(), serde_json::to_vec(record)?)
+            .insert(record.key(), value)
             .map_err(sled_err("write delivery"))?;
         if done {
             self.outbox
@@ -317,6 +486,8 @@ impl Store {
             .map_err(sled_err("read meta"))?
             .map(|v| v.to_vec())
             .unwrap_or_else(|| key.to_vec());
+        let _gate = self.gate();
+        self.log(&[op(4, name.as_bytes(), Some(&v))]);
         Ok(v)
     }
 
@@ -324,15 +495,18 @@ impl Store {
     /// Returns how many delivery records went with them.
     pub fn remove_alarms(&self, ids: &[String]) -> Result<usize, StoreError> {
         let mut deliveries = 0;
+        let _gate = self.gate();
         for id in ids {
             let prefix = format!("{id}/");
             for kv in self.deliveries.scan_prefix(prefix.as_bytes()) {
                 let (k, _) = kv.map_err(sled_err("read deliveries"))?;
+                self.log(&[op(2, &k, None)]);
                 self.deliveries
                     .remove(k)
                     .map_err(sled_err("remove delivery"))?;
                 deliveries += 1;
             }
+            self.log(&[op(0, id.as_bytes(), None)]);
             self.alarms
                 .remove(id.as_bytes())
                 .map_err(sled_err("remove alarm"))?;
@@ -346,19 +520,21 @@ impl Store {
     }
 }
 
+/// A journal op on journaled tree `tree` (index in [`journal::TREES`]).
+fn op(tree: u8, key: &[u8], value: Option<&[u8]>) -> Op {
+    Op {
+        tree,
+        key: key.to_vec(),
+        value: value.map(|v| v.to_vec()),
+    }
+}
+
 fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v).map_err(|source| StoreError::Decode {
         tree,
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })
-}
-
-fn aside_path(path: &Path) -> PathBuf {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".broken-{stamp}"));
-    path.with_file_name(name)
 }
 
 mod nonces;

@@ -3,7 +3,7 @@
 //! household's personal data. Kept apart from the alarm and outbox code so
 //! the transaction logic of `mod.rs` stays small.
 
-use super::{decode, sled_err, Store, StoreError};
+use super::{decode, op, sled_err, Store, StoreError};
 use crate::dispatch::Outgoing;
 use crate::model::EpochMs;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<PurgeReport, StoreError> {
         let mut rep = PurgeReport::default();
+        let _gate = (!dry_run).then(|| self.gate()).flatten();
         let ids: Vec<String> = self
             .alarms()?
             .into_iter()
@@ -104,6 +105,7 @@ impl Store {
                 let (k, _) = kv.map_err(sled_err("read deliveries"))?;
                 rep.deliveries += 1;
                 if !dry_run {
+                    self.log(&[op(2, &k, None)]);
                     self.deliveries
                         .remove(k)
                         .map_err(sled_err("remove delivery"))?;
@@ -118,6 +120,7 @@ impl Store {
                 }
             }
             if !dry_run {
+                self.log(&[op(0, id.as_bytes(), None)]);
                 self.alarms.remove(id).map_err(sled_err("remove alarm"))?;
             }
         }
@@ -128,6 +131,7 @@ impl Store {
             {
                 rep.outbox += 1;
                 if !dry_run {
+                    self.log(&[op(1, &k, None)]);
                     self.outbox.remove(k).map_err(sled_err("remove outbox"))?;
                 }
             }
@@ -143,6 +147,7 @@ impl Store {
                 }
             }
         }
+        drop(_gate);
         if !dry_run {
             self.flush().await?;
         }

@@ -3,6 +3,7 @@
 //! stages, so any module can depend on it without creating a cycle.
 
 pub mod mask;
+pub mod number;
 pub mod table;
 
 pub use mask::mask;

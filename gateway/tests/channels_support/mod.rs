@@ -59,6 +59,7 @@ pub fn notification(channel: ChannelKind, address: &str) -> Notification {
             actor: None,
             cause: None,
             note: None,
+            robot_mentions: Vec::new(),
             sounder: None,
         },
         created: 1_795_514_400_200,

@@ -24,8 +24,8 @@ const STR = {
     family: "家属", grid_worker: "网格员", neighbours: "邻居", open_alarms: "未处理报警", devices: "设备",
     done_ack: "已确认", done_resolve: "已提交处置", done_verify: "已核查关闭", live_on: "实时连接", live_off: "连接中断，正在重连",
     me_token: "（令牌）", resolved_by: "处置", verified_by: "核查",
-    roles: { grid_worker: "网格员", director: "社区书记", fire_brigade: "消防中队", family: "家属", neighbour: "邻居" },
-    channels: { sms: "短信", email: "邮件", webhook: "平台推送", console: "控制台", mqtt: "MQTT", sounder: "联动报警器", upstream: "上级平台" },
+    roles: { resident: "住户本人", grid_worker: "网格员", director: "社区书记", fire_brigade: "消防中队", family: "家属", neighbour: "邻居" },
+    channels: { sms: "短信", voice: "语音电话", email: "邮件", webhook: "平台推送", console: "控制台", mqtt: "MQTT", sounder: "联动报警器", upstream: "上级平台", gb26875: "消防远程监控中心" },
     delivery: { sent: "已送达", failed: "发送失败", pending: "发送中" },
     causes: { fire: "火灾", electrical_fault: "电气故障", cooking: "烹饪油烟", false_alarm: "误报", test: "测试", other: "其他" },
     dkinds: { smoke: "烟感", residual_current: "剩余电流", temperature: "温度", combo: "复合" },
@@ -37,7 +37,7 @@ const STR = {
     done_silence: "已向联动报警器发送消音指令", done_shelve: "设备已搁置", shelve_for: "搁置时长", shelve_reason: "搁置原因（必填）",
     shelved_until: "已搁置至", no_building: "未标注楼栋", building_suffix: "幢", page: "页", total: "共", no_history: "没有符合条件的报警",
     notify_on: "桌面通知已开启", notify_denied: "浏览器拒绝了桌面通知",
-    tl: { opened: "报警", escalated: "升级通知", repeat: "重复", cleared: "传感器恢复", acked: "确认", resolved: "处置完毕", verified: "核查关闭",
+    tl: { call: "电话", opened: "报警", escalated: "升级通知", repeat: "重复", cleared: "传感器恢复", acked: "确认", resolved: "处置完毕", verified: "核查关闭",
       reopened: "重新报警", reminder: "提醒", suppressed: "限流未发", silenced: "消音联动", shelved: "设备搁置，未派发", unshelved: "搁置结束，补发",
       delivery: "通知", audit: "操作" },
   },
@@ -56,8 +56,8 @@ const STR = {
     family: "Family", grid_worker: "Grid worker", neighbours: "Neighbours", open_alarms: "open alarms", devices: "Devices",
     done_ack: "Acknowledged", done_resolve: "Resolution recorded", done_verify: "Verified and closed", live_on: "live", live_off: "disconnected, reconnecting",
     me_token: " (token)", resolved_by: "Resolved", verified_by: "Verified",
-    roles: { grid_worker: "Grid worker", director: "Director", fire_brigade: "Fire brigade", family: "Family", neighbour: "Neighbours" },
-    channels: { sms: "SMS", email: "email", webhook: "webhook", console: "console", mqtt: "MQTT", sounder: "linked sounders", upstream: "upstream" },
+    roles: { resident: "Resident", grid_worker: "Grid worker", director: "Director", fire_brigade: "Fire brigade", family: "Family", neighbour: "Neighbours" },
+    channels: { sms: "SMS", voice: "voice call", email: "email", webhook: "webhook", console: "console", mqtt: "MQTT", sounder: "linked sounders", upstream: "upstream", gb26875: "monitoring centre" },
     delivery: { sent: "delivered", failed: "FAILED", pending: "sending" },
     causes: { fire: "fire", electrical_fault: "electrical fault", cooking: "cooking", false_alarm: "false alarm", test: "test", other: "other" },
     dkinds: { smoke: "smoke", residual_current: "residual current", temperature: "temperature", combo: "combo" },
@@ -69,14 +69,14 @@ const STR = {
     done_silence: "Silence sent to the linked sounders", done_shelve: "Device shelved", shelve_for: "For", shelve_reason: "Reason (required)",
     shelved_until: "Shelved until", no_building: "no building", building_suffix: "", page: "page", total: "total", no_history: "No alarms match",
     notify_on: "Desktop notifications on", notify_denied: "The browser refused notifications",
-    tl: { opened: "opened", escalated: "escalated", repeat: "repeat", cleared: "sensor normal", acked: "acked", resolved: "resolved", verified: "verified",
+    tl: { call: "call", opened: "opened", escalated: "escalated", repeat: "repeat", cleared: "sensor normal", acked: "acked", resolved: "resolved", verified: "verified",
       reopened: "reopened", reminder: "reminder", suppressed: "held back (rate limit)", silenced: "sounders silenced", shelved: "shelved, not dispatched",
       unshelved: "shelf ended, dispatched", delivery: "notification", audit: "action" },
   },
 };
-const ROLE_ORDER = ["fire_brigade", "grid_worker", "director", "family", "neighbour"];
+const ROLE_ORDER = ["resident", "fire_brigade", "grid_worker", "director", "family", "neighbour"];
 const SEV_RANK = { critical: 3, alarm: 2, warning: 1, info: 0 };
-// SPEC §14 categories: tabs, tones and the shelve rule (fire kinds are never shelved).
+// docs/duty-board.md categories: tabs, tones and the shelve rule (fire kinds are never shelved).
 const CATEGORY = { smoke: "fire", fire_confirmed: "fire", temperature: "fire", residual_current: "electrical",
   device_fault: "health", low_battery: "health", tamper: "health", offline: "health" };
 const CAT_RANK = { fire: 3, electrical: 2, health: 1 };
@@ -774,6 +774,10 @@ async function boot() {
   $("#app").hidden = false;
   $("#site-name").textContent = state.me.site?.name ?? "";
   document.body.dataset.role = state.me.role;
+  // The store was found damaged since the daemon started: say so to whoever is on duty.
+  const sd = $("#store-banner");
+  sd.hidden = !state.me.store_damage;
+  sd.textContent = state.me.store_damage ? `⚠ 数据存储曾损坏，请运维检查 / Store damage found: ${state.me.store_damage}` : "";
   applyLang();
   connect();
   loadPlan();

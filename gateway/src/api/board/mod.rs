@@ -28,6 +28,8 @@ use tokio::sync::broadcast::error::RecvError;
 const INDEX_HTML: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const APP_CSS: &str = include_str!("app.css");
+/// The 查岗 banner of the fire monitoring centre link (self-contained).
+const GB26875_JS: &str = include_str!("gb26875.js");
 
 /// Only our own files run on the page; nothing may frame it.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -40,6 +42,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/", get(index))
         .route("/board/app.js", get(app_js))
         .route("/board/app.css", get(app_css))
+        .route(
+            "/board/gb26875.js",
+            get(|| async { asset("text/javascript; charset=utf-8", GB26875_JS) }),
+        )
         .route("/board/labels.json", get(labels))
         .route("/board/plan.svg", get(plan))
         .route("/board/login", post(login))
@@ -181,6 +187,10 @@ async fn me(c: Caller, State(s): State<ApiState>, headers: HeaderMap) -> Json<se
         "can_verify": matches!(c.role, ApiRole::Director | ApiRole::GridWorker),
         "acting_as": acting_as(&cfg, c.role),
         "plan": cfg.gateway.site.plan_svg.is_some(),
+        // Set when the store was found damaged since start (the banner).
+        "store_damage": s.health.report(now_ms()).degraded.iter()
+            .find(|(st, _)| *st == crate::health::Stage::Store)
+            .map(|(_, what)| what.clone()),
     }))
 }
 

@@ -1,0 +1,123 @@
+//! What happens after a failed send: the retry stage apart from the
+//! channels (like Alertmanager's notifier/retrier split), so the policy is
+//! pure and tested on its own. Channels only say what the receiver answered
+//! ([`SendError`]: retryable or final); this decides retry, next channel or stop.
+
+use crate::channels::SendError;
+use rand::Rng;
+use std::time::Duration;
+
+/// The decision after one failed try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try the same channel again after this wait.
+    Retry(Duration),
+    /// Move the recipient to its role's next channel now.
+    NextChannel,
+    /// Stop: a final refusal and no other channel (the delivery is `failed`).
+    GiveUp,
+}
+
+/// `[channels] max_attempts` and the backoff between tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries on one channel before moving on (at least 1).
+    pub max_attempts: u32,
+}
+
+impl RetryPolicy {
+    /// A policy; `max_attempts` below 1 is taken as 1 (the config refuses 0).
+    pub fn new(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    /// After the `tries_here`-th failed try on this channel (1-based):
+    /// - a final refusal moves on at once (or gives up when there is nowhere to go);
+    /// - a retryable one moves on after `max_attempts` tries;
+    /// - with no other channel, a retryable failure is retried for as long as
+    ///   it takes (capped backoff): an alarm with one way to reach someone is
+    ///   never dropped because the receiver was down for a while.
+    pub fn next(&self, err: &SendError, tries_here: u32, has_next_channel: bool) -> Next {
+        match (err.retryable, has_next_channel) {
+            (false, true) => Next::NextChannel,
+            (false, false) => Next::GiveUp,
+            (true, true) if tries_here >= self.max_attempts => Next::NextChannel,
+            (true, _) => Next::Retry(backoff(tries_here)),
+        }
+    }
+}
+
+/// Capped exponential backoff with ±20 % jitter: 0.1 s, 0.2 s, 0.4 s … 30 s.
+/// The first retry is quick because a fire alarm that met one refused
+/// connection (a receiver restarting, a full accept queue) should not wait
+/// half a second; a receiver that stays down still gets one attempt per 30 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base_ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    let capped = base_ms.min(30_000) as f64;
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    Duration::from_millis((capped * jitter) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let first = backoff(1).as_millis();
+        assert!((80..=120).contains(&first), "{first}");
+        let fourth = backoff(4).as_millis();
+        assert!((640..=960).contains(&fourth), "{fourth}");
+        for a in [20, 64, u32::MAX] {
+            assert!(backoff(a).as_millis() <= 36_000);
+        }
+    }
+
+    fn retryable() -> SendError {
+        SendError::refused("130101", true, "send too fast")
+    }
+
+    fn fatal() -> SendError {
+        SendError::refused("310000", false, "keywords not in content")
+    }
+
+    #[test]
+    fn a_final_refusal_moves_on_at_once() {
+        let p = RetryPolicy::new(5);
+        assert_eq!(p.next(&fatal(), 1, true), Next::NextChannel);
+        assert_eq!(p.next(&fatal(), 1, false), Next::GiveUp);
+    }
+
+    #[test]
+    fn retryable_failures_move_on_after_max_attempts() {
+        let p = RetryPolicy::new(5);
+        for t in 1..5 {
+            assert!(
+                matches!(p.next(&retryable(), t, true), Next::Retry(_)),
+                "{t}"
+            );
+        }
+        assert_eq!(p.next(&retryable(), 5, true), Next::NextChannel);
+        assert_eq!(p.next(&retryable(), 9, true), Next::NextChannel);
+        let p = RetryPolicy::new(1);
+        assert_eq!(p.next(&retryable(), 1, true), Next::NextChannel);
+    }
+
+    #[test]
+    fn without_another_channel_retryable_failures_keep_trying() {
+        let p = RetryPolicy::new(5);
+        for t in [1, 5, 50, u32::MAX] {
+            match p.next(&SendError::retryable("timed out"), t, false) {
+                Next::Retry(wait) => assert!(wait <= Duration::from_secs(36), "{wait:?}"),
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn zero_attempts_is_one() {
+        assert_eq!(RetryPolicy::new(0).max_attempts, 1);
+    }
+}

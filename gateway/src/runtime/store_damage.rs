@@ -1,0 +1,125 @@
+//! Saying it loudly when the store was found damaged: the metric, an ERROR
+//! log line per finding, `/readyz` and the board naming the store degraded
+//! (still serving), and what a rebuild could and could not restore.
+
+use crate::health::{Health, Stage};
+use crate::metrics::Metrics;
+use crate::store::{Damage, OpenReport, Recovery};
+
+/// Announces what [`crate::store::Store::open`] found. Silent when nothing.
+pub fn announce_open(report: &OpenReport, metrics: &Metrics, health: &Health) {
+    announce(&report.damage, report.recovery.as_ref(), metrics, health);
+    if let Some(aside) = &report.journal_aside {
+        tracing::error!(moved_to = %aside.display(), "damaged store journal kept aside for inspection; a new journal was written from the store");
+    }
+}
+
+/// Counts, logs and marks the store degraded for each finding.
+pub fn announce(
+    damage: &[Damage],
+    recovery: Option<&Recovery>,
+    metrics: &Metrics,
+    health: &Health,
+) {
+    if damage.is_empty() {
+        return;
+    }
+    for d in damage {
+        metrics
+            .store_damage_total
+            .with_label_values(&[d.kind.as_str()])
+            .inc();
+        tracing::error!(kind = d.kind.as_str(), detail = %d.detail, "STORE DAMAGE FOUND");
+    }
+    let mut what = damage
+        .iter()
+        .map(|d| d.kind.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(r) = recovery {
+        metrics.store_recovered_total.inc();
+        tracing::error!(
+            moved_to = %r.moved_aside.display(),
+            summary = %r.summary(),
+            "STORE REBUILT from its journal; the damaged store is kept aside for inspection"
+        );
+        what.push_str(&format!(
+            "; rebuilt from the journal ({}); damaged copy at {}",
+            r.summary(),
+            r.moved_aside.display()
+        ));
+    }
+    health.degrade(Stage::Store, what);
+}
+
+/// The store's clock: the scrub every `[storage] scrub_every`, and a verified
+/// backup every `[storage] backup_every` when set. Both run off the runtime
+/// (they read the whole store); both re-read the config on each round, so a
+/// reload takes effect at the next one.
+pub async fn watch(
+    store: crate::store::Store,
+    config: tokio::sync::watch::Receiver<std::sync::Arc<crate::config::Config>>,
+    metrics: std::sync::Arc<Metrics>,
+    health: Health,
+) {
+    use tokio::time::{sleep_until, Instant};
+    let start = Instant::now();
+    let mut last_scrub = start;
+    let mut last_backup = start;
+    loop {
+        let (scrub_every, backup) = {
+            let c = config.borrow();
+            let s = &c.gateway.storage;
+            (
+                s.scrub_every.std(),
+                s.backup_every
+                    .map(|e| (e.std(), c.backup_dir(), s.backup_keep)),
+            )
+        };
+        let next_scrub = last_scrub + scrub_every;
+        let next_backup = backup.as_ref().map(|(e, _, _)| last_backup + *e);
+        let wake = next_backup.map_or(next_scrub, |b| b.min(next_scrub));
+        // Wake at least every minute to pick up a reloaded schedule.
+        sleep_until(wake.min(Instant::now() + std::time::Duration::from_secs(60))).await;
+        let now = Instant::now();
+        if now >= next_scrub {
+            last_scrub = now;
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.scrub()).await {
+                Ok(Ok(found)) if found.is_empty() => {
+                    tracing::debug!("store scrub: store and journal agree")
+                }
+                Ok(Ok(found)) => announce(&found, None, &metrics, &health),
+                Ok(Err(e)) => tracing::error!(error = %e, "store scrub failed"),
+                Err(e) => tracing::error!(error = %e, "store scrub task failed"),
+            }
+        }
+        if let (Some(at), Some((_, dir, keep))) = (next_backup, backup) {
+            if now >= at {
+                last_backup = now;
+                let s = store.clone();
+                let res = tokio::task::spawn_blocking(move || s.backup_verified(&dir, keep)).await;
+                match res {
+                    Ok(Ok((path, counts))) => {
+                        metrics.store_backups_total.with_label_values(&["ok"]).inc();
+                        tracing::info!(path = %path.display(), records = counts.total(), "scheduled backup written and verified");
+                    }
+                    Ok(Err(e)) => {
+                        metrics
+                            .store_backups_total
+                            .with_label_values(&["failed"])
+                            .inc();
+                        tracing::error!(error = %e, "SCHEDULED BACKUP FAILED");
+                    }
+                    Err(e) => {
+                        metrics
+                            .store_backups_total
+                            .with_label_values(&["failed"])
+                            .inc();
+                        tracing::error!(error = %e, "scheduled backup task failed");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Delivery you can prove (SPEC §10): the real gateway against local fakes
+//! of the platforms (tests/fakes/platforms.py, written from each platform's
+//! documentation): a robot's refusal inside HTTP 200 is a failure with its
+//! code and moves the recipient on; signatures are checked the platforms'
+//! way; robots get one post per event and never more than their budget;
+//! SMS providers sign and fill templates; a landline never gets an SMS.
+
+use gridwatch_e2e::compound::*;
+use gridwatch_e2e::{
+    gridwatch_bin, mosquitto_pub, wait_until_async, Gateway, GatewayBuilder, Platforms, POLL,
+};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// The budget test waits for a robot's minute window to pass.
+const BUDGET_WAIT: Duration = Duration::from_secs(150);
+
+const ALIYUN: &str = r#"
+[channels.sms]
+provider = "aliyun"
+endpoint = "{fake}/aliyun/"
+access_key_id = "LTAI5tTestKeyId"
+access_key_secret = "aliyun-test-secret"
+sign_name = "龙井苑"
+template_code = "SMS_465000001"
+params = { kind = "kind_zh", addr = "address", token = "ack_token" }
+timeout = "5s"
+"#;
+
+fn aliyun_fake() -> Value {
+    json!({
+        "keys": {"LTAI5tTestKeyId": "aliyun-test-secret"},
+        "sign_name": "龙井苑",
+        "templates": {"SMS_465000001": ["kind", "addr", "token"]},
+    })
+}
+
+fn with_fake(toml: &str, fake: &Platforms) -> String {
+    toml.replace("{fake}", &fake.url(""))
+}
+
+async fn smoke(gw: &Gateway, device: &str) {
+    mosquitto_pub(gw.mqtt_port(), &reading_topic(device), smoke_reading(0.3)).await;
+}
+
+/// The alarm's delivery entries on its timeline.
+async fn deliveries(gw: &Gateway, device: &str) -> Vec<Value> {
+    let Some(a) = gw.api().open_alarm(device, "smoke").await else {
+        return Vec::new();
+    };
+    let id = a["id"].as_str().unwrap_or_default().to_string();
+    gw.api().alarm(&id).await["timeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t["what"] == "delivery")
+        .collect()
+}
+
+fn of(ds: &[Value], contact: &str, channel: &str) -> Option<Value> {
+    ds.iter()
+        .find(|d| d["recipient"]["contact_id"] == contact && d["channel"] == channel)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dingtalk_robot_with_a_wrong_secret_fails_with_310000_and_the_fallback_sms_goes_out() {
+    let fake = Platforms::start(&json!({
+        "dingtalk": {"tok119": {"secret": "SECright-secret-of-the-robot"}},
+        "aliyun": aliyun_fake(),
+    }));
+    let robot = r#"
+[channels.webhook.fire119]
+url = "{fake}/dingtalk/robot/send?access_token=tok119"
+format = "dingtalk"
+secret = "SECa-wrong-secret"
+timeout = "5s"
+"#;
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(robot, &fake))
+        .extra_toml(with_fake(ALIYUN, &fake))
+        .start()
+        .await;
+    smoke(&gw, SMOKE_KITCHEN).await;
+
+    let ds = wait_until_async(
+        "the fire brigade's fallback SMS is sent",
+        WAIT,
+        POLL,
+        || async {
+            let ds = deliveries(&gw, SMOKE_KITCHEN).await;
+            match of(&ds, FIRE_119, "sms") {
+                Some(d) if d["status"] == "sent" => Ok(ds),
+                _ => Err(format!("{ds:?}")),
+            }
+        },
+    )
+    .await;
+    let hook = of(&ds, FIRE_119, "webhook").expect("the webhook delivery on the timeline");
+    assert_eq!(hook["status"], "failed", "{hook}");
+    assert_eq!(hook["code"], "310000", "{hook}");
+    assert!(
+        hook["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sign not match"),
+        "{hook}"
+    );
+    assert_eq!(
+        hook["attempts"], 1,
+        "a final refusal is not retried: {hook}"
+    );
+
+    // The robot saw one signed post and refused it the platform's way.
+    let posts = fake.requests_to("dingtalk").await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0]["answer"]["errcode"], 310000);
+    assert!(posts[0]["query"].as_str().unwrap().contains("sign="));
+
+    // The fallback SMS went through Aliyun, signed, with the template's variables.
+    let sms = fake.requests_to("aliyun").await;
+    let to_119: Vec<&Value> = sms
+        .iter()
+        .filter(|r| r["body"]["PhoneNumbers"] == FIRE_119_PHONE.trim_start_matches("+86"))
+        .collect();
+    assert_eq!(to_119.len(), 1, "{sms:?}");
+    assert_eq!(to_119[0]["answer"]["Code"], "OK", "{:?}", to_119[0]);
+    let vars: Value =
+        serde_json::from_str(to_119[0]["body"]["TemplateParam"].as_str().unwrap()).unwrap();
+    assert_eq!(vars["kind"], "烟感报警");
+    assert_eq!(vars["addr"], ADDRESS);
+    assert!(!vars["token"].as_str().unwrap().contains("http"), "{vars}");
+
+    let refusals = gw
+        .api()
+        .metric_value(
+            "gridwatch_receiver_refusals_total",
+            &[
+                ("channel", "webhook"),
+                ("target", "fire119"),
+                ("code", "310000"),
+            ],
+        )
+        .await;
+    assert_eq!(refusals, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_contacts_on_one_wecom_robot_get_one_post_that_mentions_both_mobiles() {
+    let fake = Platforms::start(&json!({"wecom": {"k119": {}}}));
+    let robot = r#"
+[channels.webhook.fire119]
+url = "{fake}/wecom/cgi-bin/webhook/send?key=k119"
+format = "wecom"
+timeout = "5s"
+"#;
+    // The grid worker shares the fire brigade's duty-group robot.
+    let registry = std::fs::read_to_string(fixture_dir().join("registry.toml"))
+        .unwrap()
+        .replace(
+            "phone = \"+8613800000002\"\n",
+            "phone = \"+8613800000002\"\nwebhook = \"fire119\"\n",
+        );
+    let routing = std::fs::read_to_string(fixture_dir().join("routing.toml"))
+        .unwrap()
+        .replace(
+            "grid_worker = [\"email\", \"sms\"]",
+            "grid_worker = [\"webhook\", \"sms\"]",
+        );
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(robot, &fake))
+        .fixture_file("registry.toml", registry)
+        .fixture_file("routing.toml", routing)
+        .start()
+        .await;
+    smoke(&gw, SMOKE_KITCHEN).await;
+
+    wait_until_async("both robot deliveries confirmed", WAIT, POLL, || async {
+        let ds = deliveries(&gw, SMOKE_KITCHEN).await;
+        let sent = |c| of(&ds, c, "webhook").is_some_and(|d| d["status"] == "sent");
+        (sent(FIRE_119) && sent(WANG))
+            .then_some(())
+            .ok_or(format!("{ds:?}"))
+    })
+    .await;
+    let posts = fake.requests_to("wecom").await;
+    assert_eq!(posts.len(), 1, "one post per robot per event: {posts:?}");
+    let body = &posts[0]["body"];
+    assert_eq!(body["msgtype"], "text", "mentions need a text message");
+    let mut mentioned: Vec<String> = body["text"]["mentioned_mobile_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    mentioned.sort();
+    assert_eq!(mentioned, ["13800000002", "13800000119"]);
+    assert_eq!(posts[0]["answer"]["errcode"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_one_dingtalk_robot_stays_within_its_budget_and_names_every_alarm() {
+    const N: usize = 30;
+    let fake = Platforms::start(&json!({
+        "dingtalk": {"tok119": {"secret": "SECduty-group-secret", "keyword": "火警"}},
+    }));
+    let robot = r#"
+[channels.webhook.fire119]
+url = "{fake}/dingtalk/robot/send?access_token=tok119"
+format = "dingtalk"
+secret = "SECduty-group-secret"
+keyword = "火警"
+timeout = "5s"
+"#;
+    // 30 homes of grid g03, one detector each; only the fire brigade is notified.
+    let mut registry = std::fs::read_to_string(fixture_dir().join("registry.toml")).unwrap();
+    for i in 0..N {
+        registry.push_str(&format!(
+            "\n[[households]]\nid = \"h-burst-{i}\"\naddress = \"9幢{i}号\"\ngrid = \"g03\"\n\
+             \n[[devices]]\nid = \"smk-burst-{i}\"\nkind = \"smoke\"\nhousehold = \"h-burst-{i}\"\n\
+             location = \"厨房\"\ntransport = \"mqtt\"\n"
+        ));
+    }
+    let routing = r#"
+[roles]
+fire_brigade = ["webhook"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["critical"]
+notify = ["fire_brigade"]
+"#;
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(robot, &fake))
+        .fixture_file("registry.toml", registry)
+        .fixture_file("routing.toml", routing)
+        .start()
+        .await;
+    for i in 0..N {
+        smoke(&gw, &format!("smk-burst-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Every alarm is named in a post the robot accepted.
+    let posts = wait_until_async(
+        "all 30 alarms reached the robot",
+        BUDGET_WAIT,
+        Duration::from_millis(500),
+        || async {
+            let posts = fake.requests_to("dingtalk").await;
+            let accepted: String = posts
+                .iter()
+                .filter(|p| p["answer"]["errcode"] == 0)
+                .map(|p| {
+                    p["body"]["markdown"]["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
+            let missing: Vec<usize> = (0..N)
+                .filter(|i| !accepted.contains(&format!("9幢{i}号 ")))
+                .collect();
+            if missing.is_empty() {
+                Ok(posts)
+            } else {
+                Err(format!(
+                    "not yet named: {missing:?} ({} posts)",
+                    posts.len()
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(
+        posts.iter().all(|p| p["answer"]["errcode"] == 0),
+        "the robot refused something (muted or bad sign): {:?}",
+        posts.iter().map(|p| &p["answer"]).collect::<Vec<_>>()
+    );
+    let at: Vec<f64> = posts.iter().map(|p| p["at"].as_f64().unwrap()).collect();
+    for (i, t) in at.iter().enumerate() {
+        let in_minute = at[i..].iter().filter(|u| **u - t < 60.0).count();
+        assert!(in_minute <= 20, "{in_minute} posts within a minute");
+    }
+    assert!(
+        posts.len() < N,
+        "queued alarms were merged: {} posts",
+        posts.len()
+    );
+    let summary = posts
+        .iter()
+        .find(|p| {
+            p["body"]["markdown"]["title"]
+                .as_str()
+                .unwrap_or("")
+                .contains("汇总")
+        })
+        .expect("a summary post");
+    assert!(summary["body"]["markdown"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("火警"));
+    // Every delivery of the burst ends confirmed.
+    for i in 0..N {
+        let device = format!("smk-burst-{i}");
+        wait_until_async("the burst's deliveries are sent", WAIT, POLL, || async {
+            let ds = deliveries(&gw, &device).await;
+            of(&ds, FIRE_119, "webhook")
+                .filter(|d| d["status"] == "sent")
+                .ok_or(format!("{device}: {ds:?}"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencent_sms_is_signed_per_number_and_a_landline_never_gets_a_request() {
+    let fake = Platforms::start(&json!({
+        "tencent": {
+            "keys": {"AKIDtest0001": "tencent-test-key"},
+            "app_id": "1400006666",
+            "sign_name": "龙井苑",
+            "templates": {"2000001": 3},
+        },
+    }));
+    let sms = r#"
+[channels.sms]
+provider = "tencent"
+endpoint = "{fake}/tencent/"
+secret_id = "AKIDtest0001"
+secret_key = "tencent-test-key"
+sdk_app_id = "1400006666"
+sign_name = "龙井苑"
+template_id = "2000001"
+params = ["kind_zh", "address", "ack_token"]
+timeout = "5s"
+"#;
+    // The neighbour 陈建国 has a landline.
+    let registry = std::fs::read_to_string(fixture_dir().join("registry.toml"))
+        .unwrap()
+        .replace("+8613800000011", "0571-88880011")
+        .replace("webhook = \"fire119\"\n", "");
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(sms, &fake))
+        .fixture_file("registry.toml", registry)
+        .start()
+        .await;
+    smoke(&gw, SMOKE_KITCHEN).await;
+
+    let want = [
+        LI_PHONE,
+        WANG_PHONE,
+        ZHANG_SON_PHONE,
+        FIRE_119_PHONE,
+        "+8613800000012",
+    ];
+    let reqs = wait_until_async("SMS to every mobile", WAIT, POLL, || async {
+        let reqs = fake.requests_to("tencent").await;
+        let phones: Vec<String> = reqs
+            .iter()
+            .flat_map(|r| {
+                r["body"]["PhoneNumberSet"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|p| p.as_str().unwrap_or("").to_string())
+            .collect();
+        want.iter()
+            .all(|w| phones.iter().any(|p| p == w))
+            .then_some(reqs)
+            .ok_or(format!("{phones:?}"))
+    })
+    .await;
+    for r in &reqs {
+        assert!(r["answer"]["Response"]["Error"].is_null(), "{r}");
+        assert_eq!(
+            r["answer"]["Response"]["SendStatusSet"][0]["Code"], "Ok",
+            "{r}"
+        );
+        assert_eq!(r["body"]["TemplateParamSet"][0], "烟感报警");
+        assert!(!r["body"].to_string().contains("88880011"), "{r}");
+    }
+    // The landline neighbour is reached another way (here: the console), never by SMS.
+    let ds = deliveries(&gw, SMOKE_KITCHEN).await;
+    let landline = "h-3-2-502.r1";
+    assert!(of(&ds, landline, "sms").is_none(), "{ds:?}");
+    assert!(of(&ds, landline, "console").is_some(), "{ds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aliyun_code_refusal_is_a_failure_with_its_code() {
+    let mut cfg = aliyun_fake();
+    cfg["refuse_with"] = json!("isv.AMOUNT_NOT_ENOUGH");
+    let fake = Platforms::start(&json!({ "aliyun": cfg }));
+    let registry = std::fs::read_to_string(fixture_dir().join("registry.toml"))
+        .unwrap()
+        .replace("webhook = \"fire119\"\n", "");
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(ALIYUN, &fake))
+        .fixture_file("registry.toml", registry)
+        .start()
+        .await;
+    smoke(&gw, SMOKE_KITCHEN).await;
+    let d = wait_until_async("the director's SMS failed", WAIT, POLL, || async {
+        let ds = deliveries(&gw, SMOKE_KITCHEN).await;
+        of(&ds, LI, "sms")
+            .filter(|d| d["status"] == "failed")
+            .ok_or(format!("{ds:?}"))
+    })
+    .await;
+    assert_eq!(d["code"], "isv.AMOUNT_NOT_ENOUGH", "{d}");
+    let n = gw
+        .api()
+        .metric_value(
+            "gridwatch_receiver_refusals_total",
+            &[
+                ("channel", "sms"),
+                ("target", "aliyun"),
+                ("code", "isv.AMOUNT_NOT_ENOUGH"),
+            ],
+        )
+        .await
+        .unwrap_or(0.0);
+    assert!(n >= 1.0, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_webhooks_signatures_verify_with_the_reference_library() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let fake = Platforms::start(&json!({"standard": {"secret": secret}}));
+    let hook = format!(
+        r#"
+[channels.webhook.fire119]
+url = "{}"
+format = "json"
+secret = "{secret}"
+success = "/ok"
+timeout = "5s"
+"#,
+        fake.url("/json")
+    );
+    let gw = Gateway::builder().extra_toml(hook).start().await;
+    smoke(&gw, SMOKE_KITCHEN).await;
+    wait_until_async("the webhook delivery is confirmed", WAIT, POLL, || async {
+        let ds = deliveries(&gw, SMOKE_KITCHEN).await;
+        of(&ds, FIRE_119, "webhook")
+            .filter(|d| d["status"] == "sent")
+            .ok_or(format!("{ds:?}"))
+    })
+    .await;
+    let posts = fake.requests_to("json").await;
+    assert!(!posts.is_empty());
+    for p in &posts {
+        assert_eq!(
+            p["note"], "verified",
+            "standardwebhooks must be installed (scripts/test): {p}"
+        );
+        assert_eq!(p["headers"]["webhook-id"], p["body"]["delivery_id"]);
+    }
+}
+
+/// `gridwatch test-notify` with the gateway's config: exit 0 when the
+/// receiver confirmed, 1 when it refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_notify_exit_codes_follow_the_receivers_answer() {
+    let fake = Platforms::start(&json!({
+        "dingtalk": {"good": {"secret": "SECgood"}, "bad": {"secret": "SECother"}},
+    }));
+    for (token, expect_ok) in [("good", true), ("bad", false)] {
+        let robot = format!(
+            r#"
+[channels.webhook.fire119]
+url = "{}/dingtalk/robot/send?access_token={token}"
+format = "dingtalk"
+secret = "SECgood"
+timeout = "5s"
+"#,
+            fake.url("")
+        );
+        let dir = gridwatch_e2e::temp_dir();
+        let config = GatewayBuilder::default().extra_toml(robot).write_config(
+            dir.path(),
+            gridwatch_e2e::free_port(),
+            gridwatch_e2e::free_port(),
+        );
+        let out = tokio::process::Command::new(gridwatch_bin())
+            .args(["test-notify", "--config"])
+            .arg(&config)
+            .args(["--contact", FIRE_119, "--channel", "webhook"])
+            .output()
+            .await
+            .expect("run gridwatch test-notify");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "{token}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if expect_ok {
+            assert!(stdout.contains("confirmed"), "{stdout}");
+        } else {
+            assert!(stdout.contains("[310000]"), "{stdout}");
+        }
+    }
+    let posts = fake.requests_to("dingtalk").await;
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts[0]["body"]["markdown"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("测试"));
+}
