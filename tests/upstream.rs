@@ -3,77 +3,15 @@
 //! the order is kept.
 
 use gridwatch_e2e::compound::*;
-use gridwatch_e2e::{free_port, mosquitto_pub, temp_dir, wait_until, Gateway, HttpSink, POLL};
+use gridwatch_e2e::{
+    free_port, mosquitto_pub, temp_dir, wait_until, Gateway, HttpSink, Mosquitto, POLL,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-/// A real Mosquitto on 127.0.0.1, persistent so a durable subscriber's queue
-/// survives its restart.
-struct Mosquitto {
-    port: u16,
-    conf: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Mosquitto {
-    fn start(dir: &Path, port: u16) -> Mosquitto {
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let mut m = Mosquitto {
-            port,
-            conf,
-            child: None,
-        };
-        m.spawn();
-        m
-    }
-
-    fn spawn(&mut self) {
-        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("mosquitto is not installed (scripts/test installs the Debian package)");
-        self.child = Some(Command::new(bin).arg("-c").arg(&self.conf).spawn().unwrap());
-        let addr = format!("127.0.0.1:{}", self.port);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("mosquitto did not start on {addr}");
-    }
-
-    /// Graceful stop (SIGTERM): Mosquitto writes its persistence file.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A durable subscriber (clean_session = false, fixed id) that reconnects.
 fn subscribe(port: u16) -> Arc<Mutex<Vec<Value>>> {
@@ -89,7 +27,8 @@ fn subscribe(port: u16) -> Arc<Mutex<Vec<Value>>> {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     let _ = client.subscribe("gridwatch/#", QoS::AtLeastOnce).await;
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                // Alarm events only: the box's status and heartbeat share the prefix.
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.contains("/alarms/") => {
                     if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
                         sink.lock().unwrap().push(v);
                     }

@@ -12,6 +12,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod district;
 pub mod gb26875;
 pub mod health;
 pub mod housekeeping;

@@ -31,6 +31,17 @@ enum Cmd {
         #[arg(long, hide = true)]
         test_hooks: bool,
     },
+    /// Run the district duty room: many compounds' boxes through the district
+    /// MQTT broker, one board, signed commands back to the boxes.
+    District {
+        #[arg(long, default_value = "config/district.toml")]
+        config: PathBuf,
+        /// Check district.toml and exit: 0 ok, 1 with file:line errors.
+        #[arg(long)]
+        check: bool,
+        #[arg(long, value_enum, default_value = "text", env = "GRIDWATCH_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
     /// Write the whole store (alarms, outbox, deliveries, keys) to a JSON Lines file.
     ///
     /// With --token (or $GRIDWATCH_TOKEN, an operator token) it asks the running
@@ -334,6 +345,44 @@ fn run(path: &Path, opts: gridwatch::runtime::RunOptions) -> ExitCode {
     }
 }
 
+/// `gridwatch district`: check the file, or run the duty room.
+fn district(path: &Path, check: bool) -> ExitCode {
+    let cfg = match gridwatch::config::district::DistrictConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("invalid district configuration:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if check {
+        println!(
+            "ok: district {} follows {} compounds",
+            cfg.file.district.id,
+            cfg.file.district.sites.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gridwatch-district")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gridwatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(gridwatch::district::daemon::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("gridwatch district: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Creates `path` for writing with mode 0600: a backup holds phone numbers and keys.
 fn create_private(path: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -432,6 +481,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::CheckConfig { config, gb26875 } => check_config(&config, gb26875),
+        Cmd::District {
+            config,
+            check,
+            log_format,
+        } => {
+            if !check {
+                gridwatch::logs::init(log_format);
+            }
+            district(&config, check)
+        }
         Cmd::HashPassword => match hash_password() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

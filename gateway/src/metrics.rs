@@ -104,6 +104,10 @@ pub struct Metrics {
     pub devices: IntGaugeVec,
     pub outbox_pending: IntGauge,
     pub upstream_pending: IntGauge,
+    /// 1 while the upstream session is connected.
+    pub upstream_connected: IntGauge,
+    /// District commands by outcome (`applied` or the refusal reason).
+    pub district_commands_total: IntCounterVec,
     /// 1 while the GB/T 26875 link to the monitoring centre is connected.
     pub gb26875_link_up: IntGauge,
     /// Frames for the monitoring centre not yet confirmed.
@@ -287,6 +291,19 @@ impl Metrics {
                 "Alarm events waiting for the upstream broker's PUBACK",
             )
             .expect("static metric"),
+            upstream_connected: IntGauge::new(
+                "gridwatch_upstream_connected",
+                "1 while the session with the upstream (district) broker is up",
+            )
+            .expect("static metric"),
+            district_commands_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_district_commands_total",
+                    "Commands from the district room, by outcome (applied or why refused)",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric"),
             store_recovered_total: IntCounter::new(
                 "gridwatch_store_recovered_total",
                 "Times the store could not be opened and was moved aside",
@@ -425,6 +442,8 @@ impl Metrics {
             Box::new(self.devices.clone()),
             Box::new(self.outbox_pending.clone()),
             Box::new(self.upstream_pending.clone()),
+            Box::new(self.upstream_connected.clone()),
+            Box::new(self.district_commands_total.clone()),
             Box::new(self.gb26875_link_up.clone()),
             Box::new(self.gb26875_pending.clone()),
             Box::new(self.gb26875_oldest_pending_seconds.clone()),

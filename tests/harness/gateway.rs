@@ -31,10 +31,17 @@ pub struct GatewayBuilder {
     run_env: Vec<(String, String)>,
     storage_path: Option<PathBuf>,
     profiles: Vec<String>,
+    site_id: Option<String>,
     plan: bool,
 }
 
 impl GatewayBuilder {
+    /// `[site] id` (default the fixture compound's), for several boxes in one test.
+    pub fn site_id(mut self, id: impl Into<String>) -> Self {
+        self.site_id = Some(id.into());
+        self
+    }
+
     /// `[channels.email] smtp = "smtp://127.0.0.1:{port}"`.
     pub fn smtp_port(mut self, port: u16) -> Self {
         self.smtp_port = Some(port);
@@ -169,7 +176,7 @@ path = "{storage}"
 embedded = true
 listen = "127.0.0.1:{mqtt_port}"
 "#,
-            site = compound::SITE,
+            site = self.site_id.as_deref().unwrap_or(compound::SITE),
             site_name = compound::SITE_NAME,
             plan = if self.plan {
                 "plan = \"plan.svg\"\n"

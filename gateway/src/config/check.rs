@@ -60,6 +60,29 @@ pub(crate) fn gateway(src: &Source, gw: &GatewayFile, env: EnvLookup, rep: &mut 
             ));
         }
         secret_url(src, &path, rep);
+        if let Some(key) = &up.command_key {
+            if key.len() < 16 {
+                rep.errors.push(src.error_at(
+                    &[K("upstream"), K("command_key")],
+                    "command_key must be at least 16 bytes (a shared HMAC key; use ${ENV})",
+                ));
+            }
+        }
+        if let Some(prefix) = &up.prefix {
+            if prefix.contains(['+', '#']) || prefix.starts_with('/') {
+                rep.errors.push(src.error_at(
+                    &[K("upstream"), K("prefix")],
+                    format!("prefix {prefix:?} must be a plain topic path (no wildcards, no leading '/')"),
+                ));
+            }
+        }
+        let ka = up.keep_alive.std();
+        if ka < std::time::Duration::from_secs(5) || ka > std::time::Duration::from_secs(3600) {
+            rep.errors.push(src.error_at(
+                &[K("upstream"), K("keep_alive")],
+                "keep_alive must be between 5s and 1h",
+            ));
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`env`](self::env) (forms) and `source` (how positions are kept).
 
 mod check;
+pub mod district;
 pub mod duration;
 mod env;
 pub mod gb26875;

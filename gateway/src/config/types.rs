@@ -741,6 +741,20 @@ pub struct UpstreamConfig {
     pub url: String,
     #[serde(default)]
     pub topic: Option<String>,
+    /// Prefix of every upstream topic (compounds sharing one district broker).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Key shared with the district room for signed commands; absent: the
+    /// box takes no commands from upstream.
+    #[serde(default)]
+    pub command_key: Option<String>,
+    /// MQTT keep-alive of the upstream session.
+    #[serde(default = "default_upstream_keep_alive")]
+    pub keep_alive: Dur,
+}
+
+fn default_upstream_keep_alive() -> Dur {
+    Dur::from_secs(30)
 }
 
 /// `registry.toml`: the compound's ledger (台账).

@@ -1,10 +1,19 @@
-//! Upstream forwarding: alarm events to the district or city broker
-//! (`[upstream]`), in order, store-and-forward.
+//! Upstream: the box's session with the district or city broker
+//! (`[upstream]`).
 //!
-//! Events are outbox entries of channel `upstream`, so they are on disk before
-//! anything is sent and survive restarts. This task sends them one at a time,
-//! in outbox order, and removes each only after the upstream broker's PUBACK.
-//! It opens a fresh rumqttc client for every connection: rumqttc would
+//! - Alarm events are outbox entries of channel `upstream`, so they are on
+//!   disk before anything is sent and survive restarts. They go one at a
+//!   time, in outbox order; each is removed only after the broker's PUBACK.
+//! - The session says whether the box is alive: a retained last will
+//!   `gridwatch/{site}/status` = `offline`, a retained `online` on every
+//!   connect, and the box heartbeat, so the district notices a dead box.
+//! - The event loop is polled all the time, so keep-alive pings flow while
+//!   there is nothing to forward (an idle session used to time out silently).
+//! - District commands arriving on `gridwatch/{site}/commands` are handed,
+//!   raw, to whoever applies them (`district::inbox`); this module never
+//!   touches alarm state.
+//!
+//! A fresh rumqttc client is opened for every connection: rumqttc would
 //! otherwise resend (or, on `session_present = false`, silently drop) its own
 //! in-flight queue behind our back; here the store is the only queue.
 
@@ -13,10 +22,11 @@ use crate::model::{now_ms, ChannelKind};
 use crate::net::{parse_url, Endpoint, MqttSetupError};
 use crate::store::{Pending, Store};
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use super::{DeliveryRecord, DeliveryStatus};
 
@@ -29,9 +39,18 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
     pub endpoint: Endpoint,
+    /// Event topic template (`{site}`, `{alarm_id}`), before the prefix.
     pub topic: String,
     pub site: String,
     pub client_id: String,
+    /// Prefix of every upstream topic, so compounds can share one broker.
+    pub prefix: Option<String>,
+    /// Key of signed district commands (`[upstream] command_key`); none: no commands.
+    pub command_key: Option<Vec<u8>>,
+    /// How often the heartbeat goes upstream.
+    pub heartbeat: Duration,
+    /// MQTT keep-alive of the upstream session.
+    pub keep_alive: Duration,
 }
 
 impl UpstreamTarget {
@@ -44,17 +63,57 @@ impl UpstreamTarget {
                 .to_string(),
             site: site.to_string(),
             client_id: format!("gridwatch-{site}-upstream"),
+            prefix: None,
+            command_key: None,
+            heartbeat: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(30),
         })
     }
 
+    fn prefixed(&self, topic: String) -> String {
+        match &self.prefix {
+            Some(p) if !p.is_empty() => format!("{}/{topic}", p.trim_end_matches('/')),
+            _ => topic,
+        }
+    }
+
     fn topic_for(&self, alarm_id: &str) -> String {
-        self.topic
-            .replace("{site}", &self.site)
-            .replace("{alarm_id}", alarm_id)
+        self.prefixed(
+            self.topic
+                .replace("{site}", &self.site)
+                .replace("{alarm_id}", alarm_id),
+        )
+    }
+
+    /// `gridwatch/{site}/status` (retained `online` / last will `offline`).
+    pub fn status_topic(&self) -> String {
+        self.prefixed(format!("gridwatch/{}/status", self.site))
+    }
+
+    /// `gridwatch/{site}/heartbeat`.
+    pub fn heartbeat_topic(&self) -> String {
+        self.prefixed(format!("gridwatch/{}/heartbeat", self.site))
+    }
+
+    /// `gridwatch/{site}/commands`.
+    pub fn commands_topic(&self) -> String {
+        self.prefixed(format!("gridwatch/{}/commands", self.site))
     }
 }
 
-/// The forwarder task. The store is its only queue: it reads the pending
+/// What the heartbeat says; built fresh for every beat.
+pub type BeatSource = Box<dyn Fn() -> Option<Vec<u8>> + Send + Sync>;
+
+/// What a QoS 1 publish of ours was, so its PUBACK can be matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// An outbox entry (its store key).
+    Event(u64),
+    /// Status, heartbeat: nothing waits for their acks.
+    Other,
+}
+
+/// The upstream task. The store is its only queue: it reads the pending
 /// upstream entries in outbox (FIFO) order, so a long outage costs memory only
 /// for the current batch and never blocks the sender that wakes it.
 pub struct Upstream {
@@ -62,6 +121,8 @@ pub struct Upstream {
     store: Store,
     metrics: Arc<Metrics>,
     health: crate::health::Health,
+    beat: Option<BeatSource>,
+    commands: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl Upstream {
@@ -72,6 +133,8 @@ impl Upstream {
             store,
             metrics,
             health: crate::health::Health::new(),
+            beat: None,
+            commands: None,
         }
     }
 
@@ -83,8 +146,20 @@ impl Upstream {
         self
     }
 
-    /// Waits `d` (or until woken, when `wake` is given), beating every second.
-    async fn pause(&self, d: Duration, wake: Option<&Notify>) {
+    /// Sends the box heartbeat upstream every `target.heartbeat`.
+    pub fn with_heartbeat(mut self, beat: BeatSource) -> Upstream {
+        self.beat = Some(beat);
+        self
+    }
+
+    /// Where district commands go (raw payloads; the receiver checks them).
+    pub fn with_commands(mut self, tx: mpsc::Sender<Vec<u8>>) -> Upstream {
+        self.commands = Some(tx);
+        self
+    }
+
+    /// Waits `d`, beating every second.
+    async fn pause(&self, d: Duration) {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             self.health.beat(crate::health::Stage::Upstream).await;
@@ -92,67 +167,169 @@ impl Upstream {
             if now >= deadline {
                 return;
             }
-            let step = (deadline - now).min(Duration::from_secs(1));
-            match wake {
-                Some(w) => tokio::select! {
-                    _ = w.notified() => return,
-                    _ = tokio::time::sleep(step) => {}
-                },
-                None => tokio::time::sleep(step).await,
+            tokio::time::sleep((deadline - now).min(Duration::from_secs(1))).await;
+        }
+    }
+
+    /// Runs the session forever; `wake` says new events were stored.
+    pub async fn run(self, wake: Arc<Notify>) {
+        let mut failures: u32 = 0;
+        let mut last_key: Option<u64> = None;
+        loop {
+            self.metrics.upstream_connected.set(0);
+            let pending = self.load(last_key).len();
+            self.metrics.upstream_pending.set(pending as i64);
+            let (client, el) = match self.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = backoff(failures);
+                    tracing::warn!(error = %e, pending, retry_in_ms = wait.as_millis() as u64, "upstream broker unreachable; events kept in the store");
+                    self.pause(wait).await;
+                    continue;
+                }
+            };
+            self.metrics.upstream_connected.set(1);
+            match self.session(&client, el, &wake, &mut last_key).await {
+                SessionEnd::Lost(e) => {
+                    self.metrics.upstream_connected.set(0);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, "upstream session lost; reconnecting");
+                    self.pause(backoff(failures)).await;
+                }
+            }
+            // A session that got anything through resets the backoff.
+            if last_key.is_some() {
+                failures = failures.min(1);
             }
         }
     }
 
-    /// Forwards pending upstream events in order, forever; `wake` says new ones were stored.
-    pub async fn run(self, wake: Arc<Notify>) {
-        let mut failures: u32 = 0;
-        let mut conn: Option<(AsyncClient, EventLoop)> = None;
-        let mut last_key: Option<u64> = None;
-        loop {
-            let batch = self.load(last_key);
-            self.metrics.upstream_pending.set(batch.len() as i64);
-            if batch.is_empty() {
-                self.pause(Duration::from_secs(3600), Some(&wake)).await;
-                continue;
+    /// One connected session: forwards events, beats, listens for commands,
+    /// until the connection fails.
+    async fn session(
+        &self,
+        client: &AsyncClient,
+        mut el: EventLoop,
+        wake: &Notify,
+        last_key: &mut Option<u64>,
+    ) -> SessionEnd {
+        let mut tags: VecDeque<Tag> = VecDeque::new();
+        // The outbox entry in flight: (store key, pkid once written, since).
+        let mut inflight: Option<(Pending, Option<u16>, tokio::time::Instant)> = None;
+        let mut batch: VecDeque<Pending> = VecDeque::new();
+        // Read the outbox only when something may have been added: at the
+        // start, when woken, and after the current batch is through.
+        let mut need_load = true;
+        let mut beat_clock = tokio::time::interval(self.target.heartbeat);
+        beat_clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = tokio::time::interval(Duration::from_secs(1));
+        let retained_online =
+            client.publish(self.target.status_topic(), QoS::AtLeastOnce, true, "online");
+        if let Err(e) = retained_online.await {
+            return SessionEnd::Lost(e.to_string());
+        }
+        tags.push_back(Tag::Other);
+        if self.target.command_key.is_some() {
+            if let Err(e) = client
+                .subscribe(self.target.commands_topic(), QoS::AtLeastOnce)
+                .await
+            {
+                return SessionEnd::Lost(e.to_string());
             }
-            for p in batch {
-                loop {
-                    if conn.is_none() {
-                        match self.connect().await {
-                            Ok(c) => conn = Some(c),
-                            Err(e) => {
-                                failures = failures.saturating_add(1);
-                                let wait = backoff(failures);
-                                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "upstream broker unreachable; events kept in the store");
-                                self.pause(wait, None).await;
-                                continue;
+        }
+        loop {
+            if inflight.is_none() {
+                if batch.is_empty() && need_load {
+                    batch = self.load(*last_key).into();
+                    need_load = !batch.is_empty();
+                }
+                if let Some(p) = batch.pop_front() {
+                    let (topic, body) = event_message(&self.target, &p);
+                    if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, body).await {
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                    tags.push_back(Tag::Event(p.key));
+                    inflight = Some((p, None, tokio::time::Instant::now()));
+                }
+            }
+            self.metrics
+                .upstream_pending
+                .set((batch.len() + usize::from(inflight.is_some())) as i64);
+            let waiting_since = inflight.as_ref().map(|(_, _, t)| *t);
+            tokio::select! {
+                polled = el.poll() => match polled {
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(Tag::Event(key)) = tags.pop_front() {
+                            if let Some((p, slot, _)) = inflight.as_mut() {
+                                if p.key == key {
+                                    *slot = Some(pkid);
+                                }
                             }
                         }
                     }
-                    let Some((client, el)) = conn.as_mut() else {
-                        continue;
-                    };
-                    match forward(client, el, &self.target, &p).await {
-                        Ok(()) => {
-                            failures = 0;
-                            self.health.beat(crate::health::Stage::Upstream).await;
-                            self.sent(&p);
-                            last_key = Some(p.key);
-                            break;
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        let done = matches!(&inflight, Some((_, Some(pkid), _)) if *pkid == ack.pkid);
+                        if done {
+                            if let Some((p, _, _)) = inflight.take() {
+                                self.sent(&p);
+                                *last_key = Some(p.key);
+                            }
                         }
-                        Err(e) => {
-                            self.metrics.notification(
-                                ChannelKind::Upstream,
-                                None,
-                                Outcome::Retried,
-                            );
-                            tracing::warn!(error = %e, "upstream forward failed; reconnecting");
-                            conn = None;
-                            failures = failures.saturating_add(1);
-                            self.pause(backoff(failures), None).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(msg))) => {
+                        self.command(&msg.topic, msg.payload.to_vec());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if inflight.is_some() {
+                            self.metrics.notification(ChannelKind::Upstream, None, Outcome::Retried);
+                        }
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                },
+                _ = wake.notified(), if inflight.is_none() && batch.is_empty() => need_load = true,
+                _ = beat_clock.tick() => {
+                    if let Some(payload) = self.beat.as_ref().and_then(|b| b()) {
+                        // QoS 0: a late beat is worth nothing; the silence is the signal.
+                        if client.try_publish(self.target.heartbeat_topic(), QoS::AtMostOnce, false, payload).is_ok() {
+                            tags.push_back(Tag::Other);
                         }
                     }
                 }
+                _ = liveness.tick() => {
+                    self.health.beat(crate::health::Stage::Upstream).await;
+                    if waiting_since.is_some_and(|t| t.elapsed() > ANSWER_TIMEOUT) {
+                        self.metrics.notification(ChannelKind::Upstream, None, Outcome::Retried);
+                        return SessionEnd::Lost("no PUBACK in time".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a district command on; a full queue drops it (the district resends).
+    fn command(&self, topic: &str, payload: Vec<u8>) {
+        if topic != self.target.commands_topic() {
+            return;
+        }
+        match &self.commands {
+            Some(tx) => {
+                if tx.try_send(payload).is_err() {
+                    self.metrics
+                        .district_commands_total
+                        .with_label_values(&["queue_full"])
+                        .inc();
+                    tracing::warn!(
+                        "district command dropped: command queue full (the district resends)"
+                    );
+                }
+            }
+            None => {
+                self.metrics
+                    .district_commands_total
+                    .with_label_values(&["no_key"])
+                    .inc();
             }
         }
     }
@@ -175,9 +352,15 @@ impl Upstream {
     async fn connect(&self) -> Result<(AsyncClient, EventLoop), String> {
         let ep = &self.target.endpoint;
         let mut o = MqttOptions::new(&self.target.client_id, ep.host.clone(), ep.port);
-        o.set_keep_alive(Duration::from_secs(30));
+        o.set_keep_alive(self.target.keep_alive);
         o.set_clean_session(true);
-        o.set_inflight(1);
+        o.set_inflight(8);
+        o.set_last_will(LastWill::new(
+            self.target.status_topic(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
         if let Some((u, p)) = &ep.credentials {
             o.set_credentials(u.clone(), p.clone());
         }
@@ -218,42 +401,49 @@ impl Upstream {
     }
 }
 
-/// Publishes one event QoS 1 and waits for its PUBACK.
-async fn forward(
-    client: &AsyncClient,
-    el: &mut EventLoop,
-    target: &UpstreamTarget,
-    p: &Pending,
-) -> Result<(), String> {
+/// Why a session ended.
+enum SessionEnd {
+    Lost(String),
+}
+
+/// The topic and JSON body of one forwarded event (SPEC §5 body, no recipient).
+fn event_message(target: &UpstreamTarget, p: &Pending) -> (String, String) {
     let n = &p.item.notification;
     let mut body = crate::channels::render::webhook_json(n);
     if let Some(obj) = body.as_object_mut() {
         obj.remove("recipient");
-    }
-    client
-        .publish(
-            target.topic_for(&n.alarm.id),
-            QoS::AtLeastOnce,
-            false,
-            body.to_string(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::time::timeout(ANSWER_TIMEOUT, async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.to_string()),
-            }
+        // Who acted: the district matches its commands' `by` against it.
+        if let Some(actor) = &n.context.actor {
+            obj.insert("actor".into(), actor.clone().into());
         }
-    })
-    .await
-    .map_err(|_| "no PUBACK in time".to_string())?
+    }
+    (target.topic_for(&n.alarm.id), body.to_string())
 }
 
 /// 0.5 s doubling to 30 s, ±25 % jitter.
 fn backoff(failures: u32) -> Duration {
     let ms = (500u64 << failures.saturating_sub(1).min(6)).min(30_000) as f64;
     Duration::from_millis((ms * rand::thread_rng().gen_range(0.75..1.25)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_site_and_prefix() {
+        let mut t = UpstreamTarget::new("mqtt://127.0.0.1:1884", None, "xihu-1").unwrap();
+        assert_eq!(t.topic_for("A1"), "gridwatch/xihu-1/alarms/A1");
+        assert_eq!(t.status_topic(), "gridwatch/xihu-1/status");
+        assert_eq!(t.commands_topic(), "gridwatch/xihu-1/commands");
+        t.prefix = Some("hangzhou/xihu/".into());
+        assert_eq!(
+            t.topic_for("A1"),
+            "hangzhou/xihu/gridwatch/xihu-1/alarms/A1"
+        );
+        assert_eq!(
+            t.heartbeat_topic(),
+            "hangzhou/xihu/gridwatch/xihu-1/heartbeat"
+        );
+    }
 }

@@ -101,7 +101,13 @@ pub fn build(cfg: &Config) -> Result<Parts, ConfigErrors> {
             topic(cfg, &["upstream", "topic"], t, &mut errors)?;
         }
         match UpstreamTarget::new(&up.url, up.topic.as_deref(), &gw.site.id) {
-            Ok(t) => Some(t),
+            Ok(mut t) => {
+                t.prefix = up.prefix.clone();
+                t.command_key = up.command_key.as_ref().map(|k| k.as_bytes().to_vec());
+                t.heartbeat = gw.selfwatch.heartbeat.std();
+                t.keep_alive = up.keep_alive.std();
+                Some(t)
+            }
             Err(e) => {
                 errors.push(cfg.gateway_error(&["upstream", "url"], format!("upstream url {e}")));
                 None

@@ -274,11 +274,29 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         Some(target) => {
             let wake = Arc::new(tokio::sync::Notify::new());
             health.expect_beats(Stage::Upstream);
-            let task = tokio::spawn(
-                Upstream::new(target, store.clone(), metrics.clone())
-                    .with_health(health.clone())
-                    .run(wake.clone()),
-            );
+            let target_key = target.command_key.clone();
+            let mut upstream = Upstream::new(target, store.clone(), metrics.clone())
+                .with_health(health.clone())
+                .with_heartbeat(upstream_beat(&site.id, &health, &metrics, &store));
+            if let Some(key) = target_key {
+                let (raw_tx, raw_rx) = mpsc::channel(COMMANDS);
+                upstream = upstream.with_commands(raw_tx);
+                let inbox = crate::district::inbox::Inbox {
+                    site: site.id.clone(),
+                    key,
+                    store: store.clone(),
+                    alarms: cmd_tx.clone(),
+                    metrics: metrics.clone(),
+                };
+                supervise(
+                    &health,
+                    &metrics,
+                    Stage::Upstream,
+                    "district commands",
+                    tokio::spawn(inbox.run(raw_rx)),
+                );
+            }
+            let task = tokio::spawn(upstream.run(wake.clone()));
             supervise(&health, &metrics, Stage::Upstream, "upstream", task);
             Some(wake)
         }
@@ -434,6 +452,33 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// The box heartbeat as sent upstream: the same beat as on the local broker.
+fn upstream_beat(
+    site: &str,
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    store: &Store,
+) -> crate::dispatch::upstream::BeatSource {
+    let (site, health, metrics, store) = (
+        site.to_string(),
+        health.clone(),
+        metrics.clone(),
+        store.clone(),
+    );
+    Box::new(move || {
+        let now = crate::model::now_ms();
+        let b = heartbeat::beat(
+            &site,
+            now,
+            health.started_at(),
+            &health.report(now),
+            &metrics,
+            store.pending_len(),
+        );
+        serde_json::to_vec(&b).ok()
+    })
 }
 
 /// Hands each call outcome to the alarms stage, which owns alarm state.
