@@ -36,6 +36,7 @@ fn shipped_config() -> (tempfile::TempDir, PathBuf) {
         "registry.toml",
         "rules.toml",
         "routing.toml",
+        "plan.svg",
     ] {
         std::fs::copy(repo().join("config").join(f), dir.path().join(f)).unwrap();
     }
@@ -144,6 +145,7 @@ fn the_csv_template_imports_to_the_shipped_registry() {
     let names: BTreeSet<String> = listing(dir.path()).into_iter().map(|(n, _)| n).collect();
     let expected: BTreeSet<String> = [
         "gateway.toml",
+        "plan.svg",
         "profiles",
         "registry.toml",
         "registry.toml.bak",
