@@ -180,7 +180,7 @@ impl Channels {
                     ChannelError::NoModem("[channels.sms] provider = \"modem\""),
                 )?))
             }
-            Some(s) => Some(SmsBackend::Http(sms::SmsChannel::new(s)?)),
+            Some(s) => Some(SmsBackend::Http(Box::new(sms::SmsChannel::new(s)?))),
         };
         let voice = match &cfg.voice {
             None => None,
@@ -329,7 +329,7 @@ impl Channels {
 
 /// Where SMS go: an HTTP gateway or the box's own modem.
 enum SmsBackend {
-    Http(sms::SmsChannel),
+    Http(Box<sms::SmsChannel>),
     Modem(modem::Modem),
 }
 
