@@ -11,8 +11,8 @@
 //! The same tap proves at start that gridwatch's own subscription exists
 //! before the device listeners open ([`wait_subscribed`]).
 
-use super::mqtt::Endpoint;
 use crate::metrics::Metrics;
+use crate::net::Endpoint;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
