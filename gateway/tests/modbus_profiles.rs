@@ -45,7 +45,7 @@ fn shipped_vendor_profiles_load_and_decode_as_documented() {
 fn with_profiles(files: &[(&str, &str)], profile: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let src = shipped().parent().unwrap().to_path_buf();
-    for f in ["rules.toml", "routing.toml"] {
+    for f in ["rules.toml", "routing.toml", "plan.svg"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
     let reg = std::fs::read_to_string(src.join("registry.toml")).unwrap();

@@ -225,6 +225,12 @@ fn check(
             .collect();
         doc.insert("profiles".into(), toml::Value::Array(list?));
     }
+    // The compound plan is read relative to gateway.toml too.
+    if let Some(plan) = &g.site.plan {
+        if let Some(site) = doc.get_mut("site").and_then(toml::Value::as_table_mut) {
+            site.insert("plan".into(), toml::Value::String(abs(plan)?));
+        }
+    }
     let gateway = dir.join("gateway.toml");
     let body = toml::to_string(&doc).map_err(|e| ImportError::Check(vec![e.to_string()]))?;
     std::fs::write(&gateway, body).map_err(io("write", &gateway))?;
