@@ -354,6 +354,7 @@ fn copy_shipped_config(dir: &Path) -> String {
         "registry.toml",
         "rules.toml",
         "routing.toml",
+        "plan.svg",
     ] {
         std::fs::copy(repo_root().join("config").join(f), dir.join(f)).unwrap();
     }

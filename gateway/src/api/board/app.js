@@ -275,17 +275,26 @@ function shelveForm(a) {
   h("button", { class: "btn", type: "button", onclick: () => { state.shelving = null; render(); } }, T("cancel")));
 }
 
+// What an officer has typed into a resolve form survives live re-renders
+// (a delivery answer arriving while the form is open re-draws the card).
+const resolveDrafts = new Map();
+
 function resolveForm(a) {
-  const sel = h("select", { name: "cause", "aria-label": T("cause") },
+  const draft = resolveDrafts.get(a.id) || { cause: "fire", note: "" };
+  resolveDrafts.set(a.id, draft);
+  const sel = h("select", { name: "cause", "aria-label": T("cause"), onchange: (e) => { draft.cause = e.target.value; } },
     Object.entries(STR[state.lang].causes).map(([k, v]) => h("option", { value: k }, v)));
-  const note = h("input", { name: "note", placeholder: T("note"), maxlength: "500" });
+  sel.value = draft.cause;
+  const note = h("input", { name: "note", placeholder: T("note"), maxlength: "500", oninput: (e) => { draft.note = e.target.value; } });
+  note.value = draft.note;
   return h("form", { class: "resolve-form", onsubmit: (e) => {
     e.preventDefault();
+    resolveDrafts.delete(a.id);
     state.resolving = null;
     act(a, "resolve", { cause: sel.value, note: note.value.trim() || undefined });
   } }, h("label", {}, `${T("cause")} `, sel), note,
   h("button", { class: "btn btn-primary", type: "submit" }, T("submit")),
-  h("button", { class: "btn", type: "button", onclick: () => { state.resolving = null; render(); } }, T("cancel")));
+  h("button", { class: "btn", type: "button", onclick: () => { resolveDrafts.delete(a.id); state.resolving = null; render(); } }, T("cancel")));
 }
 
 function alarmCard(a) {
