@@ -808,7 +808,11 @@ async fn overview(
                 "site": b.site,
                 "name": site.map(|x| x.name.as_str()).unwrap_or(&b.site),
                 "plan_id": site.and_then(|x| x.plan_id.clone()).unwrap_or_else(|| format!("site-{}", b.site)),
-                "online": b.offline.is_none(),
+                // Heard from and not offline; a box never heard from since
+                // the district started is not called online (nor offline
+                // until box_timeout has passed).
+                "online": b.offline.is_none()
+                    && (b.status.as_deref() == Some("online") || b.last_heartbeat.is_some()),
                 "status": b.status,
                 "last_seen": rfc3339_ms(b.last_seen),
                 "last_heartbeat": b.last_heartbeat.map(rfc3339_ms),
