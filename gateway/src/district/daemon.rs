@@ -717,6 +717,11 @@ fn router(s: Arc<Shared>) -> Router {
 
 struct ApiError(StatusCode, String);
 
+/// A panic while holding the district state: say so rather than serve half a view.
+fn poisoned() -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned".into())
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(json!({"error": self.1}))).into_response()
@@ -794,10 +799,7 @@ async fn overview(
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller(&s, &headers, q.token.as_deref())?;
-    let book = s
-        .book
-        .lock()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned".into()))?;
+    let book = s.book.lock().map_err(|_| poisoned())?;
     let counts = book.open_counts();
     let compounds: Vec<Value> = book
         .boxes
@@ -843,10 +845,7 @@ async fn alarms(
     Query(q): Query<AlarmsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller(&s, &headers, q.token.as_deref())?;
-    let book = s
-        .book
-        .lock()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned".into()))?;
+    let book = s.book.lock().map_err(|_| poisoned())?;
     let mut list: Vec<&CompoundAlarm> = book
         .alarms
         .values()
@@ -877,10 +876,7 @@ async fn commands(
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller(&s, &headers, q.token.as_deref())?;
-    let cmds = s
-        .commands
-        .lock()
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "state poisoned".into()))?;
+    let cmds = s.commands.lock().map_err(|_| poisoned())?;
     Ok(Json(json!({"commands": *cmds})))
 }
 
