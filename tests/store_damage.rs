@@ -374,21 +374,28 @@ async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
         },
     )
     .await;
-    let backups_dir = gw.dir().join("backups");
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(&backups_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    backups.sort();
-    assert!((1..=2).contains(&backups.len()), "keep = 2: {backups:?}");
-    let newest = backups.last().unwrap().clone();
     let failed = gw
         .api()
         .metric_value("gridwatch_store_backups_total", &[("outcome", "failed")])
         .await;
     assert_eq!(failed, Some(0.0));
+    // Stopped first: a backup runs every second, and while one is written its
+    // `.partial` file and verification scratch dir sit next to the finished ones.
     gw.stop().await;
+    let backups_dir = gw.dir().join("backups");
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(&backups_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("gridwatch-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    backups.sort();
+    assert!((1..=2).contains(&backups.len()), "keep = 2: {backups:?}");
+    let newest = backups.last().unwrap().clone();
 
     // Another box: a fresh data dir restored from the newest backup.
     let other = tempfile::tempdir().unwrap();

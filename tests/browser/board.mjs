@@ -68,7 +68,8 @@ try {
   const session = cookies.find((c) => c.name === "gw_session");
   check(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(cookies)}`);
   check(await page.evaluate(() => document.cookie) === "", "the session cookie is invisible to scripts");
-  check(await page.locator(".empty").isVisible(), "no alarms yet");
+  // The list is drawn after the first fetch, which follows the stream's "ready".
+  await page.locator("#alarms .empty").waitFor({ state: "visible", timeout: WAIT });
   await page.evaluate(() => {
     window.__noReload = "still here";
     // Count the tones the board plays (Web Audio oscillators).
