@@ -443,7 +443,7 @@ fn imported_ledger_passes_check_config_and_a_bad_one_changes_nothing() {
         text(&check.stdout)
     );
     assert!(
-        text(&check.stdout).contains("9 households, 13 devices, 8 contacts"),
+        text(&check.stdout).contains("9 households, 13 devices, 9 contacts"),
         "{}",
         text(&check.stdout)
     );

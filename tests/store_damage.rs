@@ -8,6 +8,10 @@
 //! the store degraded, an ERROR log line. A trial where the gateway does not
 //! come back ready fails with its logs.
 //!
+//! Damage found also raises one `store_damaged` system alarm (no device, no
+//! household) that reaches the director's webhook and the box operator's
+//! console; a plain `kill -9` raises none.
+//!
 //! Also: a scheduled, verified backup restores on a fresh data dir to the
 //! same open alarms.
 
@@ -37,6 +41,7 @@ name = "损坏测试网格"
 grid_workers = ["c-wang"]
 directors = ["c-li"]
 fire_brigade = ["c-119"]
+operators = ["c-ops"]
 
 [[contacts]]
 id = "c-wang"
@@ -45,6 +50,11 @@ name = "王芳(网格员)"
 [[contacts]]
 id = "c-li"
 name = "李书记"
+webhook = "director"
+
+[[contacts]]
+id = "c-ops"
+name = "陈工(网关运维)"
 
 [[contacts]]
 id = "c-119"
@@ -75,12 +85,37 @@ location = "厨房"
 const ROUTING: &str = r#"
 [roles]
 fire_brigade = ["webhook"]
+director = ["webhook"]
+operator = ["console"]
 
 [[route]]
 kinds = ["smoke"]
 severities = ["critical"]
 notify = ["fire_brigade"]
+
+[[route]]
+kinds = ["store_damaged"]
+severities = ["alarm"]
+notify = ["director", "operator"]
 "#;
+
+/// The director's group webhook, on its own receiver that answers 200.
+fn director_hook(sink: &HttpSink) -> String {
+    format!(
+        "\n[channels.webhook.director]\nurl = \"{}\"\nformat = \"json\"\ntimeout = \"5s\"\n",
+        sink.url("/director")
+    )
+}
+
+/// Open alarms of kind `store_damaged`.
+async fn store_alarms(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.api()
+        .open_alarms()
+        .await
+        .into_iter()
+        .filter(|a| a["kind"] == "store_damaged")
+        .collect()
+}
 
 /// xorshift64: reproducible choices from the seed.
 struct Rng(u64);
@@ -201,11 +236,13 @@ fn hook_ids(http: &HttpSink, from: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// Open alarms of the homes (the `store_damaged` system alarm aside).
 async fn open_ids(gw: &Gateway) -> BTreeSet<String> {
     gw.api()
         .open_alarms()
         .await
         .iter()
+        .filter(|a| a["kind"] != "store_damaged")
         .filter_map(|a| a["id"].as_str().map(str::to_string))
         .collect()
 }
@@ -217,8 +254,10 @@ async fn damaged_store_files_never_lose_an_alarm_silently() {
     for trial in 0..trials() {
         let http = HttpSink::start().await;
         http.set_behaviour(HttpBehaviour::Status(500));
+        let director = HttpSink::start().await;
         let mut gw = Gateway::builder()
             .webhook_url(http.url("/fire119"))
+            .extra_toml(director_hook(&director))
             .fixture_file("registry.toml", registry())
             .fixture_file("routing.toml", ROUTING)
             .fixture_file("rules.toml", "")
@@ -278,6 +317,59 @@ async fn damaged_store_files_never_lose_an_alarm_silently() {
                 "damage not logged\n{}",
                 ctx()
             );
+            // A person is told: one store_damaged system alarm, to the
+            // director's webhook (confirmed) and the operator's console.
+            wait_until_async(
+                "the store_damaged alarm delivered to the director and the operator",
+                Duration::from_secs(30),
+                POLL,
+                || async {
+                    let open = store_alarms(&gw).await;
+                    let to_director = director
+                        .delivered_to("/director")
+                        .iter()
+                        .filter(|r| {
+                            let b = r.json();
+                            b["alarm"]["kind"] == "store_damaged" && b["event"] == "alarm.raised"
+                        })
+                        .count();
+                    let console = logs(&gw).contains("网关存储损坏");
+                    if open.len() == 1 && to_director == 1 && console {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{} open store_damaged alarms, {to_director} raised posts to the director, console: {console}; posts: {:?}",
+                            open.len(),
+                            director
+                                .requests_to("/director")
+                                .iter()
+                                .map(|r| r.json().to_string())
+                                .collect::<Vec<_>>()
+                        ))
+                    }
+                },
+            )
+            .await;
+            let a = &store_alarms(&gw).await[0];
+            assert_eq!(
+                a["device_id"],
+                "",
+                "a system alarm has no device\n{}",
+                ctx()
+            );
+            assert_eq!(
+                a["household_id"],
+                "",
+                "a system alarm has no household\n{}",
+                ctx()
+            );
+            assert_eq!(a["severity"], "alarm");
+        } else {
+            assert!(
+                store_alarms(&gw).await.is_empty(),
+                "store_damaged raised though no damage was announced\n{}",
+                ctx()
+            );
         }
         // The pending notifications are back with their delivery ids: the
         // sender tries each again after the restart.
@@ -320,8 +412,10 @@ async fn damaged_store_files_never_lose_an_alarm_silently() {
 async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
     let http = HttpSink::start().await;
     http.set_behaviour(HttpBehaviour::Status(500));
+    let director = HttpSink::start().await;
     let mut gw = Gateway::builder()
         .webhook_url(http.url("/fire119"))
+        .extra_toml(director_hook(&director))
         .fixture_file("registry.toml", registry())
         .fixture_file("routing.toml", ROUTING)
         .fixture_file("rules.toml", "")
@@ -414,6 +508,7 @@ async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
     );
     let mut gw2 = Gateway::builder()
         .webhook_url(http.url("/fire119"))
+        .extra_toml(director_hook(&director))
         .fixture_file("registry.toml", registry())
         .fixture_file("routing.toml", ROUTING)
         .fixture_file("rules.toml", "")
@@ -441,8 +536,10 @@ async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
 async fn kill9_alone_is_not_reported_as_damage() {
     let http = HttpSink::start().await;
     http.set_behaviour(HttpBehaviour::Status(500));
+    let director = HttpSink::start().await;
     let mut gw = Gateway::builder()
         .webhook_url(http.url("/fire119"))
+        .extra_toml(director_hook(&director))
         .fixture_file("registry.toml", registry())
         .fixture_file("routing.toml", ROUTING)
         .fixture_file("rules.toml", "")
@@ -478,6 +575,11 @@ async fn kill9_alone_is_not_reported_as_damage() {
             damage_total(&gw).await,
             0.0,
             "round {round}: a plain kill -9 was reported as damage\n{}",
+            gw.diagnostics()
+        );
+        assert!(
+            store_alarms(&gw).await.is_empty(),
+            "round {round}: a plain kill -9 raised a store_damaged alarm\n{}",
             gw.diagnostics()
         );
     }

@@ -206,11 +206,15 @@ pub enum AlarmKind {
     LowBattery,
     Tamper,
     Offline,
+    /// The box's own store was found damaged (at start or by the scrub) and
+    /// repaired: a system alarm with no device or household, told to the
+    /// directors and the box's operators so a person checks what was restored.
+    StoreDamaged,
 }
 
 impl AlarmKind {
     /// All kinds.
-    pub const ALL: [AlarmKind; 8] = [
+    pub const ALL: [AlarmKind; 9] = [
         AlarmKind::Smoke,
         AlarmKind::ResidualCurrent,
         AlarmKind::Temperature,
@@ -219,6 +223,7 @@ impl AlarmKind {
         AlarmKind::LowBattery,
         AlarmKind::Tamper,
         AlarmKind::Offline,
+        AlarmKind::StoreDamaged,
     ];
 
     /// Wire and config name.
@@ -232,6 +237,7 @@ impl AlarmKind {
             AlarmKind::LowBattery => "low_battery",
             AlarmKind::Tamper => "tamper",
             AlarmKind::Offline => "offline",
+            AlarmKind::StoreDamaged => "store_damaged",
         }
     }
 
@@ -303,17 +309,21 @@ pub enum Role {
     FireBrigade,
     Family,
     Neighbour,
+    /// The people who maintain the box itself (运维, `[[grids]] operators`):
+    /// told of system alarms such as a damaged store.
+    Operator,
 }
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Resident,
         Role::GridWorker,
         Role::Director,
         Role::FireBrigade,
         Role::Family,
         Role::Neighbour,
+        Role::Operator,
     ];
 
     /// Wire and config name.
@@ -325,6 +335,7 @@ impl Role {
             Role::FireBrigade => "fire_brigade",
             Role::Family => "family",
             Role::Neighbour => "neighbour",
+            Role::Operator => "operator",
         }
     }
 
@@ -604,6 +615,8 @@ pub enum SignalCause {
     /// Not a decision: a reading of a condition already firing, forwarded by
     /// the rules stage so the open alarm's value and peak follow it.
     Repeat,
+    /// The store's check against its journal (at start or by the scrub).
+    StoreCheck,
 }
 
 impl SignalCause {
@@ -620,6 +633,7 @@ impl SignalCause {
             SignalCause::PollFailures => "poll_failures",
             SignalCause::Correlation => "correlation",
             SignalCause::Repeat => "repeat",
+            SignalCause::StoreCheck => "store_check",
         }
     }
 

@@ -49,6 +49,6 @@ fn shipped_config_loads_with_the_agreed_ids() {
     assert_eq!(cfg.contact("c-xihu-119").unwrap().webhook, None);
     assert!(cfg.data_dir().ends_with("config/data"));
     assert!(cfg.summary().starts_with(
-        "site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 8 contacts"
+        "site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 9 contacts"
     ));
 }

@@ -50,11 +50,12 @@ pub enum ActionError {
 }
 
 /// Subject key: the device, or the household for household-level kinds.
+/// System alarms (the box itself) have one subject per kind.
 fn subject(kind: AlarmKind, device_id: &str, household_id: &str) -> String {
-    if kind == AlarmKind::FireConfirmed {
-        format!("hh:{household_id}")
-    } else {
-        format!("dev:{device_id}")
+    match kind {
+        AlarmKind::FireConfirmed => format!("hh:{household_id}"),
+        AlarmKind::StoreDamaged => "sys:gateway".to_string(),
+        _ => format!("dev:{device_id}"),
     }
 }
 

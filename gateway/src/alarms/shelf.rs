@@ -20,7 +20,7 @@ pub enum Category {
     Fire,
     /// residual_current
     Electrical,
-    /// device_fault, tamper, low_battery, offline
+    /// device_fault, tamper, low_battery, offline; and the box's own store_damaged
     Health,
 }
 
@@ -36,7 +36,8 @@ impl Category {
             AlarmKind::DeviceFault
             | AlarmKind::LowBattery
             | AlarmKind::Tamper
-            | AlarmKind::Offline => Category::Health,
+            | AlarmKind::Offline
+            | AlarmKind::StoreDamaged => Category::Health,
         }
     }
 

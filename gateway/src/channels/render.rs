@@ -101,6 +101,29 @@ pub fn sms(n: &Notification) -> String {
             Locale::En => head.push_str(&format!(" ({w})")),
         }
     }
+    if let Some(finding) = system_finding(loc, a) {
+        // A system alarm: the box itself, no home, no reading.
+        let (first_sep, sep) = match loc {
+            Locale::ZhCn => ("：", "，"),
+            Locale::En => (": ", "; "),
+        };
+        let time = local_time(alarm_time(n)).format("%H:%M").to_string();
+        let mut s = one_line(&format!(
+            "{head}{first_sep}{finding}{sep}{}{sep}{time}",
+            join_nonempty(&[&n.context.site_name, gateway_word(loc)], " ")
+        ));
+        if !n.ack_url.is_empty() {
+            let link = match loc {
+                Locale::ZhCn => format!("。确认：{}", n.ack_url),
+                Locale::En => format!(". Ack: {}", n.ack_url),
+            };
+            if s.chars().count() + link.chars().count() <= SMS_MAX_CHARS {
+                s.push_str(&link);
+                return s;
+            }
+        }
+        return truncate_chars(&s, SMS_MAX_CHARS);
+    }
     let mut parts = vec![
         head,
         join_nonempty(&[&n.context.site_name, &a.address, &a.location], " "),
@@ -159,12 +182,14 @@ pub fn role_label(locale: Locale, role: crate::model::Role) -> &'static str {
         (Locale::ZhCn, Role::FireBrigade) => "消防中队",
         (Locale::ZhCn, Role::Family) => "家属",
         (Locale::ZhCn, Role::Neighbour) => "邻居",
+        (Locale::ZhCn, Role::Operator) => "网关运维",
         (Locale::En, Role::Resident) => "resident",
         (Locale::En, Role::GridWorker) => "grid worker",
         (Locale::En, Role::Director) => "director",
         (Locale::En, Role::FireBrigade) => "fire brigade",
         (Locale::En, Role::Family) => "family",
         (Locale::En, Role::Neighbour) => "neighbour",
+        (Locale::En, Role::Operator) => "gateway operator",
     }
 }
 
@@ -482,6 +507,7 @@ pub fn kind_label(locale: Locale, k: AlarmKind) -> &'static str {
         (Locale::ZhCn, AlarmKind::LowBattery) => "电池电量低",
         (Locale::ZhCn, AlarmKind::Tamper) => "防拆报警",
         (Locale::ZhCn, AlarmKind::Offline) => "设备离线",
+        (Locale::ZhCn, AlarmKind::StoreDamaged) => "网关存储损坏",
         (Locale::En, AlarmKind::Smoke) => "Smoke alarm",
         (Locale::En, AlarmKind::ResidualCurrent) => "Residual current alarm",
         (Locale::En, AlarmKind::Temperature) => "Temperature alarm",
@@ -490,6 +516,7 @@ pub fn kind_label(locale: Locale, k: AlarmKind) -> &'static str {
         (Locale::En, AlarmKind::LowBattery) => "Low battery",
         (Locale::En, AlarmKind::Tamper) => "Tamper alarm",
         (Locale::En, AlarmKind::Offline) => "Device offline",
+        (Locale::En, AlarmKind::StoreDamaged) => "Gateway store damaged",
     }
 }
 
@@ -528,6 +555,9 @@ impl Message {
         let a = &n.alarm;
         let mut lines = Vec::with_capacity(9);
         lines.extend(event_lines(n));
+        if let Some(finding) = system_finding(loc, a) {
+            return Message::system(n, lines, finding);
+        }
         let where_sep = if zh { " " } else { ", " };
         lines.push((
             if zh { "地点" } else { "Where" },
@@ -577,6 +607,81 @@ impl Message {
             footer: one_line(&footer),
         }
     }
+}
+
+impl Message {
+    /// A system alarm of the box itself: what was found and what to do, where
+    /// (the site's gateway), when; no residents, no reading. The alarm's
+    /// `location` carries the finding in wire words (e.g. `store_lost_records`).
+    fn system(
+        n: &Notification,
+        mut lines: Vec<(&'static str, String)>,
+        finding: String,
+    ) -> Message {
+        let loc = n.context.locale;
+        let zh = loc == Locale::ZhCn;
+        let a = &n.alarm;
+        lines.push((if zh { "情况" } else { "Finding" }, finding));
+        lines.push((
+            if zh { "地点" } else { "Where" },
+            join_nonempty(&[&n.context.site_name, gateway_word(loc)], " "),
+        ));
+        lines.push((if zh { "时间" } else { "When" }, when(n)));
+        if !a.location.is_empty() {
+            lines.push((if zh { "详情" } else { "Detail" }, a.location.clone()));
+        }
+        if !n.context.others_notified.is_empty() {
+            lines.push((
+                if zh { "已通知" } else { "Also notified" },
+                n.context.others_notified.join(if zh { "、" } else { ", " }),
+            ));
+        }
+        let link = (!n.ack_url.is_empty()).then(|| {
+            let needs_ack = a.state == AlarmState::ActiveUnacked;
+            let label = match (zh, needs_ack) {
+                (true, true) => "立即确认",
+                (true, false) => "详情",
+                (false, true) => "Acknowledge",
+                (false, false) => "Details",
+            };
+            (label, n.ack_url.clone())
+        });
+        let footer = if zh {
+            format!("报警编号 {}", a.id)
+        } else {
+            format!("Alarm {}", a.id)
+        };
+        Message {
+            headline: headline(n),
+            lines: lines.into_iter().map(|(l, v)| (l, one_line(&v))).collect(),
+            link,
+            footer: one_line(&footer),
+        }
+    }
+}
+
+/// The box itself, as the place of a system alarm.
+fn gateway_word(loc: Locale) -> &'static str {
+    match loc {
+        Locale::ZhCn => "网关",
+        Locale::En => "gateway box",
+    }
+}
+
+/// What a system alarm found, in words; `None` for the alarms of a home.
+/// `store_damaged` carries the number of alarm records the repair restored
+/// as its value: "已自动恢复 N 条告警，请检查".
+fn system_finding(loc: Locale, a: &AlarmView) -> Option<String> {
+    if a.kind != AlarmKind::StoreDamaged {
+        return None;
+    }
+    let n = a.value.unwrap_or(0.0).max(0.0) as u64;
+    Some(match (loc, n) {
+        (Locale::ZhCn, 0) => "已自动修复，请检查".to_string(),
+        (Locale::ZhCn, n) => format!("已自动恢复 {n} 条告警，请检查"),
+        (Locale::En, 0) => "repaired automatically; please check".to_string(),
+        (Locale::En, n) => format!("{n} alarm records restored automatically; please check"),
+    })
 }
 
 /// `【紧急】烟感报警 升级` / `[CRITICAL] Smoke alarm — escalated`.

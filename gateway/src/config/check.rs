@@ -626,6 +626,7 @@ pub(crate) fn registry(
         contact_refs(rep, "grids", i, "grid_workers", &g.grid_workers, &owner);
         contact_refs(rep, "grids", i, "directors", &g.directors, &owner);
         contact_refs(rep, "grids", i, "fire_brigade", &g.fire_brigade, &owner);
+        contact_refs(rep, "grids", i, "operators", &g.operators, &owner);
     }
     for (i, h) in reg.households.iter().enumerate() {
         let owner = format!("household {:?}", h.id);

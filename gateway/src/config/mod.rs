@@ -352,7 +352,7 @@ impl Config {
     }
 
     /// A one-line summary for check-config, e.g.
-    /// `site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 8 contacts, 4 routes`.
+    /// `site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 9 contacts, 5 routes`.
     pub fn summary(&self) -> String {
         let r = &self.registry;
         format!(

@@ -258,11 +258,11 @@ fn shipped_config_loads_without_env() {
     assert_eq!(
         cfg.summary(),
         format!(
-            "site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 8 contacts, {} routes",
+            "site xihu-longjing (龙井苑小区): 2 grids, 9 households, 13 devices, 9 contacts, {} routes",
             cfg.routing.routes.len()
         )
     );
-    assert_eq!(cfg.routing.routes.len(), 4);
+    assert_eq!(cfg.routing.routes.len(), 5);
     let h = cfg.household("h-3-2-501").unwrap();
     assert_eq!(h.residents[0].name, "张奶奶");
     assert!(h.residents[0].lives_alone);

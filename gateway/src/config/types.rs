@@ -794,6 +794,10 @@ pub struct Grid {
     pub directors: Vec<String>,
     #[serde(default)]
     pub fire_brigade: Vec<String>,
+    /// Who maintains the gateway box (运维): told of its system alarms
+    /// (e.g. `store_damaged`) with the directors.
+    #[serde(default)]
+    pub operators: Vec<String>,
 }
 
 /// `[[households]]`.

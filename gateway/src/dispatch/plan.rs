@@ -66,22 +66,32 @@ pub fn roles_for(cfg: &Config, alarm: &Alarm) -> Vec<Role> {
 }
 
 /// People of one role for the alarm's household.
+/// A system alarm (no household: the box itself) reaches the people of that
+/// role in every grid of the site.
 fn people<'a>(cfg: &'a Config, alarm: &Alarm, role: Role) -> Vec<Reach<'a>> {
-    let Some(hh) = cfg.household(&alarm.household_id) else {
-        return Vec::new();
-    };
-    let contact_ids: Vec<&String> = match role {
-        Role::Resident => return residents(hh),
-        Role::Family => hh.family.iter().collect(),
-        Role::Neighbour => return neighbours(cfg, &hh.neighbours),
-        Role::GridWorker | Role::Director | Role::FireBrigade => match cfg.grid(&hh.grid) {
-            Some(g) => match role {
-                Role::GridWorker => g.grid_workers.iter().collect(),
-                Role::Director => g.directors.iter().collect(),
-                _ => g.fire_brigade.iter().collect(),
-            },
-            None => Vec::new(),
-        },
+    let contact_ids: Vec<&String> = if alarm.household_id.is_empty() {
+        let mut ids: Vec<&String> = cfg
+            .registry
+            .grids
+            .iter()
+            .flat_map(|g| grid_people(g, role))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        ids
+    } else {
+        let Some(hh) = cfg.household(&alarm.household_id) else {
+            return Vec::new();
+        };
+        match role {
+            Role::Resident => return residents(hh),
+            Role::Family => hh.family.iter().collect(),
+            Role::Neighbour => return neighbours(cfg, &hh.neighbours),
+            Role::GridWorker | Role::Director | Role::FireBrigade | Role::Operator => cfg
+                .grid(&hh.grid)
+                .map(|g| grid_people(g, role))
+                .unwrap_or_default(),
+        }
     };
     contact_ids
         .into_iter()
@@ -94,6 +104,17 @@ fn people<'a>(cfg: &'a Config, alarm: &Alarm, role: Role) -> Vec<Reach<'a>> {
             webhook: c.webhook.as_deref(),
         })
         .collect()
+}
+
+/// The contacts a grid names for a role (none for the household roles).
+fn grid_people(g: &crate::config::Grid, role: Role) -> Vec<&String> {
+    match role {
+        Role::GridWorker => g.grid_workers.iter().collect(),
+        Role::Director => g.directors.iter().collect(),
+        Role::FireBrigade => g.fire_brigade.iter().collect(),
+        Role::Operator => g.operators.iter().collect(),
+        Role::Resident | Role::Family | Role::Neighbour => Vec::new(),
+    }
 }
 
 /// Residents of the neighbour households: contact id `{household}.r{n}` (1-based).

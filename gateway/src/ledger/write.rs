@@ -37,6 +37,7 @@ pub fn kept_contacts<'a>(current: &'a Registry, ledger: &Ledger) -> Vec<&'a conf
                 .iter()
                 .chain(&g.directors)
                 .chain(&g.fire_brigade)
+                .chain(&g.operators)
         })
         .map(String::as_str)
         .collect();
@@ -87,6 +88,11 @@ pub fn registry_toml(current: &Registry, ledger: &Ledger, source: &str, at: &str
             q_list(&g.directors),
             q_list(&g.fire_brigade)
         );
+        if !g.operators.is_empty() {
+            // Directly after the grid's keys (the blank line above ends the table visually only).
+            out.truncate(out.trim_end_matches('\n').len());
+            let _ = writeln!(out, "\noperators = {}\n", q_list(&g.operators));
+        }
     }
     out.push_str("# ── Households ──\n\n");
     for h in &ledger.homes {

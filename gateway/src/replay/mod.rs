@@ -321,6 +321,7 @@ mod tests {
                 grid_workers: vec![],
                 directors: vec![],
                 fire_brigade: vec![],
+                operators: vec![],
             }],
             households: vec![Household {
                 id: "h".into(),

@@ -262,7 +262,8 @@ impl Slot {
             AlarmKind::ResidualCurrent | AlarmKind::Temperature => {
                 self.rules.metrics.iter().any(|m| m.kind == kind)
             }
-            AlarmKind::FireConfirmed => false,
+            // fire_confirmed comes from correlation, store_damaged from the store.
+            AlarmKind::FireConfirmed | AlarmKind::StoreDamaged => false,
             AlarmKind::DeviceFault
             | AlarmKind::LowBattery
             | AlarmKind::Tamper
@@ -431,7 +432,7 @@ impl Slot {
                     },
                 }
             }
-            AlarmKind::FireConfirmed | AlarmKind::Offline => bare(None),
+            AlarmKind::FireConfirmed | AlarmKind::Offline | AlarmKind::StoreDamaged => bare(None),
         }
     }
 

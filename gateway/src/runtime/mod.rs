@@ -236,6 +236,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         health.expect_beats(stage);
     }
     let (sig_tx, sig_rx) = mpsc::channel(SIGNALS);
+    let system_signals = sig_tx.clone();
     let engine = {
         let cfg = config_rx.borrow();
         RuleEngine::new(&cfg.rules, &cfg.registry)
@@ -344,6 +345,13 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     metrics.outbox_pending.set(pending.len() as i64);
     let sender = tokio::spawn(sender.run(pending, send_rx));
     supervise(&health, &metrics, Stage::Dispatch, "sender", sender);
+    // Damage found at open becomes a system alarm once the pipe runs: after
+    // the sender took the stored outbox, so its notification is sent once.
+    store_damage::raise(
+        &system_signals,
+        store_damage::alarm_signal(&report.damage, report.recovery.as_ref()),
+    )
+    .await;
 
     // Self-watch and housekeeping.
     let beats = heartbeat::Publisher {
@@ -372,6 +380,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
             config_rx.clone(),
             metrics.clone(),
             health.clone(),
+            system_signals,
         )),
     );
     let housekeeping = tokio::spawn(crate::housekeeping::run(

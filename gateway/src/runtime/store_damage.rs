@@ -1,10 +1,52 @@
 //! Saying it loudly when the store was found damaged: the metric, an ERROR
 //! log line per finding, `/readyz` and the board naming the store degraded
-//! (still serving), and what a rebuild could and could not restore.
+//! (still serving), what a rebuild could and could not restore, and a
+//! `store_damaged` system alarm, so a person is told and closes the loop
+//! (a metric nobody scrapes and a banner nobody looks at tell no one).
 
 use crate::health::{Health, Stage};
 use crate::metrics::Metrics;
+use crate::model::{now_ms, AlarmKind, Condition, Severity};
+use crate::rules::{Signal, SignalCause};
 use crate::store::{Damage, OpenReport, Recovery};
+use tokio::sync::mpsc;
+
+/// The `store_damaged` system alarm for a finding: no device, no household
+/// (the box itself); its value is the number of alarm records a rebuild
+/// restored (0 when nothing had to be rebuilt, e.g. only the journal was
+/// rewritten). `None` when nothing was found.
+pub fn alarm_signal(damage: &[Damage], recovery: Option<&Recovery>) -> Option<Signal> {
+    if damage.is_empty() {
+        return None;
+    }
+    let now = now_ms();
+    Some(Signal {
+        device_id: String::new(),
+        household_id: String::new(),
+        kind: AlarmKind::StoreDamaged,
+        severity: Severity::Alarm,
+        condition: Condition::Firing,
+        value: Some(recovery.map_or(0, |r| r.alarms) as f64),
+        threshold: None,
+        unit: "",
+        cause: SignalCause::StoreCheck,
+        trend: None,
+        ts: now,
+        received: now,
+    })
+}
+
+/// Hands the system alarm to the alarms stage; an ERROR when it cannot
+/// (the stage is gone: the other announcements still stand).
+pub async fn raise(signals: &mpsc::Sender<Signal>, signal: Option<Signal>) {
+    if let Some(s) = signal {
+        if signals.send(s).await.is_err() {
+            tracing::error!(
+                "cannot raise the store_damaged alarm: the alarms stage is not running"
+            );
+        }
+    }
+}
 
 /// Announces what [`crate::store::Store::open`] found. Silent when nothing.
 pub fn announce_open(report: &OpenReport, metrics: &Metrics, health: &Health) {
@@ -61,6 +103,7 @@ pub async fn watch(
     config: tokio::sync::watch::Receiver<std::sync::Arc<crate::config::Config>>,
     metrics: std::sync::Arc<Metrics>,
     health: Health,
+    signals: mpsc::Sender<Signal>,
 ) {
     use tokio::time::{sleep_until, Instant};
     let start = Instant::now();
@@ -89,7 +132,10 @@ pub async fn watch(
                 Ok(Ok(found)) if found.is_empty() => {
                     tracing::debug!("store scrub: store and journal agree")
                 }
-                Ok(Ok(found)) => announce(&found, None, &metrics, &health),
+                Ok(Ok(found)) => {
+                    announce(&found, None, &metrics, &health);
+                    raise(&signals, alarm_signal(&found, None)).await;
+                }
                 Ok(Err(e)) => tracing::error!(error = %e, "store scrub failed"),
                 Err(e) => tracing::error!(error = %e, "store scrub task failed"),
             }

@@ -24,7 +24,7 @@ const STR = {
     family: "家属", grid_worker: "网格员", neighbours: "邻居", open_alarms: "未处理报警", devices: "设备",
     done_ack: "已确认", done_resolve: "已提交处置", done_verify: "已核查关闭", live_on: "实时连接", live_off: "连接中断，正在重连",
     me_token: "（令牌）", resolved_by: "处置", verified_by: "核查",
-    roles: { resident: "住户本人", grid_worker: "网格员", director: "社区书记", fire_brigade: "消防中队", family: "家属", neighbour: "邻居" },
+    roles: { resident: "住户本人", grid_worker: "网格员", director: "社区书记", fire_brigade: "消防中队", family: "家属", neighbour: "邻居", operator: "网关运维" },
     channels: { sms: "短信", voice: "语音电话", email: "邮件", webhook: "平台推送", console: "控制台", mqtt: "MQTT", sounder: "联动报警器", upstream: "上级平台", gb26875: "消防远程监控中心" },
     delivery: { sent: "已送达", failed: "发送失败", pending: "发送中" },
     causes: { fire: "火灾", electrical_fault: "电气故障", cooking: "烹饪油烟", false_alarm: "误报", test: "测试", other: "其他" },
@@ -56,7 +56,7 @@ const STR = {
     family: "Family", grid_worker: "Grid worker", neighbours: "Neighbours", open_alarms: "open alarms", devices: "Devices",
     done_ack: "Acknowledged", done_resolve: "Resolution recorded", done_verify: "Verified and closed", live_on: "live", live_off: "disconnected, reconnecting",
     me_token: " (token)", resolved_by: "Resolved", verified_by: "Verified",
-    roles: { resident: "Resident", grid_worker: "Grid worker", director: "Director", fire_brigade: "Fire brigade", family: "Family", neighbour: "Neighbours" },
+    roles: { resident: "Resident", grid_worker: "Grid worker", director: "Director", fire_brigade: "Fire brigade", family: "Family", neighbour: "Neighbours", operator: "Gateway operator" },
     channels: { sms: "SMS", voice: "voice call", email: "email", webhook: "webhook", console: "console", mqtt: "MQTT", sounder: "linked sounders", upstream: "upstream", gb26875: "monitoring centre" },
     delivery: { sent: "delivered", failed: "FAILED", pending: "sending" },
     causes: { fire: "fire", electrical_fault: "electrical fault", cooking: "cooking", false_alarm: "false alarm", test: "test", other: "other" },
@@ -74,11 +74,11 @@ const STR = {
       unshelved: "shelf ended, dispatched", delivery: "notification", audit: "action" },
   },
 };
-const ROLE_ORDER = ["resident", "fire_brigade", "grid_worker", "director", "family", "neighbour"];
+const ROLE_ORDER = ["resident", "fire_brigade", "grid_worker", "director", "operator", "family", "neighbour"];
 const SEV_RANK = { critical: 3, alarm: 2, warning: 1, info: 0 };
 // docs/duty-board.md categories: tabs, tones and the shelve rule (fire kinds are never shelved).
 const CATEGORY = { smoke: "fire", fire_confirmed: "fire", temperature: "fire", residual_current: "electrical",
-  device_fault: "health", low_battery: "health", tamper: "health", offline: "health" };
+  device_fault: "health", low_battery: "health", tamper: "health", offline: "health", store_damaged: "health" };
 const CAT_RANK = { fire: 3, electrical: 2, health: 1 };
 const KIND_METRIC = { smoke: "smoke_db_m", residual_current: "residual_current_ma", temperature: "temperature_c", low_battery: "battery_pct" };
 const METRIC_UNITS = { smoke_db_m: "dB/m", residual_current_ma: "mA", temperature_c: "°C", battery_pct: "%", rssi_dbm: "dBm" };

@@ -183,6 +183,10 @@ impl Table {
 /// not a state change the centre hears of (acks, reminders, escalations,
 /// verification). Bit 0 (normal operation, not test) is always set on send.
 pub fn component_status(kind: AlarmKind, event: EventKind) -> Option<u16> {
+    if kind == AlarmKind::StoreDamaged {
+        // The box's own store: no component of the fire alarm system.
+        return None;
+    }
     match event {
         EventKind::Raised => Some(
             status::NORMAL
@@ -196,6 +200,7 @@ pub fn component_status(kind: AlarmKind, event: EventKind) -> Option<u16> {
                     }
                     // 电源故障: the detector's battery is the component's power.
                     AlarmKind::LowBattery => status::POWER_FAULT,
+                    AlarmKind::StoreDamaged => return None,
                 },
         ),
         EventKind::Cleared | EventKind::Resolved => Some(status::NORMAL),
