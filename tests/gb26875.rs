@@ -397,6 +397,137 @@ async fn an_inspection_is_answered_by_a_person_with_a_type_24_frame() {
     .await;
 }
 
+/// The 查岗 list is in the store: a `kill -9` between the centre's 查岗 and
+/// the answer loses neither. An unanswered one is still on the board after
+/// the restart with its deadline, goes overdue there, and `gridwatch report`
+/// (API while running, CLI on the store after stopping) lists it; one received
+/// before the restart is answered after it with a type-24 frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspections_survive_a_restart_and_the_unanswered_one_is_in_the_report() {
+    let centre = Centre::start("127.0.0.1:0", CENTRE, Mode::Confirm)
+        .await
+        .unwrap();
+    let (mut gw, _http) = gateway(&centre, "5s", 3).await;
+    let link_up = |gw: &Gateway| {
+        let api = gw.api().clone();
+        async move {
+            wait_until_async("the link up", WAIT, POLL, || async {
+                api.metric_value("gridwatch_gb26875_link_up", &[])
+                    .await
+                    .filter(|v| *v == 1.0)
+            })
+            .await
+        }
+    };
+    link_up(&gw).await;
+    // A 查岗 with a one-minute window nobody will answer, then one of ten minutes.
+    let mut serials = Vec::new();
+    for minutes in [1, 10] {
+        let serial = centre.inspect(minutes).await.expect("connected");
+        wait_log(&centre, "the confirm of the 查岗", |log| {
+            log.iter().any(|r| {
+                r.command() == Some(Command::Confirm)
+                    && r.frame.as_ref().is_ok_and(|f| f.serial == serial)
+            })
+        })
+        .await;
+        serials.push(serial);
+    }
+    let before: Value = gw.api().get_json("/api/v1/gb26875").await;
+    gw.kill9();
+    gw.restart().await;
+
+    // Both are back, newest first, unanswered, with the same deadlines.
+    let after: Value = gw.api().get_json("/api/v1/gb26875").await;
+    let list = after["inspections"]
+        .as_array()
+        .expect("inspections")
+        .clone();
+    assert_eq!(list.len(), 2, "{after}");
+    for (i, serial) in [serials[1], serials[0]].iter().enumerate() {
+        assert_eq!(
+            list[i]["serial"].as_u64(),
+            Some(u64::from(*serial)),
+            "{after}"
+        );
+        assert!(list[i]["answered_at"].is_null(), "{after}");
+        assert_eq!(
+            list[i]["deadline"], before["inspections"][i]["deadline"],
+            "{after}"
+        );
+    }
+    // The one-minute 查岗 goes overdue on the board after the restart.
+    wait_until_async(
+        "the short 查岗 marked unanswered",
+        Duration::from_secs(90),
+        POLL,
+        || async {
+            let s = gw.api().get_json("/api/v1/gb26875").await;
+            (s["inspections"][1]["unanswered"] == true).then_some(())
+        },
+    )
+    .await;
+    // The report lists it, and the ten-minute one as still waiting.
+    let report = gw
+        .api()
+        .get_json("/api/v1/report?since=1d&format=json")
+        .await;
+    let rows = report["inspections"]
+        .as_array()
+        .expect("inspections in the report");
+    let outcomes: Vec<&str> = rows.iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["unanswered", "waiting"], "{report}");
+    assert_eq!(
+        rows[0]["deadline"].as_str().map(|d| d.ends_with('Z')),
+        Some(true)
+    );
+
+    // The ten-minute 查岗 received before the restart is answered after it.
+    link_up(&gw).await;
+    let (code, body) = gw
+        .api()
+        .post_raw("/api/v1/gb26875/inspection/answer", &json!({"by": "c-li"}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    wait_log(&centre, "the 查岗应答 after the restart", |log| {
+        log.iter().any(|r| {
+            r.command() == Some(Command::SendData)
+                && matches!(&r.adu, Some(Adu::UitdOperations(ops)) if ops.iter().any(|o| o.flags & OP_INSPECTION_ANSWER != 0))
+        })
+    })
+    .await;
+    wait_until_async("the answer confirmed", WAIT, POLL, || async {
+        let s = gw.api().get_json("/api/v1/gb26875").await;
+        s["inspections"][0]["confirmed_at"].as_i64()
+    })
+    .await;
+
+    // The CLI on the stopped daemon's store: only the unanswered one is left.
+    gw.stop().await;
+    let out = std::process::Command::new(gridwatch_e2e::gridwatch_bin())
+        .args(["report", "--since", "1d", "--format", "json", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .expect("run gridwatch report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let rows = report["inspections"].as_array().expect("inspections");
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(rows[0]["outcome"], "unanswered");
+    assert!(rows[0]["answered_by"].is_null());
+    let table = std::process::Command::new(gridwatch_e2e::gridwatch_bin())
+        .args(["report", "--since", "1d", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .expect("run gridwatch report");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("not answered in time: 1"), "{table}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_centre_outage_loses_nothing_and_the_fire_goes_first() {
     let centre = Centre::start("127.0.0.1:0", CENTRE, Mode::Confirm)

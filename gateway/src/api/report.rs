@@ -29,7 +29,14 @@ pub async fn report(
     let format = q.format.unwrap_or(Format::Json);
     let cfg = s.config.borrow().clone();
     let alarms = s.store.alarms().map_err(internal)?;
-    let r = crate::report::for_config(&cfg, &alarms, since, crate::model::now_ms());
+    let inspections = crate::gb26875::stored_inspections(&s.store);
+    let r = crate::report::for_config_with_inspections(
+        &cfg,
+        &alarms,
+        &inspections,
+        since,
+        crate::model::now_ms(),
+    );
     let body = render::render(&r, format).map_err(internal)?;
     let content_type = match format {
         Format::Json => "application/json",

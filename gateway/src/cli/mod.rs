@@ -174,8 +174,15 @@ pub fn report(args: &ReportArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(&e.to_string(), 1),
     };
+    let inspections = crate::gb26875::stored_inspections(&store);
     drop(store);
-    let r = crate::report::for_config(&cfg, &alarms, since, crate::model::now_ms());
+    let r = crate::report::for_config_with_inspections(
+        &cfg,
+        &alarms,
+        &inspections,
+        since,
+        crate::model::now_ms(),
+    );
     match render::render(&r, args.format) {
         Ok(text) => {
             print!("{text}");

@@ -12,7 +12,9 @@
 //! of our frames waits for its confirm.
 
 use super::mapping::{component_status, Table};
-use super::{Answer, Inspection, LinkState, INSPECTION_WINDOW_MS, KEEP_INSPECTIONS};
+use super::{
+    Answer, Inspection, LinkState, INSPECTIONS_RECORD, INSPECTION_WINDOW_MS, KEEP_INSPECTIONS,
+};
 use crate::config::gb26875::Gb26875Config;
 use crate::config::Config;
 use crate::dispatch::{DeliveryRecord, DeliveryStatus};
@@ -89,6 +91,8 @@ pub struct Link {
     /// 查岗应答 typed by a person and not yet confirmed (kept across reconnects).
     queued_answers: Vec<(Answer, EpochMs)>,
     operations: Vec<Operation>,
+    /// The inspections changed since they were last written to the store.
+    inspections_dirty: bool,
 }
 
 impl Link {
@@ -102,6 +106,21 @@ impl Link {
         answers: mpsc::Receiver<Answer>,
         wake: Arc<Notify>,
     ) -> Link {
+        // The 查岗 list survives restarts: an unanswered one is still shown
+        // with its deadline, and an answer typed but not yet confirmed by the
+        // centre is sent again.
+        let stored = super::stored_inspections(&store);
+        let now = now_ms();
+        let queued_answers = stored
+            .iter()
+            .rev()
+            .filter(|i| i.confirmed_at.is_none() && i.deadline > now)
+            .filter_map(|i| {
+                let by = i.answered_by.clone()?;
+                Some((Answer { by, operator: 1 }, i.answered_at.unwrap_or(now)))
+            })
+            .collect();
+        state.update(|s| s.inspections = stored);
         Link {
             cfg,
             config,
@@ -111,8 +130,23 @@ impl Link {
             state,
             answers,
             wake,
-            queued_answers: Vec::new(),
+            queued_answers,
             operations: Vec::new(),
+            inspections_dirty: false,
+        }
+    }
+
+    /// Writes the 查岗 list to the store when it changed.
+    async fn save_inspections(&mut self) {
+        if !self.inspections_dirty {
+            return;
+        }
+        let list = self.state.snapshot().inspections;
+        match self.store.put_record(INSPECTIONS_RECORD, &list).await {
+            Ok(()) => self.inspections_dirty = false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store the 查岗 list; kept in memory, retried")
+            }
         }
     }
 
@@ -181,12 +215,14 @@ impl Link {
                 a = self.answers.recv() => if let Some(a) = a { self.take_answer(a) },
                 _ = tokio::time::sleep(step) => {}
             }
+            self.expire_inspections();
+            self.save_inspections().await;
         }
     }
 
     /// A 查岗 whose window passed unanswered is logged and kept in the audit
     /// trail (durable, `GET /api/v1/audit`), once.
-    fn expire_inspections(&self) {
+    fn expire_inspections(&mut self) {
         let now = now_ms();
         let mut expired = Vec::new();
         self.state.update(|s| {
@@ -197,6 +233,7 @@ impl Link {
                 }
             }
         });
+        self.inspections_dirty |= !expired.is_empty();
         for serial in expired {
             tracing::error!(serial, "查岗 from the monitoring centre went unanswered");
             self.audit(
@@ -234,6 +271,7 @@ impl Link {
             }
         });
         tracing::info!(by = %a.by, "查岗应答 queued for the monitoring centre");
+        self.inspections_dirty = true;
         self.queued_answers.push((a, now));
     }
 
@@ -319,6 +357,7 @@ impl Link {
             self.health.beat(Stage::Gb26875).await;
             self.refresh_pending(inflight.as_ref());
             self.expire_inspections();
+            self.save_inspections().await;
             // Timeout of the frame in flight: resend or reset.
             if let Some(f) = inflight.as_mut() {
                 if Instant::now() >= f.deadline {
@@ -663,6 +702,7 @@ impl Link {
                         i.confirmed_at = Some(now);
                     }
                 });
+                self.inspections_dirty = true;
                 tracing::info!(by = %by, "查岗应答 confirmed by the monitoring centre");
             }
         }
@@ -727,6 +767,10 @@ impl Link {
                     s.inspections.insert(0, inspection);
                     s.inspections.truncate(KEEP_INSPECTIONS);
                 });
+                // Stored before the centre's confirm goes out: a confirmed
+                // 查岗 is never forgotten by a restart.
+                self.inspections_dirty = true;
+                self.save_inspections().await;
             }
             Adu::InitUitd => tracing::info!(
                 "initialise command from the monitoring centre confirmed (nothing to reset)"

@@ -20,7 +20,7 @@ pub use crate::config::gb26875::mapping;
 pub use gb26875::{adu, frame};
 
 use crate::model::EpochMs;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -28,8 +28,10 @@ use tokio::sync::mpsc;
 /// (GB 26875.1: the prompt stays for 10 min).
 pub const INSPECTION_WINDOW_MS: EpochMs = 10 * 60 * 1000;
 
-/// One 查岗 (inspection) from the centre.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One 查岗 (inspection) from the centre. Kept in the store (record
+/// [`INSPECTIONS_RECORD`]), so an unanswered one is still on the board after
+/// a restart, with its deadline, and `gridwatch report` can list it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Inspection {
     /// The centre's frame serial, for logs.
     pub serial: u16,
@@ -62,6 +64,21 @@ pub struct Snapshot {
 
 /// Inspections kept for the board and the report.
 pub const KEEP_INSPECTIONS: usize = 50;
+
+/// The store record holding the recent inspections, newest first.
+pub const INSPECTIONS_RECORD: &str = "gb26875_inspections";
+
+/// The stored inspections, newest first; empty (with an ERROR) when the
+/// record cannot be read, so a damaged record never stops the link.
+pub fn stored_inspections(store: &crate::store::Store) -> Vec<Inspection> {
+    match store.record::<Vec<Inspection>>(INSPECTIONS_RECORD) {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the stored 查岗 list; starting with none");
+            Vec::new()
+        }
+    }
+}
 
 /// A person's 查岗应答 on its way to the link.
 #[derive(Debug, Clone)]

@@ -173,6 +173,64 @@ pub struct Report {
     pub grids: Vec<Group>,
     /// Homes with alarms: flagged first, then by false alarms, then by id.
     pub households: Vec<HouseholdRow>,
+    /// 查岗 of the fire monitoring centre received in the period that were
+    /// not answered in time (or are still waiting), oldest first.
+    pub inspections: Vec<InspectionRow>,
+}
+
+/// A 查岗 (inspection) of the fire monitoring centre that needs a look.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InspectionRow {
+    /// When the centre's 查岗 arrived, RFC 3339.
+    pub received_at: String,
+    /// When the centre stopped waiting for 查岗应答, RFC 3339.
+    pub deadline: String,
+    /// Who pressed 查岗应答, if anyone.
+    pub answered_by: Option<String>,
+    /// When they pressed it, RFC 3339.
+    pub answered_at: Option<String>,
+    /// When the centre confirmed the answer, RFC 3339.
+    pub confirmed_at: Option<String>,
+    /// `unanswered` (nobody answered before the deadline), `late` (answered,
+    /// but the centre had it only after the deadline, or never), `waiting`
+    /// (no answer yet, the deadline is still ahead).
+    pub outcome: &'static str,
+}
+
+/// The 查岗 rows of the report: those received in the period that were not
+/// answered in time, or still wait. A pure function of the stored list.
+pub fn inspection_rows(
+    list: &[crate::gb26875::Inspection],
+    since: EpochMs,
+    until: EpochMs,
+) -> Vec<InspectionRow> {
+    let mut rows: Vec<(EpochMs, InspectionRow)> = list
+        .iter()
+        .filter(|i| i.received_at >= since && i.received_at <= until)
+        .filter_map(|i| {
+            let outcome = match (i.answered_at, i.confirmed_at) {
+                (None, _) if i.deadline <= until => "unanswered",
+                (None, _) => "waiting",
+                (Some(_), Some(c)) if c <= i.deadline => return None,
+                (Some(_), None) if i.deadline > until => return None,
+                (Some(_), _) => "late",
+            };
+            let t = crate::model::rfc3339_ms;
+            Some((
+                i.received_at,
+                InspectionRow {
+                    received_at: t(i.received_at),
+                    deadline: t(i.deadline),
+                    answered_by: i.answered_by.clone(),
+                    answered_at: i.answered_at.map(t),
+                    confirmed_at: i.confirmed_at.map(t),
+                    outcome,
+                },
+            ))
+        })
+        .collect();
+    rows.sort_by_key(|(at, _)| *at);
+    rows.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The timing facts of one alarm episode, extracted once.
@@ -359,6 +417,7 @@ pub fn compute(alarms: &[Alarm], period: &Period, targets: &Targets) -> Report {
         roles: roles.into_values().map(Acc::finish).collect(),
         grids: grids.into_values().map(Acc::finish).collect(),
         households: households(&facts, period, targets.false_alarms_per_day),
+        inspections: Vec::new(),
     }
 }
 
@@ -377,7 +436,8 @@ fn households(facts: &[Facts], period: &Period, limit: u32) -> Vec<HouseholdRow>
         false_by_day: BTreeMap<String, u32>,
     }
     let mut homes: BTreeMap<&str, Home> = BTreeMap::new();
-    for f in facts {
+    // System alarms (the box itself) belong to no home.
+    for f in facts.iter().filter(|f| !f.alarm.household_id.is_empty()) {
         let h = homes
             .entry(f.alarm.household_id.as_str())
             .or_insert_with(|| Home {
@@ -428,9 +488,23 @@ fn households(facts: &[Facts], period: &Period, limit: u32) -> Vec<HouseholdRow>
     rows
 }
 
+/// The report with the stored 查岗 of the fire monitoring centre (the
+/// store's record; empty without `[gb26875]`). The CLI and the API both use
+/// it, so they agree.
+pub fn for_config_with_inspections(
+    cfg: &Config,
+    alarms: &[Alarm],
+    inspections: &[crate::gb26875::Inspection],
+    since: Dur,
+    now: EpochMs,
+) -> Report {
+    let mut r = for_config(cfg, alarms, since, now);
+    r.inspections = inspection_rows(inspections, now.saturating_sub(since.as_ms()), now);
+    r
+}
+
 /// The report over `alarms` for the `since` period ending at `now`, with the
 /// grids and targets of `cfg` and the box's local day for the false-alarm flag.
-/// The CLI and the API both use it, so they agree.
 pub fn for_config(cfg: &Config, alarms: &[Alarm], since: Dur, now: EpochMs) -> Report {
     let grid_of: HashMap<String, String> = cfg
         .registry

@@ -2,7 +2,7 @@
 //! column, so spreadsheets and scripts read it as is) and a standalone HTML
 //! page (no external assets: edge boxes are often offline).
 
-use super::{Group, HouseholdRow, Report, CAUSES};
+use super::{Group, HouseholdRow, InspectionRow, Report, CAUSES};
 use crate::util::table::Table;
 use std::fmt::Write as _;
 
@@ -173,7 +173,39 @@ pub fn table(r: &Report) -> String {
     if !r.households.is_empty() {
         out.push_str(&household_table(r));
     }
+    if !r.inspections.is_empty() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "查岗 from the fire monitoring centre not answered in time: {}",
+            r.inspections.len()
+        );
+        let mut t = Table::new([
+            "RECEIVED",
+            "DEADLINE",
+            "ANSWERED BY",
+            "ANSWERED AT",
+            "CONFIRMED",
+            "OUTCOME",
+        ]);
+        for i in &r.inspections {
+            t.row(inspection_cells(i));
+        }
+        out.push_str(&t.render());
+    }
     out
+}
+
+fn inspection_cells(i: &InspectionRow) -> Vec<String> {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    vec![
+        i.received_at.clone(),
+        i.deadline.clone(),
+        or_dash(&i.answered_by),
+        or_dash(&i.answered_at),
+        or_dash(&i.confirmed_at),
+        i.outcome.to_string(),
+    ]
 }
 
 const CSV_HEADER: [&str; 14] = [
@@ -197,7 +229,7 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// The CSV form: `scope` is `total`, `role`, `grid` or `household`; columns
+/// The CSV form: `scope` is `total`, `role`, `grid`, `household` or `inspection`; columns
 /// that do not apply to a scope are empty.
 pub fn csv_text(r: &Report) -> Result<String, RenderError> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -210,9 +242,16 @@ pub fn csv_text(r: &Report) -> Result<String, RenderError> {
             "worst_day",
             "worst_day_false_alarms",
             "flagged",
+            "received_at",
+            "deadline",
+            "answered_by",
+            "answered_at",
+            "confirmed_at",
+            "outcome",
         ]
         .map(String::from),
     );
+    const INSPECTION_COLS: usize = 6;
     w.write_record(&header)?;
     let group = |scope: &str, g: &Group| -> Vec<String> {
         let mut row = vec![
@@ -236,7 +275,7 @@ pub fn csv_text(r: &Report) -> Result<String, RenderError> {
                 .iter()
                 .map(|c| g.causes.get(c.as_str()).copied().unwrap_or(0).to_string()),
         );
-        row.extend(std::iter::repeat_n(String::new(), 5));
+        row.extend(std::iter::repeat_n(String::new(), 5 + INSPECTION_COLS));
         row
     };
     w.write_record(group("total", &r.total))?;
@@ -261,6 +300,23 @@ pub fn csv_text(r: &Report) -> Result<String, RenderError> {
             h.worst_day.clone().unwrap_or_default(),
             h.worst_day_false_alarms.to_string(),
             h.flagged.to_string(),
+        ]);
+        row.extend(std::iter::repeat_n(String::new(), INSPECTION_COLS));
+        w.write_record(&row)?;
+    }
+    for i in &r.inspections {
+        let mut row = vec!["inspection".to_string(), i.outcome.to_string()];
+        row.extend(std::iter::repeat_n(
+            String::new(),
+            header.len() - 2 - INSPECTION_COLS,
+        ));
+        row.extend([
+            i.received_at.clone(),
+            i.deadline.clone(),
+            i.answered_by.clone().unwrap_or_default(),
+            i.answered_at.clone().unwrap_or_default(),
+            i.confirmed_at.clone().unwrap_or_default(),
+            i.outcome.to_string(),
         ]);
         w.write_record(&row)?;
     }
@@ -361,6 +417,22 @@ pub fn html(r: &Report) -> String {
         &homes,
         Some(6),
     ));
+    if !r.inspections.is_empty() {
+        out.push_str("<h2>未按时应答的查岗 / 查岗 not answered in time</h2>");
+        let rows: Vec<Vec<String>> = r.inspections.iter().map(inspection_cells).collect();
+        out.push_str(&html_table(
+            &[
+                "收到 received",
+                "截止 deadline",
+                "应答人 answered by",
+                "应答时间 answered at",
+                "中心确认 confirmed",
+                "结果 outcome",
+            ],
+            &rows,
+            None,
+        ));
+    }
     out.push_str("</body></html>\n");
     out
 }

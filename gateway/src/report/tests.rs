@@ -376,3 +376,62 @@ fn the_broker_pseudo_recipient_is_not_a_role() {
     let names: Vec<&str> = r.roles.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["grid_worker"]);
 }
+
+fn inspection(
+    received: EpochMs,
+    answered: Option<EpochMs>,
+    confirmed: Option<EpochMs>,
+) -> crate::gb26875::Inspection {
+    crate::gb26875::Inspection {
+        serial: 7,
+        received_at: received,
+        deadline: received + 600_000,
+        answered_at: answered,
+        answered_by: answered.map(|_| "c-li".to_string()),
+        confirmed_at: confirmed,
+        unanswered: false,
+    }
+}
+
+#[test]
+fn inspections_not_answered_in_time_are_listed_oldest_first() {
+    let t0 = 1_700_000_000_000;
+    let until = t0 + 3_600_000;
+    let list = vec![
+        // newest first, as stored
+        inspection(t0 + 3_100_000, None, None), // waiting
+        inspection(t0 + 2_000_000, Some(t0 + 2_100_000), Some(t0 + 2_100_500)), // in time
+        inspection(t0 + 1_000_000, Some(t0 + 1_100_000), Some(t0 + 1_700_000)), // confirmed late
+        inspection(t0 + 500_000, Some(t0 + 600_000), None), // never confirmed
+        inspection(t0, None, None),             // unanswered
+        inspection(t0 - 1, None, None),         // before the period
+    ];
+    let rows = crate::report::inspection_rows(&list, t0, until);
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, ["unanswered", "late", "late", "waiting"]);
+    assert_eq!(rows[1].answered_by.as_deref(), Some("c-li"));
+    assert_eq!(rows[0].deadline, crate::model::rfc3339_ms(t0 + 600_000));
+    let r = crate::report::Report {
+        inspections: rows,
+        ..run(&[], until, 0)
+    };
+    let table = crate::report::render::table(&r);
+    assert!(table.contains("not answered in time: 4"), "{table}");
+    assert!(table.contains("unanswered"), "{table}");
+    let csv = crate::report::render::csv_text(&r).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    let width = lines[0].split(',').count();
+    let inspection_lines: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("inspection,"))
+        .collect();
+    assert_eq!(inspection_lines.len(), 4, "{csv}");
+    for l in lines {
+        assert_eq!(
+            l.split(',').count(),
+            width,
+            "every CSV row has the header's width: {l}"
+        );
+    }
+    assert!(crate::report::render::html(&r).contains("查岗 not answered in time"));
+}

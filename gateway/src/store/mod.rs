@@ -538,6 +538,7 @@ fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], v: &[u8]) -> Resu
 }
 
 mod nonces;
+mod records;
 mod security;
 mod shelves;
 pub use security::{AuditEntry, PurgeReport};
