@@ -315,6 +315,127 @@ notify = ["fire_brigade"]
     }
 }
 
+/// The robot's budget holds across a `kill -9`: 20 posts fill DingTalk's
+/// minute, the gateway is killed and started again at once, 10 more alarms
+/// follow. The fake (which mutes a robot for 10 minutes after 20 messages in
+/// a minute, from DingTalk's documentation) must never see a 21st post in
+/// any 60 s window, and every alarm still reaches the robot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_budget_spent_before_a_kill_9_is_still_spent_after_it() {
+    const FIRST: usize = 20;
+    const N: usize = 30;
+    let fake = Platforms::start(&json!({
+        "dingtalk": {"tok119": {"secret": "SECduty-group-secret", "keyword": "火警"}},
+    }));
+    let robot = r#"
+[channels.webhook.fire119]
+url = "{fake}/dingtalk/robot/send?access_token=tok119"
+format = "dingtalk"
+secret = "SECduty-group-secret"
+keyword = "火警"
+timeout = "5s"
+"#;
+    let mut registry = std::fs::read_to_string(fixture_dir().join("registry.toml")).unwrap();
+    for i in 0..N {
+        registry.push_str(&format!(
+            "\n[[households]]\nid = \"h-burst-{i}\"\naddress = \"9幢{i}号\"\ngrid = \"g03\"\n\
+             \n[[devices]]\nid = \"smk-burst-{i}\"\nkind = \"smoke\"\nhousehold = \"h-burst-{i}\"\n\
+             location = \"厨房\"\ntransport = \"mqtt\"\n"
+        ));
+    }
+    let routing = r#"
+[roles]
+fire_brigade = ["webhook"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["critical"]
+notify = ["fire_brigade"]
+"#;
+    let mut gw = Gateway::builder()
+        .extra_toml(with_fake(robot, &fake))
+        .fixture_file("registry.toml", registry)
+        .fixture_file("routing.toml", routing)
+        .start()
+        .await;
+    let accepted = |posts: &[Value]| -> String {
+        posts
+            .iter()
+            .filter(|p| p["answer"]["errcode"] == 0)
+            .map(|p| {
+                p["body"]["markdown"]["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    for i in 0..FIRST {
+        smoke(&gw, &format!("smk-burst-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let first = wait_until_async("the first 20 alarms posted", WAIT, POLL, || async {
+        let posts = fake.requests_to("dingtalk").await;
+        let text = accepted(&posts);
+        if (0..FIRST).all(|i| text.contains(&format!("9幢{i}号 "))) {
+            Ok(posts.len())
+        } else {
+            Err(format!("{} posts", posts.len()))
+        }
+    })
+    .await;
+    // Unless most of the budget is spent, the next 10 fit anyway and this
+    // test would prove nothing.
+    assert!(first > N - FIRST, "only {first} posts before the kill");
+    gw.kill9();
+    gw.restart().await;
+    for i in FIRST..N {
+        smoke(&gw, &format!("smk-burst-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let posts = wait_until_async(
+        "all 30 alarms reached the robot",
+        BUDGET_WAIT,
+        Duration::from_millis(500),
+        || async {
+            let posts = fake.requests_to("dingtalk").await;
+            let text = accepted(&posts);
+            let missing: Vec<usize> = (0..N)
+                .filter(|i| !text.contains(&format!("9幢{i}号 ")))
+                .collect();
+            if missing.is_empty() {
+                Ok(posts)
+            } else {
+                Err(format!(
+                    "not yet named: {missing:?} ({} posts)",
+                    posts.len()
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(
+        posts.iter().all(|p| p["answer"]["errcode"] == 0),
+        "the robot refused something (muted after a restart?): {:?}",
+        posts.iter().map(|p| &p["answer"]).collect::<Vec<_>>()
+    );
+    let at: Vec<f64> = posts.iter().map(|p| p["at"].as_f64().unwrap()).collect();
+    for (i, t) in at.iter().enumerate() {
+        let in_minute = at[i..].iter().filter(|u| **u - t < 60.0).count();
+        assert!(
+            in_minute <= 20,
+            "{in_minute} posts within a minute across the restart"
+        );
+    }
+    let logs = std::fs::read_to_string(gw.stdout_path()).unwrap_or_default()
+        + &std::fs::read_to_string(gw.stderr_path()).unwrap_or_default();
+    assert!(
+        logs.contains("robot budget restored from the store"),
+        "{}",
+        gw.diagnostics()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tencent_sms_is_signed_per_number_and_a_landline_never_gets_a_request() {
     let fake = Platforms::start(&json!({
@@ -513,3 +634,4 @@ timeout = "5s"
         .unwrap()
         .contains("测试"));
 }
+

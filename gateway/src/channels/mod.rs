@@ -44,6 +44,9 @@ pub struct Channels {
     max_attempts: u32,
     /// One client for webhooks and SMS: one connection pool, one TLS setup (rustls).
     http: reqwest::Client,
+    /// Where robot lanes keep their recent posts (the daemon's store); none
+    /// for one-off commands.
+    store: Option<crate::store::Store>,
 }
 
 /// A channel configuration that cannot work; reported at load with the config key.
@@ -209,7 +212,15 @@ impl Channels {
             console,
             max_attempts,
             http,
+            store: None,
         })
+    }
+
+    /// Keeps each robot's recent posts in `store`, so its budget holds
+    /// across restarts (set by the daemon before the first send).
+    pub fn with_store(mut self, store: crate::store::Store) -> Channels {
+        self.store = Some(store);
+        self
     }
 
     /// `[channels] max_attempts`: tries on one channel before the recipient moves on.
@@ -281,7 +292,7 @@ impl Channels {
             },
             ChannelKind::Webhook => {
                 match (self.robots.get(&n.address), self.webhooks.get(&n.address)) {
-                    (Some(lane), _) => lane.send(&self.http, n).await,
+                    (Some(lane), _) => lane.send(&self.http, self.store.as_ref(), n).await,
                     (None, Some(w)) => w.send(&self.http, n).await,
                     (None, None) => Err(SendError::permanent(format!(
                         "webhook {:?} is not configured ([channels.webhook.{}])",

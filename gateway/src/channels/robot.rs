@@ -13,13 +13,17 @@
 //!   summary at the next free slot, naming every alarm (most severe first);
 //!   nothing is dropped, and a fire waits at most for that slot.
 //!
-//! Restart forgets the window: after a restart the robot may see up to one
-//! extra budget in that minute (documented limit).
+//! - **Across restarts**: the post times of the last window are kept in the
+//!   store (record `robot_posts:<name>`, at most `max_per_minute` times),
+//!   written before each post goes out and read when the lane starts, so a
+//!   restart or `kill -9` never lets a robot see a second budget in one
+//!   minute. Without a store (the `test-notify` command) the window starts empty.
 
 use super::webhook::WebhookChannel;
 use super::{number, SendError};
-use crate::model::EventKind;
+use crate::model::{now_ms, EpochMs, EventKind};
 use crate::notification::Notification;
+use crate::store::Store;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -70,6 +74,37 @@ impl Budget {
     pub(super) fn record(&mut self, now: Instant) {
         self.sent.push_back(now);
     }
+
+    /// The posts still in the window, as wall-clock times (epoch ms), for the
+    /// store; `now` and `now_ms` are the same moment on both clocks.
+    pub(super) fn to_wall(&self, now: Instant, now_ms: EpochMs) -> Vec<EpochMs> {
+        self.sent
+            .iter()
+            .filter(|t| now.duration_since(**t) < WINDOW)
+            .map(|t| now_ms - now.duration_since(*t).as_millis() as EpochMs)
+            .collect()
+    }
+
+    /// Restores stored post times (epoch ms). A time in the future (the wall
+    /// clock went back since) counts as now: waiting too long is safe, a muted
+    /// robot is not. Times out of the window are dropped.
+    pub(super) fn restore(&mut self, posts: &[EpochMs], now: Instant, now_ms: EpochMs) {
+        let mut ages: Vec<Duration> = posts
+            .iter()
+            .map(|p| Duration::from_millis(now_ms.saturating_sub(*p).max(0) as u64))
+            .filter(|age| *age < WINDOW)
+            .collect();
+        ages.sort_by(|a, b| b.cmp(a));
+        self.sent = ages
+            .into_iter()
+            .map(|age| now.checked_sub(age).unwrap_or(now))
+            .collect();
+    }
+}
+
+/// The store record of a robot's recent posts.
+fn record_name(robot: &str) -> String {
+    format!("robot_posts:{robot}")
 }
 
 /// The event a notification belongs to: recipients of one event share a post.
@@ -113,11 +148,12 @@ impl RobotLane {
     pub(super) async fn send(
         &self,
         client: &reqwest::Client,
+        store: Option<&Store>,
         n: &Notification,
     ) -> Result<(), SendError> {
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(self.hook.clone(), client.clone(), rx));
+            tokio::spawn(run(self.hook.clone(), client.clone(), store.cloned(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -132,8 +168,26 @@ impl RobotLane {
     }
 }
 
-async fn run(hook: Arc<WebhookChannel>, client: reqwest::Client, mut rx: mpsc::Receiver<Job>) {
+async fn run(
+    hook: Arc<WebhookChannel>,
+    client: reqwest::Client,
+    store: Option<Store>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     let mut budget = Budget::new(hook.max_per_minute);
+    if let Some(st) = &store {
+        match st.record::<Vec<EpochMs>>(&record_name(hook.name())) {
+            Ok(Some(posts)) => {
+                budget.restore(&posts, Instant::now(), now_ms());
+                tracing::info!(webhook = %hook.name(), in_window = budget.sent.len(), "robot budget restored from the store");
+            }
+            Ok(None) => {}
+            // Unreadable: start counting afresh (and say so), never stop the lane.
+            Err(e) => {
+                tracing::error!(webhook = %hook.name(), error = %e, "cannot read the robot's recent posts; its budget starts empty")
+            }
+        }
+    }
     let mut outcomes: HashMap<EventKey, (Instant, Result<(), SendError>)> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -172,7 +226,15 @@ async fn run(hook: Arc<WebhookChannel>, client: reqwest::Client, mut rx: mpsc::R
         let mut keys: Vec<EventKey> = batch.iter().map(|j| EventKey::of(&j.n)).collect();
         keys.sort_by(|a, b| a.alarm.cmp(&b.alarm).then(a.at.cmp(&b.at)));
         keys.dedup();
-        budget.record(Instant::now());
+        let posted = Instant::now();
+        budget.record(posted);
+        if let Some(st) = &store {
+            // Stored before the post: a kill -9 during it still counts it.
+            let posts = budget.to_wall(posted, now_ms());
+            if let Err(e) = st.put_record(&record_name(hook.name()), &posts).await {
+                tracing::error!(webhook = %hook.name(), error = %e, "cannot store the robot's recent posts; a restart in this minute may exceed its budget");
+            }
+        }
         let result = if keys.len() == 1 {
             hook.send(&client, &batch[0].n).await
         } else {
@@ -255,6 +317,34 @@ mod tests {
             "about 20 per minute over 3 minutes: {}",
             posts.len()
         );
+    }
+
+    #[test]
+    fn stored_posts_restore_the_window_across_a_restart() {
+        let t0 = Instant::now() + Duration::from_secs(120);
+        let t0_ms: EpochMs = 1_700_000_000_000;
+        let mut b = Budget::new(3);
+        for s in [0, 10, 20] {
+            b.record(t0 + Duration::from_secs(s));
+        }
+        let now = t0 + Duration::from_secs(30);
+        let wall = b.to_wall(now, t0_ms + 30_000);
+        assert_eq!(wall, vec![t0_ms, t0_ms + 10_000, t0_ms + 20_000]);
+        // Another process, 5 s later on both clocks.
+        let later = now + Duration::from_secs(5);
+        let mut c = Budget::new(3);
+        c.restore(&wall, later, t0_ms + 35_000);
+        assert_eq!(c.sent.len(), 3);
+        assert_eq!(
+            c.wait(later),
+            Some(WINDOW - Duration::from_secs(35)),
+            "full: the wait is the same as before the restart"
+        );
+        // Out of the window: forgotten; from the future: counted as now.
+        let mut d = Budget::new(3);
+        d.restore(&[t0_ms - 70_000, t0_ms + 999_000], later, t0_ms + 35_000);
+        assert_eq!(d.sent.len(), 1);
+        assert_eq!(d.to_wall(later, t0_ms + 35_000), vec![t0_ms + 35_000]);
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         })?;
         (ep.clone(), ep)
     };
-    let mut channels = channels;
+    let mut channels = channels.with_store(store.clone());
     // Call outcomes go to the alarms stage like any person's action.
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let (calls_tx, calls_rx) = mpsc::channel(CALL_REPORTS);
