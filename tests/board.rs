@@ -443,6 +443,17 @@ async fn board_in_headless_chromium() {
     assert_eq!(a["resolution"]["cause"], "cooking");
     assert_eq!(a["verification"]["by"], "e2e-director");
     assert!(out.join("board.png").exists());
+    // The 发送测试 click reached the son's mailbox as a marked test message.
+    assert!(
+        smtp.messages_to("zhang.son@example.org")
+            .iter()
+            .any(|m| m.body_text().contains("测试消息")),
+        "no test e-mail to the son: {:?}",
+        smtp.messages_to("zhang.son@example.org")
+            .iter()
+            .map(|m| m.subject.clone())
+            .collect::<Vec<_>>()
+    );
     // The 消音 click reached the sounders: the home's other detector got `silence`.
     assert!(
         commands

@@ -635,3 +635,82 @@ timeout = "5s"
         .contains("测试"));
 }
 
+/// The duty board's 发送测试 (`POST /api/v1/contacts/{id}/test`): the same
+/// path as `test-notify`, in the daemon. Only a director or an operator may
+/// send; each receiver's answer comes back (the robot's refusal with its
+/// code, an unconfigured channel as such); nothing enters the alarm outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_boards_send_test_answers_what_each_receiver_said_for_directors_only() {
+    const DIRECTOR: &str = "e2e-director-token-send-test-0001";
+    const OPERATOR: &str = "e2e-operator-token-send-test-0002";
+    let fake = Platforms::start(&json!({
+        "dingtalk": {"tok119": {"secret": "SECright-secret-of-the-robot"}},
+    }));
+    let robot = r#"
+[channels.webhook.fire119]
+url = "{fake}/dingtalk/robot/send?access_token=tok119"
+format = "dingtalk"
+secret = "SECa-wrong-secret"
+timeout = "5s"
+"#;
+    let tokens = format!(
+        "\n[[http.tokens]]\nname = \"e2e-director\"\nrole = \"director\"\ntoken = \"{DIRECTOR}\"\n\
+         \n[[http.tokens]]\nname = \"e2e-operator\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n"
+    );
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(robot, &fake))
+        .extra_toml(tokens)
+        .start()
+        .await;
+    let path = format!("/api/v1/contacts/{FIRE_119}/test");
+    // The duty officer (the harness's token) may not.
+    let (code, body) = gw.api().post_raw(&path, &json!({})).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(fake.requests_to("dingtalk").await.is_empty());
+
+    let director = gridwatch_e2e::Api::new(gw.base_url(), DIRECTOR.to_string());
+    let (code, body) = director.post_raw(&path, &json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let answers = body["answers"].as_array().expect("answers").clone();
+    let by = |ch: &str| answers.iter().find(|a| a["channel"] == ch).cloned();
+    let hook = by("webhook").expect("the robot's answer");
+    assert_eq!(hook["outcome"], "refused", "{body}");
+    assert_eq!(hook["code"], "310000", "{body}");
+    assert_eq!(hook["retryable"], false, "{body}");
+    let sms = by("sms").expect("the SMS answer");
+    assert_eq!(sms["outcome"], "not_configured", "{body}");
+    assert_eq!(body["all_confirmed"], false);
+    // The robot saw exactly one signed, marked test post.
+    let posts = fake.requests_to("dingtalk").await;
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0]["body"].to_string().contains("测试消息"),
+        "{}",
+        posts[0]
+    );
+
+    // Only the webhook, by an operator; an unknown contact and channel are clear errors.
+    let operator = gridwatch_e2e::Api::new(gw.base_url(), OPERATOR.to_string());
+    let (code, body) = operator
+        .post_raw(&path, &json!({"channel": "webhook"}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["answers"].as_array().map(Vec::len), Some(1), "{body}");
+    let (code, body) = operator
+        .post_raw("/api/v1/contacts/nobody/test", &json!({}))
+        .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = operator
+        .post_raw(&path, &json!({"channel": "pigeon"}))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    // A test is not an alarm: nothing on the board, nothing pending.
+    assert!(gw.api().open_alarms().await.is_empty());
+    assert_eq!(
+        gw.api().metric_value("gridwatch_outbox_pending", &[]).await,
+        Some(0.0)
+    );
+    let audit = operator.get_json("/api/v1/audit").await.to_string();
+    assert!(audit.contains("test_notify"), "{audit}");
+}
+

@@ -236,6 +236,7 @@ try {
   await page.click(".tab[data-view=households]");
   await page.locator("[data-household-id='h-3-2-501']", { hasText: "张伟" }).waitFor({ timeout: WAIT });
   await page.screenshot({ path: join(OUT, "board-households.png"), fullPage: true });
+  check(await page.locator("[data-action=send-test]").count() === 0, "no 发送测试 for the duty officer");
   step("devices and households views");
 
   // --- a director closes the loop
@@ -244,6 +245,19 @@ try {
   await verify.click();
   await director.page.locator(`article[data-alarm-id='${firstId}']`).waitFor({ state: "detached", timeout: WAIT });
   step("director verified; alarm closed");
+
+  // --- 发送测试: the director tests the son's channels from the households view;
+  // e-mail reaches the SMTP receiver (confirmed), the SMS gateway is down (refused).
+  await director.page.click(".tab[data-view=households]");
+  const son = director.page.locator("[data-household-id='h-3-2-501'] .test-send[data-contact-id='c-zhang-son']");
+  await son.locator("[data-action=send-test]").click();
+  await son.locator(".test-result[data-channel=email][data-outcome=confirmed]").waitFor({ timeout: WAIT });
+  await son.locator(".test-result[data-channel=sms][data-outcome=refused]").waitFor({ timeout: WAIT });
+  const answers = await son.innerText();
+  check(answers.includes("已确认收到") && answers.includes("被拒绝"), `send test answers: ${answers}`);
+  await director.page.screenshot({ path: join(OUT, "board-send-test.png"), fullPage: true });
+  step(`send test from the board: ${answers}`);
+  await director.page.click(".tab[data-view=alarms]");
 
   // The duty officer's board drops it too, live.
   await page.click(".tab[data-view=alarms]");

@@ -4,6 +4,7 @@
 
 mod auth;
 mod caller;
+mod contacts;
 mod controls;
 mod gb26875;
 mod history;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub changes: crate::alarms::Changes,
     /// The fire monitoring centre link (GB/T 26875.3), or its disabled state.
     pub gb26875: crate::gb26875::LinkState,
+    /// The daemon's channels, for the board's test messages (发送测试).
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 /// The router.
@@ -89,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/ack/:token", get(ack_page).post(ack_link))
         .route("/api/v1/backup", post(backup))
         .merge(board::routes())
+        .merge(contacts::routes())
         .merge(gb26875::routes());
     let router = if test_hooks {
         router

@@ -15,6 +15,7 @@ pub mod modem;
 pub mod render;
 mod robot;
 mod sms;
+pub mod test_send;
 pub mod voice;
 mod webhook;
 

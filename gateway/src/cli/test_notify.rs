@@ -7,13 +7,7 @@
 //! installer runs it before the daemon is started, and a test message must
 //! never sit in the alarm outbox or on the duty board.
 
-use crate::channels::mask;
-use crate::config::{Config, Locale};
-use crate::model::{
-    now_ms, rfc3339_ms, AlarmKind, AlarmState, AlarmView, ChannelKind, EventKind, Recipient, Role,
-    Severity,
-};
-use crate::notification::{MessageContext, Notification};
+use crate::channels::test_send;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,20 +20,12 @@ pub struct TestNotifyArgs {
     /// A contact id from the registry (`[[contacts]] id`).
     #[arg(long)]
     pub contact: Option<String>,
-    /// Every contact of a role: grid_worker, director, fire_brigade, family.
+    /// Every contact of a role: grid_worker, director, fire_brigade, family, operator.
     #[arg(long)]
     pub role: Option<String>,
     /// Only this channel (sms, email, webhook, console); default: each channel of the role's list.
     #[arg(long)]
     pub channel: Option<String>,
-}
-
-/// One test send to make.
-struct Target {
-    recipient: Recipient,
-    channel: ChannelKind,
-    address: String,
-    phones: Vec<String>,
 }
 
 /// Runs the command; prints one line per receiver.
@@ -53,7 +39,12 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
         }
     };
     let channels = parts.channels;
-    let targets = match targets(&config, args) {
+    let targets = match test_send::targets(
+        &config,
+        args.contact.as_deref(),
+        args.role.as_deref(),
+        args.channel.as_deref(),
+    ) {
         Ok(t) if t.is_empty() => {
             eprintln!("gridwatch test-notify: nobody to send to (no contact with an address on those channels)");
             return ExitCode::from(2);
@@ -77,38 +68,9 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
     rt.block_on(async {
         let mut all_ok = true;
         for t in targets {
-            let n = test_message(&config, &t);
-            let to = format!(
-                "{} ({}) {} {}",
-                t.recipient.name,
-                t.recipient.contact_id,
-                t.channel.as_str(),
-                mask(&t.address)
-            );
-            if !channels.is_configured(t.channel, Some(&t.address)) {
-                println!(
-                    "{to}: NOT CONFIGURED (no [channels.{}] for it)",
-                    t.channel.as_str()
-                );
-                all_ok = false;
-                continue;
-            }
-            match channels.send(&n).await {
-                Ok(()) => println!("{to}: confirmed by the receiver"),
-                Err(e) => {
-                    all_ok = false;
-                    println!(
-                        "{to}: REFUSED{} {}: {}",
-                        e.code.map(|c| format!(" [{c}]")).unwrap_or_default(),
-                        if e.retryable {
-                            "(may pass later)"
-                        } else {
-                            "(final)"
-                        },
-                        e.reason
-                    );
-                }
-            }
+            let answer = test_send::send(&config, &channels, &t).await;
+            all_ok &= answer.confirmed();
+            println!("{}", answer.line());
         }
         if all_ok {
             ExitCode::SUCCESS
@@ -116,129 +78,4 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     })
-}
-
-fn parse<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown {what} {s:?}"))
-}
-
-/// Contacts of the role (or the one contact), each on the channels to test.
-fn targets(cfg: &Config, args: &TestNotifyArgs) -> Result<Vec<Target>, String> {
-    let only: Option<ChannelKind> = args
-        .channel
-        .as_deref()
-        .map(|c| parse("channel", c))
-        .transpose()?;
-    let reg = &cfg.registry;
-    let mut people: Vec<(Role, &crate::config::Contact)> = Vec::new();
-    let role_of = |id: &str| -> Option<Role> {
-        for g in &reg.grids {
-            if g.grid_workers.iter().any(|c| c == id) {
-                return Some(Role::GridWorker);
-            }
-            if g.directors.iter().any(|c| c == id) {
-                return Some(Role::Director);
-            }
-            if g.fire_brigade.iter().any(|c| c == id) {
-                return Some(Role::FireBrigade);
-            }
-        }
-        reg.households
-            .iter()
-            .any(|h| h.family.iter().any(|c| c == id))
-            .then_some(Role::Family)
-    };
-    if let Some(id) = &args.contact {
-        let c = cfg
-            .contact(id)
-            .ok_or_else(|| format!("no contact {id:?} in the registry"))?;
-        let role = role_of(id)
-            .ok_or_else(|| format!("contact {id:?} has no role (in no grid or family)"))?;
-        people.push((role, c));
-    }
-    if let Some(r) = &args.role {
-        let role: Role = parse("role", r)?;
-        for c in &reg.contacts {
-            if role_of(&c.id) == Some(role) {
-                people.push((role, c));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (role, c) in people {
-        let prefs: Vec<ChannelKind> = match only {
-            Some(k) => vec![k],
-            None => cfg.routing.roles.get(&role).cloned().unwrap_or_default(),
-        };
-        for kind in prefs {
-            let address = match kind {
-                ChannelKind::Sms => c.phone.clone(),
-                ChannelKind::Email => c.email.clone(),
-                ChannelKind::Webhook => c.webhook.clone(),
-                ChannelKind::Console => Some(c.name.clone()),
-                _ => None,
-            };
-            let Some(address) = address else { continue };
-            out.push(Target {
-                recipient: Recipient {
-                    contact_id: c.id.clone(),
-                    role,
-                    name: c.name.clone(),
-                },
-                channel: kind,
-                address,
-                phones: c.phone.iter().cloned().collect(),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The test message: an `info` notice whose every line says it is a test.
-fn test_message(cfg: &Config, t: &Target) -> Notification {
-    let zh = cfg.gateway.site.locale == Locale::ZhCn;
-    let now = now_ms();
-    let id = format!("test-{}", ulid::Ulid::new());
-    let base = cfg.gateway.http.public_url.trim_end_matches('/');
-    Notification {
-        delivery_id: id.clone(),
-        event: EventKind::Raised,
-        alarm: AlarmView {
-            id: id.clone(),
-            site: cfg.gateway.site.id.clone(),
-            kind: AlarmKind::Smoke,
-            severity: Severity::Info,
-            state: AlarmState::ActiveUnacked,
-            condition: crate::model::Condition::Firing,
-            device_id: "test-notify".into(),
-            household_id: "test-notify".into(),
-            address: if zh {
-                "【测试消息，请忽略】gridwatch 通知测试".into()
-            } else {
-                "[TEST, please ignore] gridwatch test-notify".into()
-            },
-            location: if zh {
-                "无需处置".into()
-            } else {
-                "no action needed".into()
-            },
-            opened_at: rfc3339_ms(now),
-            value: None,
-            threshold: None,
-            unit: String::new(),
-            trigger: None,
-        },
-        recipient: t.recipient.clone(),
-        channel: t.channel,
-        address: t.address.clone(),
-        ack_url: format!("{base}/ack/test"),
-        context: MessageContext {
-            locale: cfg.gateway.site.locale,
-            site_name: cfg.gateway.site.name.clone(),
-            robot_mentions: t.phones.clone(),
-            ..Default::default()
-        },
-        created: now,
-    }
 }

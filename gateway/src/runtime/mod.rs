@@ -136,6 +136,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     channels.start(health.clone(), calls_tx);
     tokio::spawn(forward_calls(calls_rx, cmd_tx.clone()));
     let channels: Arc<Channels> = Arc::new(channels);
+    let api_channels = channels.clone();
     let events_topic = events_topic.as_str().to_string();
     let selfwatch = config.gateway.selfwatch.clone();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -415,6 +416,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         sessions: api::session::Sessions::default(),
         changes,
         gb26875,
+        channels: api_channels,
     };
     if opts.test_hooks {
         tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");

@@ -24,6 +24,8 @@ const STR = {
     family: "家属", grid_worker: "网格员", neighbours: "邻居", open_alarms: "未处理报警", devices: "设备",
     done_ack: "已确认", done_resolve: "已提交处置", done_verify: "已核查关闭", live_on: "实时连接", live_off: "连接中断，正在重连",
     me_token: "（令牌）", resolved_by: "处置", verified_by: "核查",
+    send_test: "发送测试", test_sending: "发送中…", test_confirmed: "已确认收到", test_refused: "被拒绝",
+    test_not_configured: "未配置", test_failed: "测试失败",
     roles: { resident: "住户本人", grid_worker: "网格员", director: "社区书记", fire_brigade: "消防中队", family: "家属", neighbour: "邻居", operator: "网关运维" },
     channels: { sms: "短信", voice: "语音电话", email: "邮件", webhook: "平台推送", console: "控制台", mqtt: "MQTT", sounder: "联动报警器", upstream: "上级平台", gb26875: "消防远程监控中心" },
     delivery: { sent: "已送达", failed: "发送失败", pending: "发送中" },
@@ -56,6 +58,8 @@ const STR = {
     family: "Family", grid_worker: "Grid worker", neighbours: "Neighbours", open_alarms: "open alarms", devices: "Devices",
     done_ack: "Acknowledged", done_resolve: "Resolution recorded", done_verify: "Verified and closed", live_on: "live", live_off: "disconnected, reconnecting",
     me_token: " (token)", resolved_by: "Resolved", verified_by: "Verified",
+    send_test: "Send test", test_sending: "sending…", test_confirmed: "confirmed", test_refused: "refused",
+    test_not_configured: "not configured", test_failed: "test failed",
     roles: { resident: "Resident", grid_worker: "Grid worker", director: "Director", fire_brigade: "Fire brigade", family: "Family", neighbour: "Neighbours", operator: "Gateway operator" },
     channels: { sms: "SMS", voice: "voice call", email: "email", webhook: "webhook", console: "console", mqtt: "MQTT", sounder: "linked sounders", upstream: "upstream", gb26875: "monitoring centre" },
     delivery: { sent: "delivered", failed: "FAILED", pending: "sending" },
@@ -91,6 +95,8 @@ const state = {
   cat: "all", plan: null, shelves: [], shelving: null, drawer: null, hist: { page: 1, total: 0 },
   me: null, labels: null, open: [], resolved: [], seen: null, fresh: new Set(),
   view: "alarms", source: null, refreshTimer: null, resolving: null, busy: new Set(),
+  // 发送测试 per contact id: "sending", { answers } or { error }; kept across re-renders.
+  tests: {},
 };
 const T = (k) => STR[state.lang][k] ?? k;
 const $ = (sel) => document.querySelector(sel);
@@ -526,9 +532,49 @@ async function renderDevices() {
   }));
 }
 
+// 发送测试: a director or operator sends a marked test message to one contact
+// through the daemon's real channels and sees each receiver's answer.
+function canSendTest() { return ["director", "operator"].includes(state.me?.role); }
+
+async function sendTest(id) {
+  state.tests[id] = "sending";
+  renderView();
+  try {
+    const r = await api("POST", `/api/v1/contacts/${encodeURIComponent(id)}/test`, {});
+    state.tests[id] = { answers: r.answers || [] };
+  } catch (e) {
+    if (e instanceof Unauthorized) return showLogin();
+    state.tests[id] = { error: e.message };
+  }
+  renderView();
+}
+
+function testResults(id) {
+  const t = state.tests[id];
+  if (!t) return "";
+  if (t === "sending") return h("span", { class: "test-result pending" }, T("test_sending"));
+  if (t.error) return h("span", { class: "test-result refused", "data-outcome": "error" }, `${T("test_failed")}: ${t.error}`);
+  return t.answers.map((a) => h("span", {
+    class: `test-result ${a.outcome}`, "data-channel": a.channel, "data-outcome": a.outcome, title: a.reason || "",
+  }, `${STR[state.lang].channels[a.channel] ?? a.channel} `,
+  a.outcome === "confirmed" ? `✓ ${T("test_confirmed")}`
+    : a.outcome === "refused" ? `✗ ${T("test_refused")}${a.code ? ` [${a.code}]` : ""}${a.reason ? `：${a.reason}` : ""}`
+      : T("test_not_configured")));
+}
+
+function contactLine(c) {
+  const parts = [c.name, c.phone ? [" ", h("a", { href: `tel:${c.phone}` }, c.phone)] : ""];
+  if (canSendTest()) {
+    parts.push(" ", h("span", { class: "test-send", "data-contact-id": c.id },
+      h("button", { class: "btn btn-small", "data-action": "send-test", disabled: state.tests[c.id] === "sending",
+        onclick: () => sendTest(c.id) }, T("send_test")), " ", testResults(c.id)));
+  }
+  return parts;
+}
+
 async function renderHouseholds() {
   const { households } = await api("GET", "/api/v1/households");
-  const people = (list) => (list || []).map((c) => [c.name, c.phone ? [" ", h("a", { href: `tel:${c.phone}` }, c.phone)] : ""]).map((x, i) => [i ? "，" : "", x]);
+  const people = (list) => (list || []).map(contactLine).map((x, i) => [i ? "，" : "", x]);
   $("#households").replaceChildren(...households.map((x) => {
     const hh = x.household;
     return h("div", { class: `card${x.open_alarms ? " has-alarm" : ""}`, "data-household-id": hh.id },
