@@ -561,3 +561,70 @@ async fn a_broker_that_forgets_the_district_session_is_said_aloud() {
         "an ERROR line says so"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn district_board_in_headless_chromium() {
+    use gridwatch_e2e::browser::{browser_dir, output_dir, skip_browser_test};
+    if skip_browser_test("district_board_in_headless_chromium") {
+        return;
+    }
+    let mdir = temp_dir();
+    let port = free_port();
+    let _broker = Mosquitto::start(mdir.path(), port);
+    let district = start_district(port).await;
+    let sink = HttpSink::start().await;
+    let b = start_box(KEYS[1].0, KEYS[1].1, port, &sink).await;
+    wait_until_async("box B online in the district", WAIT, POLL, || async {
+        compound(&district, "ljy-b").await["online"] == true
+    })
+    .await;
+    mosquitto_pub(
+        b.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        &json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string(),
+    )
+    .await;
+    let officer = "陈队长";
+    let run = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg(browser_dir().join("district.mjs"))
+            .current_dir(browser_dir())
+            .env("DISTRICT_URL", district.api.base())
+            .env("DISTRICT_TOKEN", DISTRICT_TOKEN)
+            .env("SITE", "ljy-b")
+            .env("SITE_NAME", "龙井苑小区 ljy-b")
+            .env("OFFICER", officer)
+            .env("OUT_DIR", output_dir("district"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser script finished within 180 s")
+    .expect("run node tests/browser/district.mjs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "district.mjs failed ({}):\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .expect("district.mjs prints a RESULT line");
+    // On the box itself: acked for the fire brigade by the officer, via the district room.
+    let id = result["alarm"].as_str().unwrap();
+    let a = b.api().alarm(id).await;
+    assert_eq!(a["device_id"], SMOKE_KITCHEN);
+    assert!(
+        a["acks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["role"] == "fire_brigade" && k["by"].to_string().contains(officer)),
+        "{a}"
+    );
+    assert!(a["timeline"].to_string().contains("via district room"));
+}
