@@ -714,3 +714,96 @@ timeout = "5s"
     assert!(audit.contains("test_notify"), "{audit}");
 }
 
+/// Measures (never asserts) reading → a DingTalk post the robot accepted:
+/// one smoke reading per home of 100, 300 ms apart, published on an open
+/// MQTT connection (no client start-up in the figure); the time is from just
+/// before the publish to the fake robot's receipt of the post naming that
+/// home (one clock: both on this machine). The robot's budget is raised to
+/// 1000 a minute on both sides so it measures the path, not the budget. Run:
+/// `cargo nextest run -p gridwatch-e2e --test delivery --run-ignored only
+/// -E 'test(measure)' --no-capture`; figures in docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test: run by hand"]
+async fn measure_reading_to_confirmed_robot_post() {
+    const N: usize = 100;
+    let fake = Platforms::start(&json!({
+        "dingtalk": {"tok119": {"secret": "SECduty-group-secret", "keyword": "火警", "per_minute": 1000}},
+    }));
+    let robot = r#"
+[channels.webhook.fire119]
+url = "{fake}/dingtalk/robot/send?access_token=tok119"
+format = "dingtalk"
+secret = "SECduty-group-secret"
+keyword = "火警"
+max_per_minute = 1000
+timeout = "5s"
+"#;
+    let mut registry = std::fs::read_to_string(fixture_dir().join("registry.toml")).unwrap();
+    for i in 0..N {
+        registry.push_str(&format!(
+            "\n[[households]]\nid = \"h-m-{i}\"\naddress = \"8幢{i}号\"\ngrid = \"g03\"\n\
+             \n[[devices]]\nid = \"smk-m-{i}\"\nkind = \"smoke\"\nhousehold = \"h-m-{i}\"\n\
+             location = \"厨房\"\ntransport = \"mqtt\"\n"
+        ));
+    }
+    let routing = r#"
+[roles]
+fire_brigade = ["webhook"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["critical"]
+notify = ["fire_brigade"]
+"#;
+    let gw = Gateway::builder()
+        .extra_toml(with_fake(robot, &fake))
+        .fixture_file("registry.toml", registry)
+        .fixture_file("routing.toml", routing)
+        .start()
+        .await;
+    let mqtt = gridwatch_e2e::MqttWatcher::subscribe(gw.mqtt_port(), "measure/none").await;
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let mut sent = Vec::with_capacity(N);
+    for i in 0..N {
+        sent.push(now_s());
+        mqtt.publish(&reading_topic(&format!("smk-m-{i}")), smoke_reading(0.3))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let posts = wait_until_async("every home posted", BUDGET_WAIT, POLL, || async {
+        let posts = fake.requests_to("dingtalk").await;
+        let ok = posts.iter().filter(|p| p["answer"]["errcode"] == 0).count();
+        if ok >= N {
+            Ok(posts)
+        } else {
+            Err(format!("{ok} accepted"))
+        }
+    })
+    .await;
+    let mut ms: Vec<f64> = (0..N)
+        .filter_map(|i| {
+            let needle = format!("8幢{i}号 ");
+            posts
+                .iter()
+                .filter(|p| p["answer"]["errcode"] == 0)
+                .find(|p| p["body"]["markdown"]["text"].as_str().unwrap_or("").contains(&needle))
+                .and_then(|p| p["at"].as_f64())
+                .map(|at| (at - sent[i]) * 1000.0)
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    println!(
+        "MEASURED reading → accepted DingTalk post over {} alarms: min {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        ms[0],
+        pct(0.5),
+        pct(0.99),
+        ms[ms.len() - 1]
+    );
+}
