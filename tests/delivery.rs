@@ -791,7 +791,12 @@ notify = ["fire_brigade"]
             posts
                 .iter()
                 .filter(|p| p["answer"]["errcode"] == 0)
-                .find(|p| p["body"]["markdown"]["text"].as_str().unwrap_or("").contains(&needle))
+                .find(|p| {
+                    p["body"]["markdown"]["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains(&needle)
+                })
                 .and_then(|p| p["at"].as_f64())
                 .map(|at| (at - sent[i]) * 1000.0)
         })
