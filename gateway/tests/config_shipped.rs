@@ -16,11 +16,12 @@ fn shipped_config_loads_with_the_agreed_ids() {
     assert_eq!(cfg.registry.grids.len(), 2);
     assert_eq!(cfg.registry.households.len(), 9);
     assert_eq!(cfg.registry.devices.len(), 13);
-    assert_eq!(cfg.registry.contacts.len(), 8);
+    assert_eq!(cfg.registry.contacts.len(), 9);
     let g03 = cfg.grid("g03").unwrap();
     assert_eq!(g03.grid_workers, ["c-wang"]);
     assert_eq!(g03.directors, ["c-li"]);
     assert_eq!(g03.fire_brigade, ["c-xihu-119"]);
+    assert_eq!(g03.operators, ["c-chen-ops"]);
     assert_eq!(cfg.grid("g05").unwrap().grid_workers, ["c-zhao"]);
     let h = cfg.household("h-3-2-501").unwrap();
     assert_eq!(h.address, "3幢2单元501室");
