@@ -169,3 +169,71 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alarms::{AlarmBook, Place};
+    use crate::model::{ChannelKind, EventKind, Role};
+    use crate::store::DamageKind;
+
+    struct ConsoleOnly;
+    impl crate::dispatch::Availability for ConsoleOnly {
+        fn is_available(&self, kind: ChannelKind, _: Option<&str>) -> bool {
+            kind == ChannelKind::Console
+        }
+    }
+
+    fn damage() -> Vec<Damage> {
+        vec![Damage {
+            kind: DamageKind::StoreLostRecords,
+            detail: "3 records missing".into(),
+        }]
+    }
+
+    #[test]
+    fn no_damage_no_alarm_and_the_value_is_the_alarms_restored() {
+        assert!(alarm_signal(&[], None).is_none());
+        let journal_only = alarm_signal(&damage(), None).unwrap();
+        assert_eq!(journal_only.value, Some(0.0));
+        let r = Recovery {
+            alarms: 7,
+            open_alarms: 3,
+            ..Recovery::default()
+        };
+        let s = alarm_signal(&damage(), Some(&r)).unwrap();
+        assert_eq!(s.kind, AlarmKind::StoreDamaged);
+        assert_eq!((s.device_id.as_str(), s.household_id.as_str()), ("", ""));
+        assert_eq!(s.value, Some(7.0));
+    }
+
+    /// One open store_damaged per box, told to every director and operator
+    /// of the shipped compound (each person once), nobody of a home.
+    #[test]
+    fn the_shipped_routing_tells_the_directors_and_operators_once() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+        let cfg = crate::config::Config::load_with_env(&path, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut book = AlarmBook::default();
+        let s = alarm_signal(&damage(), None).unwrap();
+        let t = book
+            .on_signal(&s, "site", Place::default, || "a1".into())
+            .expect("raised");
+        assert_eq!(t.event, EventKind::Raised);
+        // Found again (the scrub) while open: the same alarm, no second raise.
+        assert!(book
+            .on_signal(&s, "site", Place::default, || "a2".into())
+            .is_none());
+        assert_eq!(book.open_count(), 1);
+        let alarm = book.get("a1").unwrap();
+        let told = crate::dispatch::route_recipients(&cfg, alarm, &ConsoleOnly);
+        let who: Vec<(&str, Role)> = told
+            .iter()
+            .map(|p| (p.recipient.contact_id.as_str(), p.recipient.role))
+            .collect();
+        assert_eq!(
+            who,
+            [("c-li", Role::Director), ("c-chen-ops", Role::Operator)]
+        );
+    }
+}
