@@ -102,10 +102,14 @@ notify = ["director", "operator"]
 /// The director's group webhook, on its own receiver that answers 200.
 fn director_hook(sink: &HttpSink) -> String {
     format!(
-        "\n[channels.webhook.director]\nurl = \"{}\"\nformat = \"json\"\ntimeout = \"5s\"\n",
+        "\n[channels.webhook.director]\nurl = \"{}\"\nformat = \"json\"\ntimeout = \"5s\"\n\
+         \n[[http.tokens]]\nname = \"e2e-director\"\nrole = \"director\"\ntoken = \"{DIRECTOR_TOKEN}\"\n",
         sink.url("/director")
     )
 }
+
+/// Verifies alarms (the closed loop's last step).
+const DIRECTOR_TOKEN: &str = "e2e-director-token-store-damage-01";
 
 /// Open alarms of kind `store_damaged`.
 async fn store_alarms(gw: &Gateway) -> Vec<serde_json::Value> {
@@ -364,6 +368,27 @@ async fn damaged_store_files_never_lose_an_alarm_silently() {
                 ctx()
             );
             assert_eq!(a["severity"], "alarm");
+            if announced == 1 {
+                // Closed like any alarm: the director resolves and verifies it.
+                let id = a["id"].as_str().unwrap_or_default().to_string();
+                let director = gridwatch_e2e::Api::new(gw.base_url(), DIRECTOR_TOKEN.to_string());
+                let (code, body) = director
+                    .post_raw(
+                        &format!("/api/v1/alarms/{id}/resolve"),
+                        &json!({"by": "c-li", "cause": "other", "note": "已检查恢复的告警"}),
+                    )
+                    .await;
+                assert_eq!(code, 200, "{body}");
+                let (code, body) = director
+                    .post_raw(
+                        &format!("/api/v1/alarms/{id}/verify"),
+                        &json!({"by": "c-li"}),
+                    )
+                    .await;
+                assert_eq!(code, 200, "{body}");
+                assert_eq!(gw.api().alarm(&id).await["state"], "verified");
+                assert!(store_alarms(&gw).await.is_empty());
+            }
         } else {
             assert!(
                 store_alarms(&gw).await.is_empty(),
