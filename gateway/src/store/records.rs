@@ -1,9 +1,10 @@
 //! Small named records a stage keeps across restarts that are not part of the
 //! alarm loop: the 查岗 received from the fire monitoring centre, the recent
 //! posts per group robot (its rate budget). One JSON value per name, bounded
-//! by its owner, written and flushed whole. Not journaled: after a store
-//! rebuild they come back from what the damaged store still yields, or start
-//! empty (the owners treat a missing or unreadable record as empty).
+//! by its owner, written and flushed whole. Not journaled and not in
+//! `gridwatch backup` (like shelves): after a store rebuild they come back
+//! from what the damaged store still yields, or start empty (the owners
+//! treat a missing or unreadable record as empty, and say so).
 
 use super::{decode, sled_err, Store, StoreError};
 use serde::de::DeserializeOwned;
