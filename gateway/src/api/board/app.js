@@ -306,7 +306,13 @@ function resolveForm(a) {
 function alarmCard(a) {
   const opened = Date.parse(a.opened_at);
   const cls = ["alarm", `sev-${a.severity}`, a.state === "active_unacked" ? "unacked" : "", state.fresh.has(a.id) ? "fresh" : ""].join(" ");
-  const reading = a.value != null
+  // A system alarm of the box itself (store_damaged): no home, a finding instead of a reading.
+  const system = !a.household_id;
+  const reading = system && a.kind === "store_damaged"
+    ? h("div", { class: "reading" }, h("b", {}, state.lang === "zh"
+      ? (a.value ? `已自动恢复 ${num(a.value)} 条告警，请检查` : "已自动修复，请检查")
+      : (a.value ? `${num(a.value)} alarm records restored automatically; please check` : "repaired automatically; please check")))
+    : a.value != null
     ? h("div", { class: "reading" }, `${T("reading")} `, h("b", {}, `${num(a.value)} ${a.unit}`),
       a.threshold != null ? h("span", { class: "thr" }, ` / ${T("threshold")} ${num(a.threshold)} ${a.unit}`) : "",
       trendText(a) ? h("span", { class: "trend" }, ` · ${trendText(a)}`) : "",
@@ -317,7 +323,7 @@ function alarmCard(a) {
     h("div", { class: "head" },
       h("span", { class: "sev" }, sevLabel(a.severity)),
       h("span", { class: "kind" }, kindLabel(a.kind)),
-      h("span", { class: "where" }, a.address || a.household_id, a.location ? h("small", {}, a.location) : ""),
+      h("span", { class: "where" }, a.address || a.household_id || (state.lang === "zh" ? "网关" : "gateway box"), a.location ? h("small", {}, a.location) : ""),
       h("span", { class: "since", "data-opened": opened }, `${T("opened")} ${clock(opened)} · `, h("b", {}, `${age(opened)}${state.lang === "zh" ? "" : " "}${T("ago")}`))),
     h("div", { class: "facts" },
       reading,
@@ -326,7 +332,7 @@ function alarmCard(a) {
         h("span", { class: `pill ${a.condition}` }, T(a.condition)),
         a.count > 1 ? h("span", { class: "pill" }, `${a.count}${T("times")}`) : "",
         shelfOf(a.device_id) ? h("span", { class: "pill shelved" }, `${T("shelved_until")} ${clock(shelfOf(a.device_id).until)}`) : ""),
-      residentsLine(a),
+      system ? "" : residentsLine(a),
       res ? h("div", { class: "meta" }, `${T("resolved_by")}: ${STR[state.lang].causes[res.cause] ?? res.cause} · ${actorName(a, res.by)} ${clock(res.at)}${res.note ? ` · ${res.note}` : ""}`) : "",
       h("div", { class: "meta" }, `${a.device_id} · ${a.household?.grid_name ?? ""} · ${a.id}`)),
     rolesTable(a),
