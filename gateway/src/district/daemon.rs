@@ -618,7 +618,7 @@ async fn mqtt_loop(s: Arc<Shared>, mut el: rumqttc::EventLoop) {
                 s.connected.store(false, Ordering::Relaxed);
                 s.metrics.connected.set(0);
                 failures = failures.saturating_add(1);
-                let wait = Duration::from_millis((250u64 << failures.min(7)).min(15_000));
+                let wait = crate::util::Backoff::DISTRICT.delay(failures);
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "district broker connection lost");
                 tokio::time::sleep(wait).await;
             }
