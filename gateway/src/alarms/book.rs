@@ -907,5 +907,44 @@ mod tests {
                 prop_assert_eq!(b.alarms.values().filter(|a| !a.state.is_open()).count(), 0);
             }
         }
+
+        /// Acks of one role never silence another role's reminders: whatever
+        /// roles acked, the reminders go to exactly the route's unacked roles,
+        /// after the escalation or without one.
+        #[test]
+        fn acks_of_one_role_never_silence_another(
+            notify in proptest::sample::subsequence(Role::ALL.to_vec(), 1..=6),
+            acked in proptest::sample::subsequence(Role::ALL.to_vec(), 0..=6),
+            escalates in any::<bool>(),
+        ) {
+            let mut b = AlarmBook::default();
+            let mut n = 0;
+            apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0), &mut n);
+            for role in &acked {
+                b.ack("a1", "someone", *role, None, 1_000).unwrap();
+            }
+            let mut r = route();
+            r.notify = notify.clone();
+            if !escalates {
+                r.escalate_after = None;
+                r.escalate_to.clear();
+            }
+            let routes = [r];
+            let mut unacked: Vec<Role> = notify.iter().copied().filter(|r| !acked.contains(r)).collect();
+            unacked.sort();
+            let expected = if unacked.is_empty() {
+                Vec::new()
+            } else {
+                vec![(EventKind::Reminder, unacked.clone())]
+            };
+            let first = events(&b.due_timers(&routes, 180_000));
+            if escalates && !unacked.is_empty() {
+                prop_assert_eq!(first[0].clone(), (EventKind::Escalated, vec![Role::Director]));
+                prop_assert_eq!(first[1..].to_vec(), expected.clone());
+            } else {
+                prop_assert_eq!(first, expected.clone());
+            }
+            prop_assert_eq!(events(&b.due_timers(&routes, 360_000)), expected);
+        }
     }
 }

@@ -8,8 +8,8 @@ use super::shelf::{Shelf, Shelves};
 use crate::ack_link::AckSigner;
 use crate::config::Config;
 use crate::dispatch::{
-    notifications, recipients_for_event, silence_commands, sounder_commands, Availability,
-    EventInput, Outgoing,
+    notifications, recipients_for_event, silence_commands, sounder_commands, Audience,
+    Availability, EventInput, Letterhead, Outgoing, Routes, Sounders,
 };
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, EpochMs, EventKind, Role};
@@ -17,6 +17,11 @@ use crate::rules::Signal;
 use crate::store::{Pending, Store};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// A fresh delivery id: the one id source of the stage's planning.
+fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
 
 /// Largest batch of signals applied under one flush.
 const BATCH: usize = 256;
@@ -183,12 +188,7 @@ impl AlarmsStage {
         let site = cfg.gateway.site.id.clone();
         let mut happened = Vec::new();
         for s in signals {
-            let t = self.book.on_signal(
-                s,
-                &site,
-                || place(&cfg, s),
-                || ulid::Ulid::new().to_string(),
-            );
+            let t = self.book.on_signal(s, &site, || place(&cfg, s), new_id);
             if let Some(t) = t {
                 happened.push(Happened {
                     t,
@@ -457,8 +457,15 @@ impl AlarmsStage {
             }
             return Vec::new();
         }
-        let mut planned =
-            recipients_for_event(cfg, alarm, h.t.event, &h.t.roles, self.channels.as_ref());
+        let audience = Audience::of(cfg, &alarm.household_id);
+        let mut planned = recipients_for_event(
+            Routes::of(cfg),
+            &audience,
+            alarm,
+            h.t.event,
+            &h.t.roles,
+            self.channels.as_ref(),
+        );
         let first_raise =
             h.t.event == EventKind::Raised && alarm.count <= 1 && alarm.acks.is_empty();
         let mut suppressed = Vec::new();
@@ -485,9 +492,11 @@ impl AlarmsStage {
             at: now,
             actor: h.actor.clone(),
         };
-        let mut ns = notifications(cfg, &self.signer, &input, &planned);
+        let head = Letterhead::of(cfg, alarm, &planned);
+        let mut ns = notifications(&head, &self.signer, &input, &planned, &mut new_id);
         if h.t.event == EventKind::Raised {
-            ns.extend(sounder_commands(cfg, alarm, now));
+            let sounders = Sounders::of(cfg, alarm);
+            ns.extend(sounder_commands(&sounders, alarm, now, &mut new_id));
         }
         if !suppressed.is_empty() {
             self.note_suppressed(&h.t.alarm_id, h.t.event, &suppressed, now);
@@ -532,7 +541,7 @@ impl AlarmsStage {
             .book
             .get(id)
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
-        let commands = silence_commands(cfg, alarm, now);
+        let commands = silence_commands(&Sounders::of(cfg, alarm), alarm, now, &mut new_id);
         let devices: Vec<String> = commands.iter().map(|n| n.address.clone()).collect();
         let actor = display_actor(cfg, by);
         if let Some(a) = self.book.get_mut(id) {
