@@ -282,7 +282,7 @@ impl AlarmsStage {
         use crate::channels::modem::at::CallOutcome;
         let entry = crate::alarms::TimelineEntry {
             at: r.at,
-            what: "call".into(),
+            what: crate::alarms::TimelineKind::Call,
             by: Some(r.contact_id.clone()),
             role: Some(r.role),
             detail: Some(r.detail()),
@@ -448,11 +448,12 @@ impl AlarmsStage {
             tracing::info!(alarm = %alarm.id, device = %alarm.device_id, event = h.t.event.as_str(), "device shelved: recorded, not dispatched");
             if let Some(a) = self.book.get_mut(&h.t.alarm_id) {
                 a.timeline.push(
-                    crate::alarms::TimelineEntry::new(now, "shelved").detail(format!(
-                        "{} not dispatched: device shelved until {}",
-                        h.t.event.as_str(),
-                        crate::model::rfc3339_ms(until)
-                    )),
+                    crate::alarms::TimelineEntry::new(now, crate::alarms::TimelineKind::Shelved)
+                        .detail(format!(
+                            "{} not dispatched: device shelved until {}",
+                            h.t.event.as_str(),
+                            crate::model::rfc3339_ms(until)
+                        )),
                 );
             }
             return Vec::new();
@@ -546,11 +547,12 @@ impl AlarmsStage {
         let actor = display_actor(cfg, by);
         if let Some(a) = self.book.get_mut(id) {
             let mut e =
-                crate::alarms::TimelineEntry::new(now, "silenced").detail(if devices.is_empty() {
-                    "no linked sounder".to_string()
-                } else {
-                    devices.join(",")
-                });
+                crate::alarms::TimelineEntry::new(now, crate::alarms::TimelineKind::Silenced)
+                    .detail(if devices.is_empty() {
+                        "no linked sounder".to_string()
+                    } else {
+                        devices.join(",")
+                    });
             e.by = Some(actor);
             a.timeline.push(e);
         }
@@ -630,8 +632,11 @@ impl AlarmsStage {
             for id in held {
                 if let Some(a) = self.book.get_mut(&id) {
                     a.timeline.push(
-                        crate::alarms::TimelineEntry::new(now, "unshelved")
-                            .detail("shelf ended: dispatching what it held back".to_string()),
+                        crate::alarms::TimelineEntry::new(
+                            now,
+                            crate::alarms::TimelineKind::Unshelved,
+                        )
+                        .detail("shelf ended: dispatching what it held back".to_string()),
                     );
                 }
                 happened.push(Happened {
@@ -668,14 +673,15 @@ impl AlarmsStage {
         }
         if let Some(a) = self.book.get_mut(id) {
             a.timeline.push(
-                crate::alarms::TimelineEntry::new(now, "suppressed").detail(format!(
-                    "{} to {} (rate limit)",
-                    event.as_str(),
-                    who.iter()
-                        .map(|p| p.recipient.contact_id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )),
+                crate::alarms::TimelineEntry::new(now, crate::alarms::TimelineKind::Suppressed)
+                    .detail(format!(
+                        "{} to {} (rate limit)",
+                        event.as_str(),
+                        who.iter()
+                            .map(|p| p.recipient.contact_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )),
             );
         }
     }
