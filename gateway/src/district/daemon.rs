@@ -13,7 +13,8 @@ use super::book::{Book, BoxChange, BoxOffline, BoxState, CompoundAlarm};
 use super::command::{self, Action, Command};
 use crate::api::find_token;
 use crate::channels::{mask, Channels};
-use crate::config::district::{DistrictConfig, DistrictContact};
+use crate::config::district::DistrictConfig;
+use crate::config::Contact;
 use crate::config::{ApiRole, SiteConfig};
 use crate::model::{
     now_ms, rfc3339_ms, AlarmKind, AlarmState, AlarmView, ChannelKind, Condition, EventKind,
@@ -453,7 +454,7 @@ impl Shared {
             unit: String::new(),
             trigger: None,
         };
-        let mut people: Vec<(Role, &DistrictContact)> = Vec::new();
+        let mut people: Vec<(Role, &Contact)> = Vec::new();
         for id in &d.duty {
             if let Some(c) = self.cfg.contact(id) {
                 people.push((Role::FireBrigade, c));
@@ -478,7 +479,7 @@ impl Shared {
             if let Some(e) = &c.email {
                 ways.push((ChannelKind::Email, e.clone()));
             }
-            if c.console {
+            if c.console == Some(true) {
                 ways.push((ChannelKind::Console, String::new()));
             }
             for (channel, address) in ways {
