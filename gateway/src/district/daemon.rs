@@ -28,7 +28,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{stream, Stream, StreamExt};
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -89,6 +91,7 @@ struct Metrics {
     commands: IntCounterVec,
     notifications: IntCounterVec,
     connected: IntGauge,
+    sessions_lost: IntCounter,
 }
 
 impl Metrics {
@@ -136,8 +139,14 @@ impl Metrics {
             "1 while the district's session with its broker is up",
         )
         .expect("static metric");
+        let sessions_lost = IntCounter::new(
+            "gridwatch_district_sessions_lost_total",
+            "Reconnects where the broker had forgotten the district's session (events in between may be lost)",
+        )
+        .expect("static metric");
         for c in [
-            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_lost.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events.clone()),
             Box::new(boxes.clone()),
             Box::new(box_offline.clone()),
             Box::new(commands.clone()),
@@ -160,6 +169,7 @@ impl Metrics {
             commands,
             notifications,
             connected,
+            sessions_lost,
         }
     }
 }
@@ -596,13 +606,28 @@ fn alarm_json(a: &CompoundAlarm, site_name: &str) -> Value {
 
 async fn mqtt_loop(s: Arc<Shared>, mut el: rumqttc::EventLoop) {
     let mut failures: u32 = 0;
+    let mut ever_connected = false;
     loop {
         match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
                 s.connected.store(true, Ordering::Relaxed);
                 s.metrics.connected.set(1);
-                tracing::info!("connected to the district broker");
+                if ever_connected && !ack.session_present {
+                    // Boxes' events published between the broker's restart and
+                    // our subscription went nowhere: say so, loudly.
+                    s.metrics.sessions_lost.inc();
+                    tracing::error!(
+                        "the district broker forgot our session (restarted without persistence?): \
+                         box events published while we were away may be lost; \
+                         enable session persistence on the broker"
+                    );
+                }
+                ever_connected = true;
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the district broker"
+                );
                 for f in [
                     "gridwatch/+/alarms/#",
                     "gridwatch/+/status",
