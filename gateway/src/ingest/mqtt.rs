@@ -26,7 +26,7 @@ use crate::config::{Config, MqttConfig};
 use crate::metrics::{Metrics, RejectReason};
 use crate::model::{now_ms, EpochMs, Transport};
 use crate::security::limiter::{KeyedLimiter, Rate};
-use crate::util::Backoff;
+use crate::util::{Backoff, Retries};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -177,12 +177,12 @@ pub async fn run_event_loop(
     let manual_acks = el.mqtt_options.manual_acks();
     let qos = subscription_qos(manual_acks);
     let mut acks = Acks::default();
-    let mut failures: u32 = 0;
+    let mut retries = Retries::new(Backoff::LINK);
     loop {
         acks.flush(&client);
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
+                retries.reset();
                 // Packet ids of the old connection mean nothing now: the
                 // broker sends what was unacked again.
                 acks.waiting.clear();
@@ -213,8 +213,7 @@ pub async fn run_event_loop(
             Ok(_) => {}
             Err(e) => {
                 connected.send_replace(false);
-                failures = failures.saturating_add(1);
-                let wait = Backoff::LINK.delay(failures);
+                let wait = retries.fail();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
                 tokio::time::sleep(wait).await;
             }
