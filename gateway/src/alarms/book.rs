@@ -4,7 +4,7 @@
 //! the condition (`firing`/`cleared`) tracked beside it. A cleared condition
 //! never resolves an alarm: only a person does.
 
-use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, Verification};
+use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, TimelineKind, Verification};
 use crate::config::Route;
 use crate::model::{AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role, Trigger};
 use crate::rules::{Signal, SignalCause};
@@ -118,7 +118,8 @@ impl AlarmBook {
                 a.condition = Condition::Cleared;
                 a.updated_at = s.ts;
                 a.value = s.value.or(a.value);
-                a.timeline.push(TimelineEntry::new(s.ts, "cleared"));
+                a.timeline
+                    .push(TimelineEntry::new(s.ts, TimelineKind::Cleared));
                 let closed = a.state == AlarmState::Verified;
                 self.mark(&id);
                 if closed {
@@ -193,13 +194,14 @@ impl AlarmBook {
                 }
                 if started {
                     a.count += 1;
-                    a.timeline.push(TimelineEntry::new(s.ts, "repeat"));
+                    a.timeline
+                        .push(TimelineEntry::new(s.ts, TimelineKind::Repeat));
                 }
                 if s.severity > a.severity {
                     let from = a.severity;
                     a.severity = s.severity;
                     a.timeline.push(
-                        TimelineEntry::new(s.ts, "escalated")
+                        TimelineEntry::new(s.ts, TimelineKind::Escalated)
                             .detail(format!("{} → {}", from, s.severity)),
                     );
                     return transition(EventKind::Escalated);
@@ -248,7 +250,7 @@ impl AlarmBook {
         });
         a.timeline.push(TimelineEntry {
             at,
-            what: "acked".into(),
+            what: TimelineKind::Acked,
             by: Some(by.to_string()),
             role: Some(role),
             detail: note,
@@ -289,7 +291,7 @@ impl AlarmBook {
         });
         a.timeline.push(TimelineEntry {
             at,
-            what: "resolved".into(),
+            what: TimelineKind::Resolved,
             by: Some(by.to_string()),
             role: None,
             detail: Some(match &note {
@@ -330,7 +332,7 @@ impl AlarmBook {
         });
         a.timeline.push(TimelineEntry {
             at,
-            what: "verified".into(),
+            what: TimelineKind::Verified,
             by: Some(by.to_string()),
             role: None,
             detail: note,
@@ -433,11 +435,16 @@ fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transi
     escalate_to.dedup();
     if !escalate_to.is_empty() {
         a.escalated = true;
-        a.timeline
-            .push(TimelineEntry::new(now, "escalated").detail(format!(
+        a.timeline.push(
+            TimelineEntry::new(now, TimelineKind::Escalated).detail(format!(
                 "unacked after escalate_after → {}",
-                escalate_to.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-            )));
+                escalate_to
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+        );
         out.push(Transition {
             alarm_id: a.id.clone(),
             event: EventKind::Escalated,
@@ -450,7 +457,7 @@ fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transi
             a.told_at.insert(*r, now);
         }
         a.timeline.push(
-            TimelineEntry::new(now, "reminder").detail(
+            TimelineEntry::new(now, TimelineKind::Reminder).detail(
                 remind
                     .iter()
                     .map(|r| r.as_str())
@@ -503,9 +510,8 @@ fn open_alarm(id: String, site: &str, s: &Signal, place: Place) -> Alarm {
         recipients: Vec::new(),
         escalated: false,
         told_at: Default::default(),
-        timeline: vec![
-            TimelineEntry::new(s.ts, "opened").detail(format!("{} {}", s.kind, s.severity))
-        ],
+        timeline: vec![TimelineEntry::new(s.ts, TimelineKind::Opened)
+            .detail(format!("{} {}", s.kind, s.severity))],
     }
 }
 
@@ -556,7 +562,8 @@ fn reopen(a: &mut Alarm, s: &Signal) {
     a.told_at.clear();
     a.resolution = None;
     a.verification = None;
-    a.timeline.push(TimelineEntry::new(s.ts, "reopened"));
+    a.timeline
+        .push(TimelineEntry::new(s.ts, TimelineKind::Reopened));
 }
 
 #[cfg(test)]
@@ -907,6 +914,45 @@ mod tests {
                 }
                 prop_assert_eq!(b.alarms.values().filter(|a| !a.state.is_open()).count(), 0);
             }
+        }
+
+        /// Acks of one role never silence another role's reminders: whatever
+        /// roles acked, the reminders go to exactly the route's unacked roles,
+        /// after the escalation or without one.
+        #[test]
+        fn acks_of_one_role_never_silence_another(
+            notify in proptest::sample::subsequence(Role::ALL.to_vec(), 1..=6),
+            acked in proptest::sample::subsequence(Role::ALL.to_vec(), 0..=6),
+            escalates in any::<bool>(),
+        ) {
+            let mut b = AlarmBook::default();
+            let mut n = 0;
+            apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0), &mut n);
+            for role in &acked {
+                b.ack("a1", "someone", *role, None, 1_000).unwrap();
+            }
+            let mut r = route();
+            r.notify = notify.clone();
+            if !escalates {
+                r.escalate_after = None;
+                r.escalate_to.clear();
+            }
+            let routes = [r];
+            let mut unacked: Vec<Role> = notify.iter().copied().filter(|r| !acked.contains(r)).collect();
+            unacked.sort();
+            let expected = if unacked.is_empty() {
+                Vec::new()
+            } else {
+                vec![(EventKind::Reminder, unacked.clone())]
+            };
+            let first = events(&b.due_timers(&routes, 180_000));
+            if escalates && !unacked.is_empty() {
+                prop_assert_eq!(first[0].clone(), (EventKind::Escalated, vec![Role::Director]));
+                prop_assert_eq!(first[1..].to_vec(), expected.clone());
+            } else {
+                prop_assert_eq!(first, expected.clone());
+            }
+            prop_assert_eq!(events(&b.due_timers(&routes, 360_000)), expected);
         }
     }
 }

@@ -68,7 +68,7 @@ impl VoiceChannel {
 
     /// Calls until answered or the tries run out.
     pub(super) async fn send(&self, n: &Notification) -> Result<(), SendError> {
-        let Some(number) = crate::phone::dialable(&n.address) else {
+        let Some(number) = crate::util::number::dialable(&n.address) else {
             return Err(SendError::permanent(format!(
                 "voice: {:?} is not a phone number",
                 n.address

@@ -3,7 +3,9 @@
 //! and checked once, here, for both `district --check` and the daemon.
 
 use super::source::{Report, Seg::K, Source};
-use super::{ApiToken, ChannelsConfig, ConfigError, ConfigErrors, Dur, HttpConfig, Locale};
+use super::{
+    ApiToken, ChannelsConfig, ConfigError, ConfigErrors, Contact, Dur, HttpConfig, Locale,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ pub struct DistrictFile {
     pub channels: ChannelsConfig,
     /// The district's own people (duty officers) and the compounds' directors.
     #[serde(default)]
-    pub contacts: Vec<DistrictContact>,
+    pub contacts: Vec<Contact>,
 }
 
 /// `[district]`.
@@ -63,23 +65,6 @@ pub struct SiteEntry {
     /// Where the compound is on the district plan (SVG element id), default `site-<id>`.
     #[serde(default)]
     pub plan_id: Option<String>,
-}
-
-/// `[[contacts]]` of the district.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistrictContact {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub phone: Option<String>,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub webhook: Option<String>,
-    /// Print on the console channel too (tours, tests).
-    #[serde(default)]
-    pub console: bool,
 }
 
 fn default_box_timeout() -> Dur {
@@ -144,7 +129,7 @@ impl DistrictConfig {
     }
 
     /// A contact by id.
-    pub fn contact(&self, id: &str) -> Option<&DistrictContact> {
+    pub fn contact(&self, id: &str) -> Option<&Contact> {
         self.file.contacts.iter().find(|c| c.id == id)
     }
 
@@ -269,6 +254,8 @@ phone = "13800000001"
         let c = load(GOOD).unwrap();
         assert_eq!(c.file.district.sites["ljy"].key, "0123456789abcdef");
         assert_eq!(c.file.district.box_timeout.std().as_secs(), 30);
+        assert_eq!(c.contact("duty").unwrap().console, Some(true));
+        assert_eq!(c.contact("li").unwrap().console, None);
     }
 
     #[test]

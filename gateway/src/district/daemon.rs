@@ -13,7 +13,8 @@ use super::book::{Book, BoxChange, BoxOffline, BoxState, CompoundAlarm};
 use super::command::{self, Action, Command};
 use crate::api::find_token;
 use crate::channels::{mask, Channels};
-use crate::config::district::{DistrictConfig, DistrictContact};
+use crate::config::district::DistrictConfig;
+use crate::config::Contact;
 use crate::config::{ApiRole, SiteConfig};
 use crate::model::{
     now_ms, rfc3339_ms, AlarmKind, AlarmState, AlarmView, ChannelKind, Condition, EventKind,
@@ -463,7 +464,7 @@ impl Shared {
             unit: String::new(),
             trigger: None,
         };
-        let mut people: Vec<(Role, &DistrictContact)> = Vec::new();
+        let mut people: Vec<(Role, &Contact)> = Vec::new();
         for id in &d.duty {
             if let Some(c) = self.cfg.contact(id) {
                 people.push((Role::FireBrigade, c));
@@ -488,7 +489,7 @@ impl Shared {
             if let Some(e) = &c.email {
                 ways.push((ChannelKind::Email, e.clone()));
             }
-            if c.console {
+            if c.console == Some(true) {
                 ways.push((ChannelKind::Console, String::new()));
             }
             for (channel, address) in ways {
@@ -643,7 +644,7 @@ async fn mqtt_loop(s: Arc<Shared>, mut el: rumqttc::EventLoop) {
                 s.connected.store(false, Ordering::Relaxed);
                 s.metrics.connected.set(0);
                 failures = failures.saturating_add(1);
-                let wait = Duration::from_millis((250u64 << failures.min(7)).min(15_000));
+                let wait = crate::util::Backoff::DISTRICT.delay(failures);
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "district broker connection lost");
                 tokio::time::sleep(wait).await;
             }

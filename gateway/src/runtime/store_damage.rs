@@ -226,7 +226,13 @@ mod tests {
             .is_none());
         assert_eq!(book.open_count(), 1);
         let alarm = book.get("a1").unwrap();
-        let told = crate::dispatch::route_recipients(&cfg, alarm, &ConsoleOnly);
+        let audience = crate::dispatch::plan::Audience::of(&cfg, &alarm.household_id);
+        let told = crate::dispatch::route_recipients(
+            crate::dispatch::plan::Routes::of(&cfg),
+            &audience,
+            alarm,
+            &ConsoleOnly,
+        );
         let who: Vec<(&str, Role)> = told
             .iter()
             .map(|p| (p.recipient.contact_id.as_str(), p.recipient.role))
