@@ -412,7 +412,7 @@ fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transi
         }
         let escalate_due = r
             .escalate_after
-            .is_some_and(|d| now - a.opened_at >= d.as_ms());
+            .is_some_and(|d| now - episode_start(a) >= d.as_ms());
         if escalate_due && !a.escalated && !r.escalate_to.is_empty() {
             escalate_to.extend(r.escalate_to.iter().copied());
             remind.extend(unacked.iter().copied());
@@ -546,6 +546,16 @@ fn take_trigger(a: &mut Alarm, s: &Signal) {
         a.trigger = Some(t);
         a.threshold = s.threshold;
     }
+}
+
+/// When the people were last told afresh: the opening, or the latest
+/// reopening (its acks were cleared, so `escalate_after` counts from there).
+fn episode_start(a: &Alarm) -> EpochMs {
+    a.timeline
+        .iter()
+        .rev()
+        .find(|e| e.what == TimelineKind::Reopened)
+        .map_or(a.opened_at, |e| e.at.max(a.opened_at))
 }
 
 fn reopen(a: &mut Alarm, s: &Signal) {
@@ -867,6 +877,39 @@ mod tests {
             "all roles acked: silence"
         );
         assert!(b.take_dirty().contains(&"a1".to_string()));
+    }
+
+    #[test]
+    fn a_reopened_alarm_gives_its_people_escalate_after_again() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        let fire = |ts| sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, ts);
+        apply(&mut b, &fire(0), &mut n);
+        for role in [Role::GridWorker, Role::Family] {
+            b.ack("a1", "someone", role, None, 10).unwrap();
+        }
+        b.resolve("a1", "c-wang", Cause::Cooking, None, 20).unwrap();
+        b.verify("a1", "c-li", None, 30).unwrap();
+        apply(
+            &mut b,
+            &sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 40),
+            &mut n,
+        );
+        // Fires again 5 minutes after it first opened: the same alarm reopens.
+        let reopened_at = 300_000;
+        let t = apply(&mut b, &fire(reopened_at), &mut n).unwrap();
+        assert_eq!((t.alarm_id.as_str(), t.event), ("a1", EventKind::Raised));
+        let routes = [route()];
+        assert!(
+            b.due_timers(&routes, reopened_at + 1).is_empty(),
+            "not escalated the moment it reopens"
+        );
+        assert!(b.due_timers(&routes, reopened_at + 59_999).is_empty());
+        assert_eq!(
+            events(&b.due_timers(&routes, reopened_at + 60_000))[0],
+            (EventKind::Escalated, vec![Role::Director]),
+            "escalated escalate_after past the reopening"
+        );
     }
 
     #[test]

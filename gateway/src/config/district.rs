@@ -81,6 +81,9 @@ pub struct DistrictConfig {
     pub file: DistrictFile,
     /// The directory district.toml is in (relative paths start there).
     pub base: PathBuf,
+    /// What the file allows but probably did not mean (file:line), said by
+    /// `district --check` and at start.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl DistrictConfig {
@@ -115,6 +118,7 @@ impl DistrictConfig {
         Ok(DistrictConfig {
             file,
             base: path.parent().unwrap_or(Path::new("")).to_path_buf(),
+            warnings: rep.warnings,
         })
     }
 
@@ -211,12 +215,41 @@ fn check(src: &Source, f: &DistrictFile, rep: &mut Report) {
                 ),
             ));
         }
+        let landline = c
+            .phone
+            .as_deref()
+            .is_some_and(crate::util::number::is_landline);
+        if landline && c.webhook.is_none() && c.email.is_none() && c.console != Some(true) {
+            rep.warnings.push(src.error_at(
+                &[K("contacts")],
+                format!(
+                    "contact {:?}: phone {} is a landline (no SMS) and there is no webhook, \
+                     email or console: box_offline cannot reach them",
+                    c.id,
+                    crate::util::mask(c.phone.as_deref().unwrap_or_default())
+                ),
+            ));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contact_reachable_only_by_a_landline_is_warned_about() {
+        let text = GOOD.replace("phone = \"13800000001\"", "phone = \"0571-87654321\"");
+        let cfg = load(&text).unwrap();
+        let w: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(
+            w.iter().any(|w| w.contains("\"li\"")
+                && w.contains("landline")
+                && w.contains("district.toml:")),
+            "{w:?}"
+        );
+        assert!(load(GOOD).unwrap().warnings.is_empty());
+    }
 
     fn load(text: &str) -> Result<DistrictConfig, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();

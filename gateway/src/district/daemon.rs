@@ -479,20 +479,7 @@ impl Shared {
         }
         let mut out = Vec::new();
         for (role, c) in people {
-            let mut ways: Vec<(ChannelKind, String)> = Vec::new();
-            if let Some(w) = &c.webhook {
-                ways.push((ChannelKind::Webhook, w.clone()));
-            }
-            if let Some(p) = &c.phone {
-                ways.push((ChannelKind::Sms, p.clone()));
-            }
-            if let Some(e) = &c.email {
-                ways.push((ChannelKind::Email, e.clone()));
-            }
-            if c.console == Some(true) {
-                ways.push((ChannelKind::Console, String::new()));
-            }
-            for (channel, address) in ways {
+            for (channel, address) in ways_of(c) {
                 out.push(Notification {
                     delivery_id: ulid::Ulid::new().to_string(),
                     event,
@@ -683,6 +670,30 @@ async fn clock(s: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Every way to reach `c` about a dead box. A landline gets no SMS (it
+/// would go nowhere); `gridwatch district --check` warns about a contact
+/// left with no way at all.
+fn ways_of(c: &Contact) -> Vec<(ChannelKind, String)> {
+    let mut ways: Vec<(ChannelKind, String)> = Vec::new();
+    if let Some(w) = &c.webhook {
+        ways.push((ChannelKind::Webhook, w.clone()));
+    }
+    if let Some(p) = c
+        .phone
+        .as_ref()
+        .filter(|p| !crate::util::number::is_landline(p))
+    {
+        ways.push((ChannelKind::Sms, p.clone()));
+    }
+    if let Some(e) = &c.email {
+        ways.push((ChannelKind::Email, e.clone()));
+    }
+    if c.console == Some(true) {
+        ways.push((ChannelKind::Console, String::new()));
+    }
+    ways
 }
 
 /// Sends stored `box_offline` notifications; each is removed once its channel confirmed it.
@@ -1041,6 +1052,24 @@ async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_landline_gets_no_sms_about_a_dead_box() {
+        let c = |phone: &str| Contact {
+            id: "duty".into(),
+            name: "值班室".into(),
+            phone: Some(phone.into()),
+            email: Some("duty@example.org".into()),
+            webhook: None,
+            console: None,
+        };
+        let kinds = |c: &Contact| ways_of(c).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(&c("+8613800000001")),
+            vec![ChannelKind::Sms, ChannelKind::Email]
+        );
+        assert_eq!(kinds(&c("0571-87654321")), vec![ChannelKind::Email]);
+    }
 
     #[test]
     fn box_topics_are_classified_with_and_without_prefix() {
