@@ -553,3 +553,64 @@ notify = ["resident"]
     assert_eq!(ids.len(), 1, "one delivery, resumed with its id: {voice:?}");
     assert!(voice.iter().any(|t| t["status"] == "sent"), "{voice:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_two_on_the_modem_acks_with_the_false_alarm_note_and_does_not_resolve() {
+    const ONLY_RESIDENT: &str = r#"
+[roles]
+resident = ["voice", "sms"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["critical"]
+notify = ["resident"]
+"#;
+    let dir = gridwatch_e2e::temp_dir();
+    let link = dir.path().join("ttyMODEM");
+    let sim = ModemSim::start(
+        &link,
+        &dir.path().join("modem.jsonl"),
+        &["--callee", &format!("{RESIDENT}=after:1,press:2")],
+    )
+    .await;
+    let gw = Gateway::builder()
+        .fixture_file("registry.toml", REGISTRY)
+        .fixture_file("routing.toml", ONLY_RESIDENT)
+        .fixture_file("rules.toml", "")
+        .extra_toml(modem_toml(&link, "3s"))
+        .start()
+        .await;
+    smoke(&gw).await;
+    let api = gw.api();
+    let (id, ack) = wait_until_async("the resident's key 2", WAIT, POLL, || async {
+        let a = api.open_alarm(SMOKE_KITCHEN, "smoke").await?;
+        let id = a["id"].as_str()?.to_string();
+        let d = api.alarm(&id).await;
+        let ack = d["acks"]
+            .as_array()?
+            .iter()
+            .find(|k| k["role"] == "resident")?
+            .clone();
+        Some((id, ack))
+    })
+    .await;
+    assert_eq!(ack["note"], "reported as false alarm / cooking", "{ack}");
+    assert_eq!(ack["by"], "h-3-2-501.r1");
+    let d = api.alarm(&id).await;
+    assert_ne!(d["state"], "resolved", "{d}");
+    assert!(
+        timeline(&d)
+            .iter()
+            .any(|t| t["what"] == "call" && t["detail"] == "answered, key 2 (call 1 of 2)"),
+        "{d}"
+    );
+    assert!(sim.of("sms", RESIDENT).is_empty(), "answered: no SMS");
+    assert_eq!(
+        api.metric_value(
+            "gridwatch_voice_calls_total",
+            &[("backend", "modem"), ("outcome", "answered")]
+        )
+        .await,
+        Some(1.0)
+    );
+}

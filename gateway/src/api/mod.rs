@@ -8,6 +8,7 @@ mod controls;
 mod gb26875;
 mod history;
 mod report;
+mod voice;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
 mod board;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub changes: crate::alarms::Changes,
     /// The fire monitoring centre link (GB/T 26875.3), or its disabled state.
     pub gb26875: crate::gb26875::LinkState,
+    /// Call results posted by cloud voice providers land here.
+    pub voice: crate::channels::CallBook,
 }
 
 /// The router.
@@ -89,7 +92,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/ack/:token", get(ack_page).post(ack_link))
         .route("/api/v1/backup", post(backup))
         .merge(board::routes())
-        .merge(gb26875::routes());
+        .merge(gb26875::routes())
+        .merge(voice::routes());
     let router = if test_hooks {
         router
             .route("/test/wedge/:stage", post(wedge))

@@ -29,7 +29,7 @@ pub struct TestNotifyArgs {
     /// Every contact of a role: grid_worker, director, fire_brigade, family.
     #[arg(long)]
     pub role: Option<String>,
-    /// Only this channel (sms, email, webhook, console); default: each channel of the role's list.
+    /// Only this channel (voice, sms, email, webhook, console); default: each channel of the role's list.
     #[arg(long)]
     pub channel: Option<String>,
 }
@@ -52,7 +52,7 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let channels = parts.channels;
+    let mut channels = parts.channels;
     let targets = match targets(&config, args) {
         Ok(t) if t.is_empty() => {
             eprintln!("gridwatch test-notify: nobody to send to (no contact with an address on those channels)");
@@ -75,6 +75,16 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
         }
     };
     rt.block_on(async {
+        // Voice: the modem's port task runs for the calls; a cloud provider's
+        // acceptance of the call is its answer here (the call's result goes
+        // to the daemon's callback, not to this command).
+        let (calls_tx, mut calls_rx) = tokio::sync::mpsc::channel(16);
+        channels.start(crate::health::Health::new(), calls_tx, None);
+        tokio::spawn(async move {
+            while let Some(r) = calls_rx.recv().await {
+                println!("  call: {}", r.detail());
+            }
+        });
         let mut all_ok = true;
         for t in targets {
             let n = test_message(&config, &t);

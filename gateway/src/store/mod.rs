@@ -540,4 +540,5 @@ fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], v: &[u8]) -> Resu
 mod nonces;
 mod security;
 mod shelves;
+mod voice_calls;
 pub use security::{AuditEntry, PurgeReport};
