@@ -614,3 +614,47 @@ notify = ["resident"]
         Some(1.0)
     );
 }
+
+/// `gridwatch test-notify --channel voice` calls through the modem (started
+/// for the command) and prints how the call ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_notify_calls_through_the_modem_and_prints_the_outcome() {
+    let dir = gridwatch_e2e::temp_dir();
+    let link = dir.path().join("ttyMODEM");
+    let sim = ModemSim::start(
+        &link,
+        &dir.path().join("modem.jsonl"),
+        &["--callee", &format!("{RESIDENT}=after:1,press:1")],
+    )
+    .await;
+    let config = Gateway::builder()
+        .fixture_file("registry.toml", REGISTRY)
+        .fixture_file("routing.toml", ROUTING)
+        .fixture_file("rules.toml", "")
+        .extra_toml(modem_toml(&link, "3s"))
+        .write_config(
+            dir.path(),
+            gridwatch_e2e::free_port(),
+            gridwatch_e2e::free_port(),
+        );
+    let out = tokio::process::Command::new(gridwatch_e2e::gridwatch_bin())
+        .args(["test-notify", "--config"])
+        .arg(&config)
+        .args(["--contact", "h-3-2-501.r1", "--channel", "voice"])
+        .output()
+        .await
+        .expect("run gridwatch test-notify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sim.output()
+    );
+    assert!(
+        stdout.contains("call answered, key 1 (call 1 of 2)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("confirmed"), "{stdout}");
+    assert_eq!(sim.of("dial", RESIDENT).len(), 1, "{}", sim.output());
+}

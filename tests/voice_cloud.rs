@@ -504,3 +504,76 @@ template_code = "SMS_465000001"
     let acks = d["acks"].as_array().unwrap();
     assert_eq!(acks.len(), 1, "{d}");
 }
+
+/// `gridwatch test-notify --channel voice` places a real call on the cloud
+/// backends: exit 0 once the provider accepted it, 1 with its code when refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_notify_places_a_voice_call_through_each_cloud_backend() {
+    let fake = Platforms::start(&fakes(json!({}), json!({})));
+    let template = format!(
+        r#"
+[channels.voice]
+backend = "template"
+url = "{}/voice-gateway"
+body = '{{"to":"{{{{phone}}}}","text":"{{{{text}}}}","delivery_id":"{{{{delivery_id}}}}"}}'
+success = "/code"
+callback_secret = "{WHSEC}"
+"#,
+        fake.url("")
+    );
+    for (what, toml, expect_ok, platform) in [
+        (
+            "aliyun",
+            aliyun_toml(&fake, "voice-test-secret", "30s"),
+            true,
+            "aliyun_voice",
+        ),
+        (
+            "aliyun, wrong secret",
+            aliyun_toml(&fake, "a-wrong-secret", "30s"),
+            false,
+            "aliyun_voice",
+        ),
+        ("template", template, true, "voice_gateway"),
+    ] {
+        let seen = fake.requests_to(platform).await.len();
+        let dir = gridwatch_e2e::temp_dir();
+        let config = Gateway::builder()
+            .fixture_file("registry.toml", REGISTRY)
+            .fixture_file("routing.toml", ONLY_RESIDENT)
+            .fixture_file("rules.toml", "")
+            .extra_toml(toml)
+            .write_config(
+                dir.path(),
+                gridwatch_e2e::free_port(),
+                gridwatch_e2e::free_port(),
+            );
+        let out = tokio::process::Command::new(gridwatch_e2e::gridwatch_bin())
+            .args(["test-notify", "--config"])
+            .arg(&config)
+            .args(["--contact", RESIDENT_ID, "--channel", "voice"])
+            .output()
+            .await
+            .expect("run gridwatch test-notify");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "{what}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if expect_ok {
+            assert!(
+                stdout.contains("voice") && stdout.contains("confirmed"),
+                "{what}: {stdout}"
+            );
+        } else {
+            assert!(
+                stdout.contains("[SignatureDoesNotMatch]"),
+                "{what}: {stdout}"
+            );
+        }
+        let reqs = fake.requests_to(platform).await;
+        assert_eq!(reqs.len(), seen + 1, "{what}: one call request: {reqs:?}");
+    }
+}

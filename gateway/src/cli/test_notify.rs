@@ -23,10 +23,10 @@ use std::process::ExitCode;
 pub struct TestNotifyArgs {
     #[arg(long, default_value = "config/gateway.toml")]
     pub config: PathBuf,
-    /// A contact id from the registry (`[[contacts]] id`).
+    /// A contact id from the registry (`[[contacts]] id`, or a resident's `{household}.r{n}`).
     #[arg(long)]
     pub contact: Option<String>,
-    /// Every contact of a role: grid_worker, director, fire_brigade, family.
+    /// Every contact of a role: resident, grid_worker, director, fire_brigade, family.
     #[arg(long)]
     pub role: Option<String>,
     /// Only this channel (voice, sms, email, webhook, console); default: each channel of the role's list.
@@ -80,11 +80,6 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
         // to the daemon's callback, not to this command).
         let (calls_tx, mut calls_rx) = tokio::sync::mpsc::channel(16);
         channels.start(crate::health::Health::new(), calls_tx, None);
-        tokio::spawn(async move {
-            while let Some(r) = calls_rx.recv().await {
-                println!("  call: {}", r.detail());
-            }
-        });
         let mut all_ok = true;
         for t in targets {
             let n = test_message(&config, &t);
@@ -103,7 +98,12 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
                 all_ok = false;
                 continue;
             }
-            match channels.send(&n).await {
+            let result = channels.send(&n).await;
+            // A call reports how it ended before its send returns.
+            while let Ok(r) = calls_rx.try_recv() {
+                println!("{to}: call {}", r.detail());
+            }
+            match result {
                 Ok(()) => println!("{to}: confirmed by the receiver"),
                 Err(e) => {
                     all_ok = false;
@@ -141,6 +141,23 @@ fn targets(cfg: &Config, args: &TestNotifyArgs) -> Result<Vec<Target>, String> {
         .map(|c| parse("channel", c))
         .transpose()?;
     let reg = &cfg.registry;
+    // Residents are contacts too (`{household}.r{n}`, 1-based, as dispatch names them).
+    let residents: Vec<crate::config::Contact> = reg
+        .households
+        .iter()
+        .flat_map(|h| {
+            h.residents
+                .iter()
+                .enumerate()
+                .map(|(i, r)| crate::config::Contact {
+                    id: format!("{}.r{}", h.id, i + 1),
+                    name: r.name.clone(),
+                    phone: r.phone.clone(),
+                    email: r.email.clone(),
+                    webhook: None,
+                })
+        })
+        .collect();
     let mut people: Vec<(Role, &crate::config::Contact)> = Vec::new();
     let role_of = |id: &str| -> Option<Role> {
         for g in &reg.grids {
@@ -160,6 +177,11 @@ fn targets(cfg: &Config, args: &TestNotifyArgs) -> Result<Vec<Target>, String> {
             .then_some(Role::Family)
     };
     if let Some(id) = &args.contact {
+        if let Some(r) = residents.iter().find(|r| r.id == *id) {
+            people.push((Role::Resident, r));
+        }
+    }
+    if let Some(id) = args.contact.as_ref().filter(|_| people.is_empty()) {
         let c = cfg
             .contact(id)
             .ok_or_else(|| format!("no contact {id:?} in the registry"))?;
@@ -169,6 +191,9 @@ fn targets(cfg: &Config, args: &TestNotifyArgs) -> Result<Vec<Target>, String> {
     }
     if let Some(r) = &args.role {
         let role: Role = parse("role", r)?;
+        if role == Role::Resident {
+            people.extend(residents.iter().map(|r| (role, r)));
+        }
         for c in &reg.contacts {
             if role_of(&c.id) == Some(role) {
                 people.push((role, c));
@@ -183,7 +208,7 @@ fn targets(cfg: &Config, args: &TestNotifyArgs) -> Result<Vec<Target>, String> {
         };
         for kind in prefs {
             let address = match kind {
-                ChannelKind::Sms => c.phone.clone(),
+                ChannelKind::Sms | ChannelKind::Voice => c.phone.clone(),
                 ChannelKind::Email => c.email.clone(),
                 ChannelKind::Webhook => c.webhook.clone(),
                 ChannelKind::Console => Some(c.name.clone()),
