@@ -226,8 +226,21 @@ async fn aliyun_key_one_acks_by_phone_no_answer_is_called_again_within_the_calle
     let vars: Value = serde_json::from_str(call["body"]["TtsParam"].as_str().unwrap()).unwrap();
     assert_eq!(vars, json!({"kind": "烟感报警", "addr": ADDRESS}));
 
-    // The son never answers: called twice (retries = 1), then the SMS.
+    // The son never answers: called twice (retries = 1), then the SMS. His
+    // retry waits for the callee limit, and says so on his delivery meanwhile.
+    let waited = std::sync::Mutex::new(None);
     let sms = wait_until_async("the son's SMS after two calls", WAIT, POLL, || async {
+        let d = gw.api().alarm(&id).await;
+        if let Some(t) = timeline(&d).into_iter().find(|t| {
+            t["what"] == "delivery"
+                && t["channel"] == "voice"
+                && t["recipient"]["contact_id"] == "c-zhang-son"
+                && t["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("per-callee call limit"))
+        }) {
+            *waited.lock().unwrap() = Some(t);
+        }
         let sms: Vec<Value> = fake
             .requests_to("aliyun")
             .await
@@ -238,6 +251,9 @@ async fn aliyun_key_one_acks_by_phone_no_answer_is_called_again_within_the_calle
     })
     .await;
     assert_eq!(sms[0]["answer"]["Code"], "OK", "{sms:?}");
+    let waited = waited.lock().unwrap().take();
+    let note = waited.expect("the wait for the callee limit is on the timeline");
+    assert_eq!(note["status"], "pending", "{note}");
     let son_calls = calls_to(&fake, SON).await;
     assert_eq!(son_calls.len(), 2, "{son_calls:?}");
     // retry_after (1 s) is shorter than the callee limit (3 s): the retry

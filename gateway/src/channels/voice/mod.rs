@@ -257,6 +257,20 @@ impl CallBook {
         pace.insert(callee.to_string(), slot);
         slot - now
     }
+
+    /// The provider answered a call request to `callee` at `at`: the next
+    /// call is paced from then, not from the reservation, because the
+    /// provider counts from when it received the request.
+    pub fn answered(&self, callee: &str, at: Instant) {
+        let mut pace = match self.inner.pace.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let last = pace.entry(callee.to_string()).or_insert(at);
+        if *last < at {
+            *last = at;
+        }
+    }
 }
 
 /// The configured voice backend.
@@ -559,6 +573,7 @@ impl VoiceChannel {
             Backend::Aliyun { .. } => self.aliyun_call(client, n, &number).await,
             Backend::Template { .. } => self.template_call(client, n, &number).await,
         };
+        self.book.answered(&callee_key(&n.address), Instant::now());
         match result {
             Ok(call_id) => {
                 call.call_id = call_id;
@@ -1045,6 +1060,13 @@ mod tests {
             book.reserve("13800000004", t0),
             Duration::ZERO,
             "other callees are free"
+        );
+        // The provider answered that request 2 s after it was reserved: the
+        // next call is a full interval after the answer.
+        book.answered("13800000004", t0 + Duration::from_secs(2));
+        assert_eq!(
+            book.reserve("13800000004", t0 + Duration::from_secs(3)),
+            Duration::from_secs(59)
         );
         assert_eq!(callee_key("+86 138-0000-0001"), callee_key("13800000001"));
     }
