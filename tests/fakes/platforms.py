@@ -249,7 +249,7 @@ def push_receipt(cfg, report):
             with urllib.request.urlopen(req, timeout=5) as resp:
                 answer = json.loads(resp.read() or b"{}")
                 with LOCK:
-                    PUSHES.append({"report": report, "status": resp.status, "answer": answer})
+                    PUSHES.append({"report": report, "status": resp.status, "answer": answer, "at": time.time()})
                 if answer.get("code") == 0:
                     return
         except Exception as e:  # refused, 4xx/5xx, timeout: push again

@@ -153,6 +153,11 @@ struct BookInner {
     token: Option<String>,
     /// `template`: the callback's signature or bearer secret.
     auth: Option<template::CallbackAuth>,
+    /// Read-modify-write of one call record (callback and placement race).
+    records: Mutex<()>,
+    /// Writes of call records so far, and the last count known on disk.
+    written: std::sync::atomic::AtomicU64,
+    flushed: tokio::sync::Mutex<u64>,
 }
 
 /// Callees remembered for pacing before old entries are dropped.
@@ -190,6 +195,61 @@ impl CallBook {
         self.inner.store.get()
     }
 
+    /// Writes a call record and waits until it is on disk. Flushes go one
+    /// at a time and each covers every write before it (group commit): many
+    /// concurrent sled flushes can starve sled's own I/O threads and stall
+    /// the whole store.
+    async fn keep(&self, store: &Store, call: &PlacedCall) -> Result<(), crate::store::StoreError> {
+        // A result the callback stored meanwhile is kept (a fast receipt
+        // can arrive before the placement writes its call id).
+        self.update(store, &call.delivery_id, |cur| {
+            let mut call = call.clone();
+            if let Some(cur) = cur {
+                call.result = call.result.or(cur.result);
+            }
+            Some(call)
+        })?;
+        self.flush(store).await
+    }
+
+    /// Changes one call record under the record lock; `f` gets the current
+    /// record and returns the one to write (`None`: leave it).
+    fn update(
+        &self,
+        store: &Store,
+        delivery_id: &str,
+        f: impl FnOnce(Option<PlacedCall>) -> Option<PlacedCall>,
+    ) -> Result<bool, crate::store::StoreError> {
+        let _guard = match self.inner.records.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let cur = store.voice_call(delivery_id)?;
+        match f(cur) {
+            Some(new) => {
+                store.put_voice_call(&new)?;
+                self.inner
+                    .written
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn flush(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let mine = self.inner.written.load(Ordering::SeqCst);
+        let mut flushed = self.inner.flushed.lock().await;
+        if *flushed >= mine {
+            return Ok(());
+        }
+        let upto = self.inner.written.load(Ordering::SeqCst);
+        store.flush().await?;
+        *flushed = upto;
+        Ok(())
+    }
+
     /// Whether an Aliyun push carries our callback token (constant time).
     pub fn aliyun_token_ok(&self, presented: Option<&str>) -> bool {
         match (&self.inner.token, presented) {
@@ -224,16 +284,23 @@ impl CallBook {
         let Some(store) = self.store() else {
             return Ok(Settle::Unknown);
         };
-        let Some(mut call) = store.voice_call(delivery_id)? else {
-            return Ok(Settle::Unknown);
-        };
-        if let Some(id) = call_id {
-            if !call.call_id.is_empty() && !id.is_empty() && call.call_id != id {
-                return Ok(Settle::Stale);
+        let mut verdict = Settle::Unknown;
+        self.update(store, delivery_id, |cur| {
+            let mut call = cur?;
+            if let Some(id) = call_id {
+                if !call.call_id.is_empty() && !id.is_empty() && call.call_id != id {
+                    verdict = Settle::Stale;
+                    return None;
+                }
             }
+            call.result = Some(Settled::new(outcome));
+            verdict = Settle::Settled;
+            Some(call)
+        })?;
+        if verdict != Settle::Settled {
+            return Ok(verdict);
         }
-        call.result = Some(Settled::new(outcome));
-        store.put_voice_call(&call).await?;
+        self.flush(store).await?;
         self.inner.settled.notify_waiters();
         Ok(Settle::Settled)
     }
@@ -562,7 +629,8 @@ impl VoiceChannel {
             result: None,
         };
         if let Some(store) = store {
-            if let Err(e) = store.put_voice_call(&call).await {
+            // Not flushed: lost in a crash, the call is simply placed again.
+            if let Err(e) = store.put_voice_call(&call) {
                 return Err(SendError::retryable(format!(
                     "voice: cannot record the call: {e}"
                 )));
@@ -580,7 +648,7 @@ impl VoiceChannel {
                 let Some(store) = store else {
                     return Ok(Placed::Unfollowed);
                 };
-                if let Err(e) = store.put_voice_call(&call).await {
+                if let Err(e) = self.book.keep(store, &call).await {
                     // The call is out; its result still lands by callback on the
                     // delivery id, and without a CallId a restart calls again.
                     tracing::error!(delivery = %n.delivery_id, error = %e, "cannot record the call id");
@@ -1113,7 +1181,6 @@ mod tests {
                 placed_at: 0,
                 result: None,
             })
-            .await
             .unwrap();
         assert_eq!(
             book.settle("d-1", Some("c-0"), &answered).await.unwrap(),
