@@ -311,6 +311,21 @@ async fn three_boxes_one_district_room_acks_flow_back_down_and_dead_boxes_alarm(
     assert_eq!(after["acks"].as_array().unwrap().len(), acks_before);
     assert_eq!(refused(&b, "applied").await, 1.0);
 
+    // Box C has an open alarm of its own when it dies.
+    mosquitto_pub(
+        c.mqtt_port(),
+        &reading_topic(SMOKE_OTHER_GRID),
+        &json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string(),
+    )
+    .await;
+    wait_until_async(
+        "box C's smoke alarm in the district",
+        WAIT,
+        POLL,
+        || async { district_alarm(&district, "ljy-c", "smoke").await },
+    )
+    .await;
+
     // kill -9 box C: the broker publishes its will; the district raises box_offline.
     c.kill9();
     wait_until_async("box C offline in the district", WAIT, POLL, || async {
@@ -347,6 +362,11 @@ async fn three_boxes_one_district_room_acks_flow_back_down_and_dead_boxes_alarm(
         cpd["online"] == true && cpd["box_offline"].is_null()
     })
     .await;
+    // Its open alarm is still there, still open, on the box and in the district.
+    let c_alarm = c.api().open_alarm(SMOKE_OTHER_GRID, "smoke").await.unwrap();
+    let mirrored = district_alarm(&district, "ljy-c", "smoke").await.unwrap();
+    assert_eq!(mirrored["alarm_id"], c_alarm["id"]);
+    assert_eq!(mirrored["alarm"]["state"], "active_unacked");
     drop(a);
 }
 
@@ -378,4 +398,233 @@ async fn a_silent_box_is_offline_after_box_timeout_without_a_will() {
         gridwatch_e2e::parse_metric(&m, "gridwatch_district_boxes", &[("state", "offline")]),
         Some(3.0)
     );
+}
+
+/// Flags of one reading and the alarm kind each raises.
+const BURST_FLAGS: [(&str, &str); 3] = [
+    ("fault", "device_fault"),
+    ("low_battery", "low_battery"),
+    ("tamper", "tamper"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_broker_restarting_during_a_burst_loses_no_event_either_way() {
+    let mdir = temp_dir();
+    let port = free_port();
+    let mut broker = Mosquitto::start(mdir.path(), port);
+    let district = start_district(port).await;
+    let sink = HttpSink::start().await;
+    let a = start_box(KEYS[0].0, KEYS[0].1, port, &sink).await;
+    wait_until_async("box A online in the district", WAIT, POLL, || async {
+        compound(&district, "ljy-a").await["online"] == true
+    })
+    .await;
+
+    // The first alarm reaches the district before the outage; the district acks it.
+    mosquitto_pub(
+        a.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        &json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string(),
+    )
+    .await;
+    let first = wait_until_async(
+        "box A's smoke alarm in the district",
+        WAIT,
+        POLL,
+        || async { district_alarm(&district, "ljy-a", "smoke").await },
+    )
+    .await;
+    let smoke_id = first["alarm_id"].as_str().unwrap().to_string();
+
+    // A burst of alarms on box A: the broker stops in the middle of it (box → district),
+    // and the district's ack is given while the broker is down (district → box).
+    let devices = [
+        SMOKE_KITCHEN,
+        "smk-3-2-501-b",
+        "tmp-3-2-501-k",
+        "rcm-3-2-db",
+        SMOKE_OTHER_GRID,
+    ];
+    let mut expected = Vec::new();
+    for (i, device) in devices.iter().enumerate() {
+        for (flag, kind) in BURST_FLAGS {
+            expected.push((device.to_string(), kind.to_string()));
+            mosquitto_pub(
+                a.mqtt_port(),
+                &reading_topic(device),
+                &json!({"values": {}, "flags": [flag]}).to_string(),
+            )
+            .await;
+        }
+        if i == 1 {
+            broker.stop();
+            let (code, body) = district
+                .api
+                .post_raw(
+                    &format!("/api/v1/sites/ljy-a/alarms/{smoke_id}/ack"),
+                    &json!({"by": "陈队长", "role": "fire_brigade", "note": "已出警"}),
+                )
+                .await;
+            assert_eq!(
+                code, 202,
+                "the district takes the ack while its broker is down: {body}"
+            );
+        }
+        if i == 3 {
+            broker.spawn();
+        }
+    }
+
+    // Box → district: every alarm of the burst arrives, each once.
+    let got = wait_until_async(
+        "every alarm of the burst in the district",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let v = district.api.get_json("/api/v1/alarms?site=ljy-a").await;
+            let alarms = v["alarms"].as_array().cloned().unwrap_or_default();
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|(dev, kind)| {
+                    !alarms.iter().any(|a| {
+                        a["alarm"]["device_id"] == dev.as_str()
+                            && a["alarm"]["kind"] == kind.as_str()
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                Ok(alarms)
+            } else {
+                Err(format!("missing {missing:?}"))
+            }
+        },
+    )
+    .await;
+    let ids: std::collections::HashSet<_> = got.iter().map(|a| a["alarm_id"].to_string()).collect();
+    assert_eq!(ids.len(), got.len(), "each alarm listed once: {got:?}");
+    let local = a.api().open_alarms().await.len();
+    assert_eq!(got.len(), local, "the district holds what the box holds");
+
+    // District → box: the ack given during the outage is applied once and confirmed.
+    wait_until_async(
+        "the outage ack applied on box A and confirmed",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let acked = a.api().alarm(&smoke_id).await["acks"]
+                .as_array()
+                .is_some_and(|acks| acks.iter().any(|k| k["role"] == "fire_brigade"));
+            let v = district.api.get_json("/api/v1/commands").await;
+            let confirmed = v["commands"][0]["state"] == "confirmed";
+            if acked && confirmed {
+                Ok(())
+            } else {
+                Err(format!("acked on the box {acked}, commands {v}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(refused(&a, "applied").await, 1.0, "applied exactly once");
+    let back = district_alarm(&district, "ljy-a", "smoke").await.unwrap();
+    assert_eq!(back["alarm"]["state"], "active_acked");
+    assert_eq!(
+        sessions_lost(&district).await,
+        0.0,
+        "the broker kept the session"
+    );
+}
+
+async fn sessions_lost(d: &District) -> f64 {
+    let m = d.api.metrics().await;
+    gridwatch_e2e::parse_metric(&m, "gridwatch_district_sessions_lost_total", &[]).unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_forgets_the_district_session_is_said_aloud() {
+    let mdir = temp_dir();
+    let port = free_port();
+    let mut broker = Mosquitto::start(mdir.path(), port);
+    let district = start_district(port).await;
+    assert_eq!(sessions_lost(&district).await, 0.0);
+    // Restarted without its persistence file: the district's session is gone.
+    broker.stop();
+    let _ = std::fs::remove_file(mdir.path().join("mosquitto.db"));
+    broker.spawn();
+    wait_until_async("the lost session counted", WAIT, POLL, || async {
+        sessions_lost(&district).await == 1.0
+    })
+    .await;
+    let err = std::fs::read_to_string(district.dir.path().join("district.err")).unwrap_or_default();
+    let out = std::fs::read_to_string(district.dir.path().join("district.out")).unwrap_or_default();
+    assert!(
+        format!("{out}{err}").contains("forgot our session"),
+        "an ERROR line says so"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn district_board_in_headless_chromium() {
+    use gridwatch_e2e::browser::{browser_dir, output_dir, skip_browser_test};
+    if skip_browser_test("district_board_in_headless_chromium") {
+        return;
+    }
+    let mdir = temp_dir();
+    let port = free_port();
+    let _broker = Mosquitto::start(mdir.path(), port);
+    let district = start_district(port).await;
+    let sink = HttpSink::start().await;
+    let b = start_box(KEYS[1].0, KEYS[1].1, port, &sink).await;
+    wait_until_async("box B online in the district", WAIT, POLL, || async {
+        compound(&district, "ljy-b").await["online"] == true
+    })
+    .await;
+    mosquitto_pub(
+        b.mqtt_port(),
+        &reading_topic(SMOKE_KITCHEN),
+        &json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string(),
+    )
+    .await;
+    let officer = "陈队长";
+    let run = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg(browser_dir().join("district.mjs"))
+            .current_dir(browser_dir())
+            .env("DISTRICT_URL", district.api.base())
+            .env("DISTRICT_TOKEN", DISTRICT_TOKEN)
+            .env("SITE", "ljy-b")
+            .env("SITE_NAME", "龙井苑小区 ljy-b")
+            .env("OFFICER", officer)
+            .env("OUT_DIR", output_dir("district"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser script finished within 180 s")
+    .expect("run node tests/browser/district.mjs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "district.mjs failed ({}):\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .expect("district.mjs prints a RESULT line");
+    // On the box itself: acked for the fire brigade by the officer, via the district room.
+    let id = result["alarm"].as_str().unwrap();
+    let a = b.api().alarm(id).await;
+    assert_eq!(a["device_id"], SMOKE_KITCHEN);
+    assert!(
+        a["acks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["role"] == "fire_brigade" && k["by"].to_string().contains(officer)),
+        "{a}"
+    );
+    assert!(a["timeline"].to_string().contains("via district room"));
 }

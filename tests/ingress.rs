@@ -247,6 +247,69 @@ async fn a_deaf_listener_is_caught_by_the_canary() {
     );
 }
 
+/// A listener that accepts and then never answers (no CONNACK) costs the
+/// canary its timeout per probe: still caught, naming the step that hung.
+#[tokio::test]
+async fn a_silent_listener_is_caught_by_the_canary_timeout() {
+    let http = HttpSink::start().await;
+    let gw = builder(&http)
+        .run_arg("--test-hooks")
+        .extra_toml("[selfwatch]\ncanary = \"1s\"\ncanary_timeout = \"800ms\"\n")
+        .start()
+        .await;
+    wait_until_async("/readyz 200", WAIT, POLL, || async {
+        gw.api().get_raw("/readyz", false).await.0 == 200
+    })
+    .await;
+    let (status, body) = gw
+        .api()
+        .post_raw("/test/broker/mute-new", &Value::Null)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A fresh client really gets no answer: TCP connects, CONNECT goes unanswered.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", gw.mqtt_port()).parse().unwrap();
+    let mut stream = gridwatch_e2e::raw_mqtt::dial(addr, Duration::from_secs(5))
+        .await
+        .expect("the muted listener still accepts TCP");
+    gridwatch_e2e::raw_mqtt::send(
+        &mut stream,
+        &gridwatch_e2e::raw_mqtt::connect("muted-probe", 4, 30),
+    )
+    .await;
+    let mut buf = [0u8; 4];
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await;
+    assert!(answer.is_err(), "a muted listener answered: {answer:?}");
+    let body = wait_until_async(
+        "/readyz 503 naming the canary's missing CONNACK",
+        WAIT,
+        POLL,
+        || async {
+            let (code, body) = gw.api().get_raw("/readyz", false).await;
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let broker = v["stages"]["broker"].as_str().unwrap_or("").to_string();
+            if code == 503 && broker.starts_with("canary:") && broker.contains("no CONNACK") {
+                Ok(v)
+            } else {
+                Err(format!("{code} {body}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        body["stages"]["ingest"], "ok",
+        "only the broker is blamed: {body}"
+    );
+    assert!(
+        stderr_of(&gw).contains("INGRESS DEAF"),
+        "the log says it loudly\n{}",
+        gw.diagnostics()
+    );
+}
+
 #[tokio::test]
 async fn an_alarm_published_the_instant_the_port_opens_after_a_restart_is_stored() {
     let http = HttpSink::start().await;

@@ -556,14 +556,19 @@ async fn flood_of_hostile_uplinks_while_a_real_alarm_goes_through_and_nothing_le
 }
 
 /// Runs `mosquitto_pub` with `args` (plus the payload); true when it succeeded.
+/// A client that hangs (no answer from the broker) counts as failed after 20 s.
 async fn mosquitto_pub_with(args: &[&str], payload: &str) -> bool {
-    let out = tokio::process::Command::new("mosquitto_pub")
+    let run = tokio::process::Command::new("mosquitto_pub")
         .args(args)
         .args(["-q", "1", "-m", payload])
         .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run mosquitto_pub (apt-get install mosquitto-clients)");
+        .kill_on_drop(true)
+        .output();
+    let Ok(out) = tokio::time::timeout(std::time::Duration::from_secs(20), run).await else {
+        eprintln!("mosquitto_pub {args:?} got no answer within 20 s");
+        return false;
+    };
+    let out = out.expect("run mosquitto_pub (apt-get install mosquitto-clients)");
     if !out.status.success() {
         eprintln!(
             "mosquitto_pub {args:?} failed: {}",
@@ -694,10 +699,21 @@ key = "{}"
         "-P",
         "kitchen-pw",
     ];
+    // Clients that open TCP on the TLS port and never start the handshake
+    // must not stop the listener for everyone else.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .await
+                .expect("TCP to the TLS listener"),
+        );
+    }
     assert!(
         mosquitto_pub_with(&over_tls, reading).await,
-        "publish over TLS"
+        "publish over TLS while three clients stall their handshake"
     );
+    drop(stalled);
     assert!(
         !mosquitto_pub_with(
             &[

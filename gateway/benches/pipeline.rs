@@ -12,7 +12,9 @@ use gridwatch::ack_link::AckSigner;
 use gridwatch::alarms::Alarm;
 use gridwatch::channels::render;
 use gridwatch::config::Config;
-use gridwatch::dispatch::{notifications, route_recipients, Availability, EventInput};
+use gridwatch::dispatch::{
+    notifications, route_recipients, Audience, Availability, EventInput, Letterhead, Routes,
+};
 use gridwatch::ingest::payload::parse_reading;
 use gridwatch::model::{
     AlarmKind, AlarmState, ChannelKind, Condition, EventKind, Severity, Transport,
@@ -126,7 +128,8 @@ fn bench_routing(c: &mut Criterion) {
     let (_dir, cfg) = config();
     let alarm = smoke_alarm();
     let signer = AckSigner::new(vec![7; 32]);
-    let planned = route_recipients(&cfg, &alarm, &All);
+    let audience = Audience::of(&cfg, &alarm.household_id);
+    let planned = route_recipients(Routes::of(&cfg), &audience, &alarm, &All);
     assert!(
         planned.len() >= 5,
         "compound smoke route plans {} people",
@@ -135,7 +138,10 @@ fn bench_routing(c: &mut Criterion) {
     let mut g = c.benchmark_group("routing");
     g.throughput(Throughput::Elements(1));
     g.bench_function("route_recipients", |b| {
-        b.iter(|| route_recipients(black_box(&cfg), black_box(&alarm), &All))
+        b.iter(|| {
+            let audience = Audience::of(black_box(&cfg), &alarm.household_id);
+            route_recipients(Routes::of(&cfg), &audience, black_box(&alarm), &All)
+        })
     });
     let input = EventInput {
         alarm: &alarm,
@@ -145,11 +151,13 @@ fn bench_routing(c: &mut Criterion) {
     };
     g.bench_function("notifications", |b| {
         b.iter(|| {
+            let head = Letterhead::of(black_box(&cfg), &alarm, &planned);
             notifications(
-                black_box(&cfg),
+                &head,
                 &signer,
                 black_box(&input),
                 black_box(&planned),
+                &mut || ulid::Ulid::new().to_string(),
             )
         })
     });
@@ -160,14 +168,18 @@ fn bench_render(c: &mut Criterion) {
     let (_dir, cfg) = config();
     let alarm = smoke_alarm();
     let signer = AckSigner::new(vec![7; 32]);
-    let planned = route_recipients(&cfg, &alarm, &All);
+    let audience = Audience::of(&cfg, &alarm.household_id);
+    let planned = route_recipients(Routes::of(&cfg), &audience, &alarm, &All);
     let input = EventInput {
         alarm: &alarm,
         event: EventKind::Raised,
         at: NOW,
         actor: None,
     };
-    let all = notifications(&cfg, &signer, &input, &planned);
+    let head = Letterhead::of(&cfg, &alarm, &planned);
+    let all = notifications(&head, &signer, &input, &planned, &mut || {
+        ulid::Ulid::new().to_string()
+    });
     let n = &all[0];
     let mut g = c.benchmark_group("render");
     g.throughput(Throughput::Elements(1));

@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod notification;
-pub mod phone;
 pub mod replay;
 pub mod report;
 pub mod rules;

@@ -354,6 +354,9 @@ fn district(path: &Path, check: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
     if check {
         println!(
             "ok: district {} follows {} compounds",

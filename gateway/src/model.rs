@@ -486,6 +486,21 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// All causes.
+    pub const ALL: [Cause; 6] = [
+        Cause::Fire,
+        Cause::ElectricalFault,
+        Cause::Cooking,
+        Cause::FalseAlarm,
+        Cause::Test,
+        Cause::Other,
+    ];
+
+    /// The cause of a wire name, `None` for a name this version does not know.
+    pub fn from_name(name: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// Wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -629,5 +644,24 @@ impl SignalCause {
             self,
             SignalCause::Rise | SignalCause::Step | SignalCause::RateOfRise
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cause;
+
+    /// The wire name of each cause is its serde name, and reads back.
+    #[test]
+    fn causes_read_back_from_their_wire_names() {
+        for c in Cause::ALL {
+            assert_eq!(Cause::from_name(c.as_str()), Some(c));
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::Value::from(c.as_str())
+            );
+        }
+        assert_eq!(Cause::from_name("Fire"), None);
+        assert_eq!(Cause::from_name("flood"), None);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod bins;
+pub mod browser;
 pub mod compound;
 pub mod gateway;
 pub mod http_sink;

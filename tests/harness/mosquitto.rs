@@ -18,6 +18,13 @@ impl Mosquitto {
     /// Starts Mosquitto with its files in `dir`, listening on `port`.
     pub fn start(dir: &Path, port: u16) -> Mosquitto {
         let conf = dir.join("mosquitto.conf");
+        // Run as root, Mosquitto drops to its own user and could not write
+        // its persistence file into our temp dir (sessions lost on restart).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
+        }
         std::fs::write(
             &conf,
             format!(

@@ -4,7 +4,7 @@
 //! the condition (`firing`/`cleared`) tracked beside it. A cleared condition
 //! never resolves an alarm: only a person does.
 
-use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, Verification};
+use super::record::{Alarm, Resolution, RoleAck, TimelineEntry, TimelineKind, Verification};
 use crate::config::Route;
 use crate::model::{AlarmKind, AlarmState, Cause, Condition, EpochMs, EventKind, Role, Trigger};
 use crate::rules::{Signal, SignalCause};
@@ -117,7 +117,8 @@ impl AlarmBook {
                 a.condition = Condition::Cleared;
                 a.updated_at = s.ts;
                 a.value = s.value.or(a.value);
-                a.timeline.push(TimelineEntry::new(s.ts, "cleared"));
+                a.timeline
+                    .push(TimelineEntry::new(s.ts, TimelineKind::Cleared));
                 let closed = a.state == AlarmState::Verified;
                 self.mark(&id);
                 if closed {
@@ -192,13 +193,14 @@ impl AlarmBook {
                 }
                 if started {
                     a.count += 1;
-                    a.timeline.push(TimelineEntry::new(s.ts, "repeat"));
+                    a.timeline
+                        .push(TimelineEntry::new(s.ts, TimelineKind::Repeat));
                 }
                 if s.severity > a.severity {
                     let from = a.severity;
                     a.severity = s.severity;
                     a.timeline.push(
-                        TimelineEntry::new(s.ts, "escalated")
+                        TimelineEntry::new(s.ts, TimelineKind::Escalated)
                             .detail(format!("{} → {}", from, s.severity)),
                     );
                     return transition(EventKind::Escalated);
@@ -247,7 +249,7 @@ impl AlarmBook {
         });
         a.timeline.push(TimelineEntry {
             at,
-            what: "acked".into(),
+            what: TimelineKind::Acked,
             by: Some(by.to_string()),
             role: Some(role),
             detail: note,
@@ -288,7 +290,7 @@ impl AlarmBook {
         });
         a.timeline.push(TimelineEntry {
             at,
-            what: "resolved".into(),
+            what: TimelineKind::Resolved,
             by: Some(by.to_string()),
             role: None,
             detail: Some(match &note {
@@ -329,7 +331,7 @@ impl AlarmBook {
         });
         a.timeline.push(TimelineEntry {
             at,
-            what: "verified".into(),
+            what: TimelineKind::Verified,
             by: Some(by.to_string()),
             role: None,
             detail: note,
@@ -409,7 +411,7 @@ fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transi
         }
         let escalate_due = r
             .escalate_after
-            .is_some_and(|d| now - a.opened_at >= d.as_ms());
+            .is_some_and(|d| now - episode_start(a) >= d.as_ms());
         if escalate_due && !a.escalated && !r.escalate_to.is_empty() {
             escalate_to.extend(r.escalate_to.iter().copied());
             remind.extend(unacked.iter().copied());
@@ -432,11 +434,16 @@ fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transi
     escalate_to.dedup();
     if !escalate_to.is_empty() {
         a.escalated = true;
-        a.timeline
-            .push(TimelineEntry::new(now, "escalated").detail(format!(
+        a.timeline.push(
+            TimelineEntry::new(now, TimelineKind::Escalated).detail(format!(
                 "unacked after escalate_after → {}",
-                escalate_to.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
-            )));
+                escalate_to
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+        );
         out.push(Transition {
             alarm_id: a.id.clone(),
             event: EventKind::Escalated,
@@ -449,7 +456,7 @@ fn timers_of(a: &mut Alarm, routes: &[Route], now: EpochMs, out: &mut Vec<Transi
             a.told_at.insert(*r, now);
         }
         a.timeline.push(
-            TimelineEntry::new(now, "reminder").detail(
+            TimelineEntry::new(now, TimelineKind::Reminder).detail(
                 remind
                     .iter()
                     .map(|r| r.as_str())
@@ -502,9 +509,8 @@ fn open_alarm(id: String, site: &str, s: &Signal, place: Place) -> Alarm {
         recipients: Vec::new(),
         escalated: false,
         told_at: Default::default(),
-        timeline: vec![
-            TimelineEntry::new(s.ts, "opened").detail(format!("{} {}", s.kind, s.severity))
-        ],
+        timeline: vec![TimelineEntry::new(s.ts, TimelineKind::Opened)
+            .detail(format!("{} {}", s.kind, s.severity))],
     }
 }
 
@@ -541,6 +547,16 @@ fn take_trigger(a: &mut Alarm, s: &Signal) {
     }
 }
 
+/// When the people were last told afresh: the opening, or the latest
+/// reopening (its acks were cleared, so `escalate_after` counts from there).
+fn episode_start(a: &Alarm) -> EpochMs {
+    a.timeline
+        .iter()
+        .rev()
+        .find(|e| e.what == TimelineKind::Reopened)
+        .map_or(a.opened_at, |e| e.at.max(a.opened_at))
+}
+
 fn reopen(a: &mut Alarm, s: &Signal) {
     update_reading(a, s);
     if s.severity >= a.severity {
@@ -555,7 +571,8 @@ fn reopen(a: &mut Alarm, s: &Signal) {
     a.told_at.clear();
     a.resolution = None;
     a.verification = None;
-    a.timeline.push(TimelineEntry::new(s.ts, "reopened"));
+    a.timeline
+        .push(TimelineEntry::new(s.ts, TimelineKind::Reopened));
 }
 
 #[cfg(test)]
@@ -862,6 +879,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reopened_alarm_gives_its_people_escalate_after_again() {
+        let mut b = AlarmBook::default();
+        let mut n = 0;
+        let fire = |ts| sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, ts);
+        apply(&mut b, &fire(0), &mut n);
+        for role in [Role::GridWorker, Role::Family] {
+            b.ack("a1", "someone", role, None, 10).unwrap();
+        }
+        b.resolve("a1", "c-wang", Cause::Cooking, None, 20).unwrap();
+        b.verify("a1", "c-li", None, 30).unwrap();
+        apply(
+            &mut b,
+            &sig(AlarmKind::Smoke, Severity::Critical, Condition::Cleared, 40),
+            &mut n,
+        );
+        // Fires again 5 minutes after it first opened: the same alarm reopens.
+        let reopened_at = 300_000;
+        let t = apply(&mut b, &fire(reopened_at), &mut n).unwrap();
+        assert_eq!((t.alarm_id.as_str(), t.event), ("a1", EventKind::Raised));
+        let routes = [route()];
+        assert!(
+            b.due_timers(&routes, reopened_at + 1).is_empty(),
+            "not escalated the moment it reopens"
+        );
+        assert!(b.due_timers(&routes, reopened_at + 59_999).is_empty());
+        assert_eq!(
+            events(&b.due_timers(&routes, reopened_at + 60_000))[0],
+            (EventKind::Escalated, vec![Role::Director]),
+            "escalated escalate_after past the reopening"
+        );
+    }
+
+    #[test]
     fn timers_survive_a_rebuild_from_records() {
         let mut b = AlarmBook::default();
         let mut n = 0;
@@ -906,6 +956,45 @@ mod tests {
                 }
                 prop_assert_eq!(b.alarms.values().filter(|a| !a.state.is_open()).count(), 0);
             }
+        }
+
+        /// Acks of one role never silence another role's reminders: whatever
+        /// roles acked, the reminders go to exactly the route's unacked roles,
+        /// after the escalation or without one.
+        #[test]
+        fn acks_of_one_role_never_silence_another(
+            notify in proptest::sample::subsequence(Role::ALL.to_vec(), 1..=6),
+            acked in proptest::sample::subsequence(Role::ALL.to_vec(), 0..=6),
+            escalates in any::<bool>(),
+        ) {
+            let mut b = AlarmBook::default();
+            let mut n = 0;
+            apply(&mut b, &sig(AlarmKind::Smoke, Severity::Critical, Condition::Firing, 0), &mut n);
+            for role in &acked {
+                b.ack("a1", "someone", *role, None, 1_000).unwrap();
+            }
+            let mut r = route();
+            r.notify = notify.clone();
+            if !escalates {
+                r.escalate_after = None;
+                r.escalate_to.clear();
+            }
+            let routes = [r];
+            let mut unacked: Vec<Role> = notify.iter().copied().filter(|r| !acked.contains(r)).collect();
+            unacked.sort();
+            let expected = if unacked.is_empty() {
+                Vec::new()
+            } else {
+                vec![(EventKind::Reminder, unacked.clone())]
+            };
+            let first = events(&b.due_timers(&routes, 180_000));
+            if escalates && !unacked.is_empty() {
+                prop_assert_eq!(first[0].clone(), (EventKind::Escalated, vec![Role::Director]));
+                prop_assert_eq!(first[1..].to_vec(), expected.clone());
+            } else {
+                prop_assert_eq!(first, expected.clone());
+            }
+            prop_assert_eq!(events(&b.due_timers(&routes, 360_000)), expected);
         }
     }
 }

@@ -11,6 +11,6 @@ pub mod shelf;
 
 pub use book::{ActionError, AlarmBook, Place, Transition};
 pub use changes::{AlarmChange, Changes};
-pub use record::{Alarm, Planned, Resolution, RoleAck, TimelineEntry, Verification};
+pub use record::{Alarm, Planned, Resolution, RoleAck, TimelineEntry, TimelineKind, Verification};
 pub use service::{AlarmsStage, Command};
 pub use shelf::{Category, Shelf, Shelves};

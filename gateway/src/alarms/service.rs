@@ -8,8 +8,8 @@ use super::shelf::{Shelf, Shelves};
 use crate::ack_link::AckSigner;
 use crate::config::Config;
 use crate::dispatch::{
-    notifications, recipients_for_event, silence_commands, sounder_commands, Availability,
-    EventInput, Outgoing,
+    notifications, recipients_for_event, silence_commands, sounder_commands, Audience,
+    Availability, EventInput, Letterhead, Outgoing, Routes, Sounders,
 };
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmView, Cause, EpochMs, EventKind, Role};
@@ -17,6 +17,11 @@ use crate::rules::Signal;
 use crate::store::{Pending, Store};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// A fresh delivery id: the one id source of the stage's planning.
+fn new_id() -> String {
+    ulid::Ulid::new().to_string()
+}
 
 /// Largest batch of signals applied under one flush.
 const BATCH: usize = 256;
@@ -183,12 +188,7 @@ impl AlarmsStage {
         let site = cfg.gateway.site.id.clone();
         let mut happened = Vec::new();
         for s in signals {
-            let t = self.book.on_signal(
-                s,
-                &site,
-                || place(&cfg, s),
-                || ulid::Ulid::new().to_string(),
-            );
+            let t = self.book.on_signal(s, &site, || place(&cfg, s), new_id);
             if let Some(t) = t {
                 happened.push(Happened {
                     t,
@@ -286,7 +286,7 @@ impl AlarmsStage {
             .inc();
         let entry = crate::alarms::TimelineEntry {
             at: r.at,
-            what: "call".into(),
+            what: crate::alarms::TimelineKind::Call,
             by: Some(r.contact_id.clone()),
             role: Some(r.role),
             detail: Some(r.detail()),
@@ -452,17 +452,25 @@ impl AlarmsStage {
             tracing::info!(alarm = %alarm.id, device = %alarm.device_id, event = h.t.event.as_str(), "device shelved: recorded, not dispatched");
             if let Some(a) = self.book.get_mut(&h.t.alarm_id) {
                 a.timeline.push(
-                    crate::alarms::TimelineEntry::new(now, "shelved").detail(format!(
-                        "{} not dispatched: device shelved until {}",
-                        h.t.event.as_str(),
-                        crate::model::rfc3339_ms(until)
-                    )),
+                    crate::alarms::TimelineEntry::new(now, crate::alarms::TimelineKind::Shelved)
+                        .detail(format!(
+                            "{} not dispatched: device shelved until {}",
+                            h.t.event.as_str(),
+                            crate::model::rfc3339_ms(until)
+                        )),
                 );
             }
             return Vec::new();
         }
-        let mut planned =
-            recipients_for_event(cfg, alarm, h.t.event, &h.t.roles, self.channels.as_ref());
+        let audience = Audience::of(cfg, &alarm.household_id);
+        let mut planned = recipients_for_event(
+            Routes::of(cfg),
+            &audience,
+            alarm,
+            h.t.event,
+            &h.t.roles,
+            self.channels.as_ref(),
+        );
         let first_raise =
             h.t.event == EventKind::Raised && alarm.count <= 1 && alarm.acks.is_empty();
         let mut suppressed = Vec::new();
@@ -489,9 +497,11 @@ impl AlarmsStage {
             at: now,
             actor: h.actor.clone(),
         };
-        let mut ns = notifications(cfg, &self.signer, &input, &planned);
+        let head = Letterhead::of(cfg, alarm, &planned);
+        let mut ns = notifications(&head, &self.signer, &input, &planned, &mut new_id);
         if h.t.event == EventKind::Raised {
-            ns.extend(sounder_commands(cfg, alarm, now));
+            let sounders = Sounders::of(cfg, alarm);
+            ns.extend(sounder_commands(&sounders, alarm, now, &mut new_id));
         }
         if !suppressed.is_empty() {
             self.note_suppressed(&h.t.alarm_id, h.t.event, &suppressed, now);
@@ -536,16 +546,17 @@ impl AlarmsStage {
             .book
             .get(id)
             .ok_or_else(|| ActionError::NotFound(id.to_string()))?;
-        let commands = silence_commands(cfg, alarm, now);
+        let commands = silence_commands(&Sounders::of(cfg, alarm), alarm, now, &mut new_id);
         let devices: Vec<String> = commands.iter().map(|n| n.address.clone()).collect();
         let actor = display_actor(cfg, by);
         if let Some(a) = self.book.get_mut(id) {
             let mut e =
-                crate::alarms::TimelineEntry::new(now, "silenced").detail(if devices.is_empty() {
-                    "no linked sounder".to_string()
-                } else {
-                    devices.join(",")
-                });
+                crate::alarms::TimelineEntry::new(now, crate::alarms::TimelineKind::Silenced)
+                    .detail(if devices.is_empty() {
+                        "no linked sounder".to_string()
+                    } else {
+                        devices.join(",")
+                    });
             e.by = Some(actor);
             a.timeline.push(e);
         }
@@ -625,8 +636,11 @@ impl AlarmsStage {
             for id in held {
                 if let Some(a) = self.book.get_mut(&id) {
                     a.timeline.push(
-                        crate::alarms::TimelineEntry::new(now, "unshelved")
-                            .detail("shelf ended: dispatching what it held back".to_string()),
+                        crate::alarms::TimelineEntry::new(
+                            now,
+                            crate::alarms::TimelineKind::Unshelved,
+                        )
+                        .detail("shelf ended: dispatching what it held back".to_string()),
                     );
                 }
                 happened.push(Happened {
@@ -663,14 +677,15 @@ impl AlarmsStage {
         }
         if let Some(a) = self.book.get_mut(id) {
             a.timeline.push(
-                crate::alarms::TimelineEntry::new(now, "suppressed").detail(format!(
-                    "{} to {} (rate limit)",
-                    event.as_str(),
-                    who.iter()
-                        .map(|p| p.recipient.contact_id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                )),
+                crate::alarms::TimelineEntry::new(now, crate::alarms::TimelineKind::Suppressed)
+                    .detail(format!(
+                        "{} to {} (rate limit)",
+                        event.as_str(),
+                        who.iter()
+                            .map(|p| p.recipient.contact_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )),
             );
         }
     }

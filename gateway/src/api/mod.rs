@@ -53,9 +53,9 @@ pub struct ApiState {
     pub health: crate::health::Health,
     /// Whether the test-only routes are mounted (`gridwatch run --test-hooks`).
     pub test_hooks: bool,
-    /// Test hook target: makes the embedded broker's listeners drop every
-    /// new connection (`None` with an external broker).
-    pub refuse_new_mqtt: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Test hook target: makes the embedded broker's listeners fail every
+    /// new connection the given way (`None` with an external broker).
+    pub refuse_new_mqtt: Option<Arc<dyn Fn(BrokerFault) + Send + Sync>>,
     /// Duty-board browser sessions (cookie logins).
     pub sessions: session::Sessions,
     /// Alarm change notices, relayed to the board over SSE.
@@ -97,7 +97,7 @@ pub fn router(state: ApiState) -> Router {
     let router = if test_hooks {
         router
             .route("/test/wedge/:stage", post(wedge))
-            .route("/test/broker/refuse-new", post(refuse_new_mqtt))
+            .route("/test/broker/:fault", post(refuse_new_mqtt))
     } else {
         router
     };
@@ -152,19 +152,45 @@ fn health_report(s: &ApiState) -> crate::health::Report {
     s.health.report(now_ms())
 }
 
-/// Test hook (only with `--test-hooks`): the embedded broker's listeners
-/// drop every new connection from now on, the way a poisoned listener did,
-/// while gridwatch's own connection keeps working.
-async fn refuse_new_mqtt(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// How the test hook makes the embedded broker's listeners fail new clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerFault {
+    /// Close each new connection at once (the poisoned listener).
+    RefuseNew,
+    /// Accept each new connection and never answer it (a wedged listener).
+    MuteNew,
+}
+
+/// Test hook (only with `--test-hooks`): `POST /test/broker/refuse-new`
+/// makes the embedded broker's listeners drop every new connection from now
+/// on, the way a poisoned listener did; `/test/broker/mute-new` makes them
+/// accept and never answer. gridwatch's own connection keeps working.
+async fn refuse_new_mqtt(
+    State(s): State<ApiState>,
+    Path(fault): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let fault = match fault.as_str() {
+        "refuse-new" => BrokerFault::RefuseNew,
+        "mute-new" => BrokerFault::MuteNew,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no broker fault {other:?} (refuse-new, mute-new)"),
+            ))
+        }
+    };
     let hook = s.refuse_new_mqtt.as_ref().ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             "no embedded broker (mqtt.embedded = false)".into(),
         )
     })?;
-    tracing::warn!("test hook: the embedded broker now drops every new connection");
-    hook();
-    Ok(Json(json!({ "refusing": "new mqtt connections" })))
+    tracing::warn!(
+        ?fault,
+        "test hook: the embedded broker now fails every new connection"
+    );
+    hook(fault);
+    Ok(Json(json!({ "fault": format!("{fault:?}") })))
 }
 
 /// Test hook (only with `--test-hooks`): the stage's next heartbeat never returns.

@@ -405,13 +405,13 @@ enum SmsBackend {
 /// The SMS text through the modem: never to a landline; the network's
 /// refusal is final for this channel, a module away is worth a retry.
 async fn modem_sms(m: &modem::Modem, n: &Notification) -> Result<(), SendError> {
-    if crate::phone::is_landline(&n.address) {
+    if crate::util::number::is_landline(&n.address) {
         return Err(SendError::permanent(format!(
             "sms: {} is a landline; it is called, never sent an SMS",
             n.address
         )));
     }
-    let Some(number) = crate::phone::dialable(&n.address) else {
+    let Some(number) = crate::util::number::dialable(&n.address) else {
         return Err(SendError::permanent(format!(
             "sms: {:?} is not a phone number",
             n.address

@@ -641,51 +641,21 @@ fn event_lines(n: &Notification) -> Vec<(&'static str, String)> {
 
 /// Translates a resolution cause's wire name; unknown causes are shown as given.
 fn cause_label(loc: Locale, cause: &str) -> &str {
-    let zh = loc == Locale::ZhCn;
-    match cause {
-        "fire" => {
-            if zh {
-                "火灾"
-            } else {
-                "fire"
-            }
-        }
-        "electrical_fault" => {
-            if zh {
-                "电气故障"
-            } else {
-                "electrical fault"
-            }
-        }
-        "cooking" => {
-            if zh {
-                "烹饪油烟"
-            } else {
-                "cooking"
-            }
-        }
-        "false_alarm" => {
-            if zh {
-                "误报"
-            } else {
-                "false alarm"
-            }
-        }
-        "test" => {
-            if zh {
-                "测试"
-            } else {
-                "test"
-            }
-        }
-        "other" => {
-            if zh {
-                "其他"
-            } else {
-                "other"
-            }
-        }
-        other => other,
+    let Some(c) = crate::model::Cause::from_name(cause) else {
+        return cause;
+    };
+    let (zh, en) = match c {
+        crate::model::Cause::Fire => ("火灾", "fire"),
+        crate::model::Cause::ElectricalFault => ("电气故障", "electrical fault"),
+        crate::model::Cause::Cooking => ("烹饪油烟", "cooking"),
+        crate::model::Cause::FalseAlarm => ("误报", "false alarm"),
+        crate::model::Cause::Test => ("测试", "test"),
+        crate::model::Cause::Other => ("其他", "other"),
+    };
+    if loc == Locale::ZhCn {
+        zh
+    } else {
+        en
     }
 }
 

@@ -155,6 +155,7 @@ fn targets(cfg: &Config, args: &TestNotifyArgs) -> Result<Vec<Target>, String> {
                     phone: r.phone.clone(),
                     email: r.email.clone(),
                     webhook: None,
+                    console: None,
                 })
         })
         .collect();

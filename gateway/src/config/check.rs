@@ -660,6 +660,15 @@ pub(crate) fn registry(
         device(src, i, d, &homes, rep);
     }
     for (i, c) in reg.contacts.iter().enumerate() {
+        if c.console.is_some() {
+            rep.errors.push(src.error_at(
+                &[K("contacts"), I(i), K("console")],
+                format!(
+                    "contact {:?}: `console` is a district.toml key; here a role reaches the console through [roles] in routing.toml",
+                    c.id
+                ),
+            ));
+        }
         if c.phone.is_none() && c.email.is_none() && c.webhook.is_none() {
             rep.warnings.push(src.error_at(
                 &[K("contacts"), I(i), K("id")],

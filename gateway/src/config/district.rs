@@ -3,7 +3,9 @@
 //! and checked once, here, for both `district --check` and the daemon.
 
 use super::source::{Report, Seg::K, Source};
-use super::{ApiToken, ChannelsConfig, ConfigError, ConfigErrors, Dur, HttpConfig, Locale};
+use super::{
+    ApiToken, ChannelsConfig, ConfigError, ConfigErrors, Contact, Dur, HttpConfig, Locale,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ pub struct DistrictFile {
     pub channels: ChannelsConfig,
     /// The district's own people (duty officers) and the compounds' directors.
     #[serde(default)]
-    pub contacts: Vec<DistrictContact>,
+    pub contacts: Vec<Contact>,
 }
 
 /// `[district]`.
@@ -65,23 +67,6 @@ pub struct SiteEntry {
     pub plan_id: Option<String>,
 }
 
-/// `[[contacts]]` of the district.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistrictContact {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub phone: Option<String>,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub webhook: Option<String>,
-    /// Print on the console channel too (tours, tests).
-    #[serde(default)]
-    pub console: bool,
-}
-
 fn default_box_timeout() -> Dur {
     Dur::from_secs(90)
 }
@@ -96,6 +81,9 @@ pub struct DistrictConfig {
     pub file: DistrictFile,
     /// The directory district.toml is in (relative paths start there).
     pub base: PathBuf,
+    /// What the file allows but probably did not mean (file:line), said by
+    /// `district --check` and at start.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl DistrictConfig {
@@ -130,6 +118,7 @@ impl DistrictConfig {
         Ok(DistrictConfig {
             file,
             base: path.parent().unwrap_or(Path::new("")).to_path_buf(),
+            warnings: rep.warnings,
         })
     }
 
@@ -144,7 +133,7 @@ impl DistrictConfig {
     }
 
     /// A contact by id.
-    pub fn contact(&self, id: &str) -> Option<&DistrictContact> {
+    pub fn contact(&self, id: &str) -> Option<&Contact> {
         self.file.contacts.iter().find(|c| c.id == id)
     }
 
@@ -226,12 +215,41 @@ fn check(src: &Source, f: &DistrictFile, rep: &mut Report) {
                 ),
             ));
         }
+        let landline = c
+            .phone
+            .as_deref()
+            .is_some_and(crate::util::number::is_landline);
+        if landline && c.webhook.is_none() && c.email.is_none() && c.console != Some(true) {
+            rep.warnings.push(src.error_at(
+                &[K("contacts")],
+                format!(
+                    "contact {:?}: phone {} is a landline (no SMS) and there is no webhook, \
+                     email or console: box_offline cannot reach them",
+                    c.id,
+                    crate::util::mask(c.phone.as_deref().unwrap_or_default())
+                ),
+            ));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contact_reachable_only_by_a_landline_is_warned_about() {
+        let text = GOOD.replace("phone = \"13800000001\"", "phone = \"0571-87654321\"");
+        let cfg = load(&text).unwrap();
+        let w: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(
+            w.iter().any(|w| w.contains("\"li\"")
+                && w.contains("landline")
+                && w.contains("district.toml:")),
+            "{w:?}"
+        );
+        assert!(load(GOOD).unwrap().warnings.is_empty());
+    }
 
     fn load(text: &str) -> Result<DistrictConfig, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
@@ -269,6 +287,8 @@ phone = "13800000001"
         let c = load(GOOD).unwrap();
         assert_eq!(c.file.district.sites["ljy"].key, "0123456789abcdef");
         assert_eq!(c.file.district.box_timeout.std().as_secs(), 30);
+        assert_eq!(c.contact("duty").unwrap().console, Some(true));
+        assert_eq!(c.contact("li").unwrap().console, None);
     }
 
     #[test]

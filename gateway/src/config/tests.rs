@@ -344,6 +344,25 @@ fn unknown_nested_key_in_table_and_array_entry() {
     assert_eq!(e.column, Some(1));
 }
 
+/// `console` is a district.toml contact key: registry.toml refuses it,
+/// `false` included, at its line, as it did before the two files shared one
+/// contact type.
+#[test]
+fn registry_contacts_refuse_the_district_console_key() {
+    for v in ["true", "false"] {
+        let f = Files::valid().edit(
+            "registry.toml",
+            "phone = \"+8613800000002\"",
+            &format!("phone = \"+8613800000002\"\nconsole = {v}"),
+        );
+        f.expect(
+            "registry.toml",
+            "console =",
+            "`console` is a district.toml key",
+        );
+    }
+}
+
 #[test]
 fn several_typos_in_one_ledger_are_all_reported() {
     let f = Files::valid()

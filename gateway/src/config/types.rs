@@ -965,8 +965,9 @@ fn default_poll_every() -> Dur {
     Dur::from_secs(2)
 }
 
-/// `[[contacts]]`: a person or a system that can be notified.
-#[derive(Debug, Clone, Deserialize)]
+/// `[[contacts]]`: a person or a system that can be notified, in
+/// registry.toml, in district.toml and as a ledger row.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
     pub id: String,
@@ -978,6 +979,11 @@ pub struct Contact {
     /// Name of a `[channels.webhook.*]`.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// district.toml only: also print this person's notices on the console
+    /// (tours, tests). registry.toml refuses it: there the console is a
+    /// channel of `[roles]`.
+    #[serde(default)]
+    pub console: Option<bool>,
 }
 
 /// `rules.toml`.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use plan::{
     notifications, recipients_for_event, route_recipients, silence_commands, sounder_commands,
-    Availability, EventInput,
+    Audience, Availability, EventInput, Letterhead, Person, Routes, Sounders,
 };
 pub use sender::{EventPublisher, Sender};
 

@@ -4,7 +4,7 @@
 //! ([`SendError`]: retryable or final); this decides retry, next channel or stop.
 
 use crate::channels::SendError;
-use rand::Rng;
+use crate::util::Backoff;
 use std::time::Duration;
 
 /// The decision after one failed try.
@@ -68,36 +68,14 @@ impl RetryPolicy {
             (false, true) => Next::NextChannel,
             (false, false) => Next::GiveUp,
             (true, true) if tries_here >= self.max_attempts => Next::NextChannel,
-            (true, _) => Next::Retry(backoff(tries_here)),
+            (true, _) => Next::Retry(Backoff::DISPATCH.delay(tries_here)),
         }
     }
-}
-
-/// Capped exponential backoff with ±20 % jitter: 0.1 s, 0.2 s, 0.4 s … 30 s.
-/// The first retry is quick because a fire alarm that met one refused
-/// connection (a receiver restarting, a full accept queue) should not wait
-/// half a second; a receiver that stays down still gets one attempt per 30 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    let capped = base_ms.min(30_000) as f64;
-    let jitter = rand::thread_rng().gen_range(0.8..1.2);
-    Duration::from_millis((capped * jitter) as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let first = backoff(1).as_millis();
-        assert!((80..=120).contains(&first), "{first}");
-        let fourth = backoff(4).as_millis();
-        assert!((640..=960).contains(&fourth), "{fourth}");
-        for a in [20, 64, u32::MAX] {
-            assert!(backoff(a).as_millis() <= 36_000);
-        }
-    }
 
     fn retryable() -> SendError {
         SendError::refused("130101", true, "send too fast")

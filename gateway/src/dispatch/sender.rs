@@ -4,7 +4,6 @@
 //! `[channels] max_attempts` failed tries) moves the recipient to their next
 //! channel (`retry`).
 
-pub use super::retry::backoff;
 use super::retry::{Next, RetryPolicy};
 use super::{DeliveryRecord, DeliveryStatus, Outgoing};
 use crate::channels::{self, Channels, SendError};

@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::model::{now_ms, ChannelKind};
 use crate::net::{parse_url, Endpoint, MqttSetupError};
 use crate::store::{Pending, Store};
-use rand::Rng;
+use crate::util::Backoff;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -183,7 +183,7 @@ impl Upstream {
                 Ok(c) => c,
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let wait = backoff(failures);
+                    let wait = Backoff::UPSTREAM.delay(failures);
                     tracing::warn!(error = %e, pending, retry_in_ms = wait.as_millis() as u64, "upstream broker unreachable; events kept in the store");
                     self.pause(wait).await;
                     continue;
@@ -195,7 +195,7 @@ impl Upstream {
                     self.metrics.upstream_connected.set(0);
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, "upstream session lost; reconnecting");
-                    self.pause(backoff(failures)).await;
+                    self.pause(Backoff::UPSTREAM.delay(failures)).await;
                 }
             }
             // A session that got anything through resets the backoff.
@@ -418,12 +418,6 @@ fn event_message(target: &UpstreamTarget, p: &Pending) -> (String, String) {
         }
     }
     (target.topic_for(&n.alarm.id), body.to_string())
-}
-
-/// 0.5 s doubling to 30 s, ±25 % jitter.
-fn backoff(failures: u32) -> Duration {
-    let ms = (500u64 << failures.saturating_sub(1).min(6)).min(30_000) as f64;
-    Duration::from_millis((ms * rand::thread_rng().gen_range(0.75..1.25)) as u64)
 }
 
 #[cfg(test)]

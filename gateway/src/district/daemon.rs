@@ -13,7 +13,8 @@ use super::book::{Book, BoxChange, BoxOffline, BoxState, CompoundAlarm};
 use super::command::{self, Action, Command};
 use crate::api::find_token;
 use crate::channels::{mask, Channels};
-use crate::config::district::{DistrictConfig, DistrictContact};
+use crate::config::district::DistrictConfig;
+use crate::config::Contact;
 use crate::config::{ApiRole, SiteConfig};
 use crate::model::{
     now_ms, rfc3339_ms, AlarmKind, AlarmState, AlarmView, ChannelKind, Condition, EventKind,
@@ -27,7 +28,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::{stream, Stream, StreamExt};
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -88,6 +91,7 @@ struct Metrics {
     commands: IntCounterVec,
     notifications: IntCounterVec,
     connected: IntGauge,
+    sessions_lost: IntCounter,
 }
 
 impl Metrics {
@@ -135,8 +139,14 @@ impl Metrics {
             "1 while the district's session with its broker is up",
         )
         .expect("static metric");
+        let sessions_lost = IntCounter::new(
+            "gridwatch_district_sessions_lost_total",
+            "Reconnects where the broker had forgotten the district's session (events in between may be lost)",
+        )
+        .expect("static metric");
         for c in [
-            Box::new(events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_lost.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events.clone()),
             Box::new(boxes.clone()),
             Box::new(box_offline.clone()),
             Box::new(commands.clone()),
@@ -159,6 +169,7 @@ impl Metrics {
             commands,
             notifications,
             connected,
+            sessions_lost,
         }
     }
 }
@@ -453,7 +464,7 @@ impl Shared {
             unit: String::new(),
             trigger: None,
         };
-        let mut people: Vec<(Role, &DistrictContact)> = Vec::new();
+        let mut people: Vec<(Role, &Contact)> = Vec::new();
         for id in &d.duty {
             if let Some(c) = self.cfg.contact(id) {
                 people.push((Role::FireBrigade, c));
@@ -468,20 +479,7 @@ impl Shared {
         }
         let mut out = Vec::new();
         for (role, c) in people {
-            let mut ways: Vec<(ChannelKind, String)> = Vec::new();
-            if let Some(w) = &c.webhook {
-                ways.push((ChannelKind::Webhook, w.clone()));
-            }
-            if let Some(p) = &c.phone {
-                ways.push((ChannelKind::Sms, p.clone()));
-            }
-            if let Some(e) = &c.email {
-                ways.push((ChannelKind::Email, e.clone()));
-            }
-            if c.console {
-                ways.push((ChannelKind::Console, String::new()));
-            }
-            for (channel, address) in ways {
+            for (channel, address) in ways_of(c) {
                 out.push(Notification {
                     delivery_id: ulid::Ulid::new().to_string(),
                     event,
@@ -595,13 +593,28 @@ fn alarm_json(a: &CompoundAlarm, site_name: &str) -> Value {
 
 async fn mqtt_loop(s: Arc<Shared>, mut el: rumqttc::EventLoop) {
     let mut failures: u32 = 0;
+    let mut ever_connected = false;
     loop {
         match el.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
                 s.connected.store(true, Ordering::Relaxed);
                 s.metrics.connected.set(1);
-                tracing::info!("connected to the district broker");
+                if ever_connected && !ack.session_present {
+                    // Boxes' events published between the broker's restart and
+                    // our subscription went nowhere: say so, loudly.
+                    s.metrics.sessions_lost.inc();
+                    tracing::error!(
+                        "the district broker forgot our session (restarted without persistence?): \
+                         box events published while we were away may be lost; \
+                         enable session persistence on the broker"
+                    );
+                }
+                ever_connected = true;
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the district broker"
+                );
                 for f in [
                     "gridwatch/+/alarms/#",
                     "gridwatch/+/status",
@@ -618,7 +631,7 @@ async fn mqtt_loop(s: Arc<Shared>, mut el: rumqttc::EventLoop) {
                 s.connected.store(false, Ordering::Relaxed);
                 s.metrics.connected.set(0);
                 failures = failures.saturating_add(1);
-                let wait = Duration::from_millis((250u64 << failures.min(7)).min(15_000));
+                let wait = crate::util::Backoff::DISTRICT.delay(failures);
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "district broker connection lost");
                 tokio::time::sleep(wait).await;
             }
@@ -657,6 +670,30 @@ async fn clock(s: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Every way to reach `c` about a dead box. A landline gets no SMS (it
+/// would go nowhere); `gridwatch district --check` warns about a contact
+/// left with no way at all.
+fn ways_of(c: &Contact) -> Vec<(ChannelKind, String)> {
+    let mut ways: Vec<(ChannelKind, String)> = Vec::new();
+    if let Some(w) = &c.webhook {
+        ways.push((ChannelKind::Webhook, w.clone()));
+    }
+    if let Some(p) = c
+        .phone
+        .as_ref()
+        .filter(|p| !crate::util::number::is_landline(p))
+    {
+        ways.push((ChannelKind::Sms, p.clone()));
+    }
+    if let Some(e) = &c.email {
+        ways.push((ChannelKind::Email, e.clone()));
+    }
+    if c.console == Some(true) {
+        ways.push((ChannelKind::Console, String::new()));
+    }
+    ways
 }
 
 /// Sends stored `box_offline` notifications; each is removed once its channel confirmed it.
@@ -1015,6 +1052,24 @@ async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_landline_gets_no_sms_about_a_dead_box() {
+        let c = |phone: &str| Contact {
+            id: "duty".into(),
+            name: "值班室".into(),
+            phone: Some(phone.into()),
+            email: Some("duty@example.org".into()),
+            webhook: None,
+            console: None,
+        };
+        let kinds = |c: &Contact| ways_of(c).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(&c("+8613800000001")),
+            vec![ChannelKind::Sms, ChannelKind::Email]
+        );
+        assert_eq!(kinds(&c("0571-87654321")), vec![ChannelKind::Email]);
+    }
 
     #[test]
     fn box_topics_are_classified_with_and_without_prefix() {

@@ -77,16 +77,16 @@ impl Inbox {
                 }
             }
             Action::Resolve => {
-                let cause: Cause = c
-                    .cause
-                    .as_deref()
-                    .and_then(|s| serde_json::from_value(serde_json::Value::from(s)).ok())
-                    .ok_or_else(|| {
-                        Refusal::Malformed(format!(
-                            "resolve needs a known cause, got {:?}",
-                            c.cause
-                        ))
-                    })?;
+                let cause: Cause =
+                    c.cause
+                        .as_deref()
+                        .and_then(Cause::from_name)
+                        .ok_or_else(|| {
+                            Refusal::Malformed(format!(
+                                "resolve needs a known cause, got {:?}",
+                                c.cause
+                            ))
+                        })?;
                 Command::Resolve {
                     id: c.alarm_id.clone(),
                     by: c.by.clone(),

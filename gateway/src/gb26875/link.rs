@@ -17,10 +17,10 @@ use crate::config::gb26875::Gb26875Config;
 use crate::config::Config;
 use crate::dispatch::{DeliveryRecord, DeliveryStatus};
 use crate::health::{Health, Stage};
-use crate::ingest::modbus::endpoint::Backoff;
 use crate::metrics::Metrics;
 use crate::model::{now_ms, AlarmKind, ChannelKind, EpochMs};
 use crate::store::{Pending, Store};
+use crate::util::Backoff;
 use chrono::{Datelike, Local, TimeZone, Timelike};
 use gb26875::adu::{status, Adu, ComponentStatus, Operation, SystemStatus, OP_INSPECTION_ANSWER};
 use gb26875::frame::{BadFrame, Command, Deframer, Frame, TimeLabel};
@@ -35,8 +35,6 @@ use tokio::time::Instant;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// User version byte of our frames.
 const USER_VERSION: u8 = 1;
-/// Reconnects: 0.5 s doubling to 30 s, with jitter.
-const RECONNECT: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 /// Operation records kept for the centre's type-84 query.
 const KEEP_OPERATIONS: usize = 64;
 
@@ -125,7 +123,6 @@ impl Link {
 
     /// Connects, serves, and reconnects with backoff, forever.
     pub async fn run(mut self) {
-        let backoff = Backoff::try_new(RECONNECT.0, RECONNECT.1).unwrap_or(Backoff::LINK);
         let mut failures: u32 = 0;
         loop {
             self.set_up(false);
@@ -155,7 +152,7 @@ impl Link {
                 }
             };
             self.set_up(false);
-            let wait = backoff.delay(failures.max(1));
+            let wait = Backoff::CENTRE.delay(failures.max(1));
             tracing::warn!(centre = %self.cfg.centre, error = %err, retry_in_ms = wait.as_millis() as u64, "fire monitoring centre link down; frames kept in the store");
             self.state.update(|s| s.last_error = Some(err));
             self.pause(wait).await;

@@ -205,6 +205,7 @@ pub struct Embedded {
     pub devices_v5: Option<SocketAddr>,
     gate: watch::Sender<bool>,
     refuse_new: Arc<AtomicBool>,
+    mute_new: Arc<AtomicBool>,
 }
 
 impl Embedded {
@@ -233,6 +234,13 @@ impl Embedded {
     pub fn refuse_handle(&self) -> Arc<AtomicBool> {
         self.refuse_new.clone()
     }
+
+    /// Test hook: while the returned flag is set, every listener accepts
+    /// each new connection and never answers it (no CONNACK): the silent
+    /// listener, which only the canary's timeout can catch.
+    pub fn mute_handle(&self) -> Arc<AtomicBool> {
+        self.mute_new.clone()
+    }
 }
 
 /// Starts the broker with logins, TLS and MQTT 5 as `sec` says, keeping
@@ -258,11 +266,13 @@ pub fn start_secured(
     let cfg = broker_config(addr, internal, sec, buffer);
     let (gate, gate_rx) = watch::channel(false);
     let refuse_new = Arc::new(AtomicBool::new(false));
+    let mute_new = Arc::new(AtomicBool::new(false));
     let hooks = Hooks {
         on_thread_exit: Some(on_exit.clone()),
         gated: vec![DEVICES_V4.into(), DEVICES_TLS.into(), DEVICES_V5.into()],
         gate: Some(gate_rx),
         refuse_new: refuse_new.clone(),
+        mute_new: mute_new.clone(),
     };
     std::thread::Builder::new()
         .name("mqtt-broker".into())
@@ -285,6 +295,7 @@ pub fn start_secured(
                 devices_v5: sec.v5.map(loopback_of),
                 gate,
                 refuse_new,
+                mute_new,
             });
         }
         std::thread::sleep(Duration::from_millis(20));

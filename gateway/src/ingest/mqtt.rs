@@ -26,7 +26,7 @@ use crate::config::{Config, MqttConfig};
 use crate::metrics::{Metrics, RejectReason};
 use crate::model::{now_ms, EpochMs, Transport};
 use crate::security::limiter::{KeyedLimiter, Rate};
-use rand::Rng;
+use crate::util::{Backoff, Retries};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -177,12 +177,12 @@ pub async fn run_event_loop(
     let manual_acks = el.mqtt_options.manual_acks();
     let qos = subscription_qos(manual_acks);
     let mut acks = Acks::default();
-    let mut failures: u32 = 0;
+    let mut retries = Retries::new(Backoff::LINK);
     loop {
         acks.flush(&client);
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
+                retries.reset();
                 // Packet ids of the old connection mean nothing now: the
                 // broker sends what was unacked again.
                 acks.waiting.clear();
@@ -213,8 +213,7 @@ pub async fn run_event_loop(
             Ok(_) => {}
             Err(e) => {
                 connected.send_replace(false);
-                failures = failures.saturating_add(1);
-                let wait = reconnect_delay(failures);
+                let wait = retries.fail();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
                 tokio::time::sleep(wait).await;
             }
@@ -236,12 +235,6 @@ pub fn subscription_qos(manual_acks: bool) -> QoS {
     } else {
         QoS::AtMostOnce
     }
-}
-
-/// 100 ms doubling to 10 s, with ±25 % jitter so a fleet does not reconnect in step.
-fn reconnect_delay(failures: u32) -> Duration {
-    let ms = (100u64 << failures.saturating_sub(1).min(7)).min(10_000) as f64;
-    Duration::from_millis((ms * rand::thread_rng().gen_range(0.75..1.25)) as u64)
 }
 
 /// The topic filters of the configured vendor formats, in file order.
@@ -693,11 +686,5 @@ device = "/id"
                 .is_none();
         }
         assert!(limited && rejected(&metrics, RateLimited) > 0);
-    }
-
-    #[test]
-    fn reconnect_delay_is_capped() {
-        assert!(reconnect_delay(1) <= Duration::from_millis(125));
-        assert!(reconnect_delay(100) <= Duration::from_millis(12_500));
     }
 }

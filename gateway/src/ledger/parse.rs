@@ -91,15 +91,8 @@ pub struct Device {
     pub transport: Transport,
 }
 
-/// A contact (`[[contacts]]`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Contact {
-    pub id: String,
-    pub name: String,
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    pub webhook: Option<String>,
-}
+/// A contact row is a registry `[[contacts]]` entry.
+pub use crate::config::Contact;
 
 /// A whole, valid ledger, in file order.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -652,6 +645,7 @@ fn parse_row(c: &mut Cells, ctx: &Context) -> Option<Parsed> {
                     phone: phone.ok()?,
                     email: mail.ok()?,
                     webhook,
+                    console: None,
                 },
                 homes: list(c.get(Col::Home)),
             })

@@ -161,6 +161,7 @@ pub fn registry_toml(current: &Registry, ledger: &Ledger, source: &str, at: &str
         phone,
         email,
         webhook,
+        ..
     } in &ledger.contacts
     {
         contact(&mut out, id, name, phone, email, webhook);

@@ -27,7 +27,7 @@
 
 pub mod render;
 
-use crate::alarms::Alarm;
+use crate::alarms::{Alarm, TimelineKind};
 use crate::config::{Config, Dur, ReportConfig};
 use crate::model::{Cause, ChannelKind, EpochMs, Role};
 use serde::Serialize;
@@ -192,7 +192,7 @@ impl<'a> Facts<'a> {
         let start = alarm
             .timeline
             .iter()
-            .filter(|t| t.what == "reopened")
+            .filter(|t| t.what == TimelineKind::Reopened)
             .map(|t| t.at)
             .max()
             .unwrap_or(alarm.opened_at)

@@ -2,7 +2,7 @@
 //! by hand in the comments.
 
 use super::*;
-use crate::alarms::{Planned, Resolution, RoleAck, TimelineEntry};
+use crate::alarms::{Planned, Resolution, RoleAck, TimelineEntry, TimelineKind};
 use crate::model::{AlarmKind, AlarmState, ChannelKind, Condition, Recipient, Role::*, Severity};
 
 /// 2025-11-24T16:00:00Z, which is local midnight in UTC+8.
@@ -50,7 +50,7 @@ fn alarm(id: &str, home: &str, opened: EpochMs, roles: &[Role]) -> Alarm {
             .collect(),
         escalated: false,
         told_at: BTreeMap::new(),
-        timeline: vec![TimelineEntry::new(opened, "opened")],
+        timeline: vec![TimelineEntry::new(opened, TimelineKind::Opened)],
     }
 }
 
@@ -113,9 +113,10 @@ fn sequence() -> Vec<Alarm> {
     // A5: g05, opened before the period but reopened in it (T0+100 s): the
     // episode starts at the reopen; acked 60 s later; unresolved for 7700 s (late).
     let mut a5 = alarm("a5", "h5", T0 - 3 * H, &[GridWorker]);
-    a5.timeline.push(TimelineEntry::new(T0 - 2 * H, "resolved"));
     a5.timeline
-        .push(TimelineEntry::new(T0 + 100 * S, "reopened"));
+        .push(TimelineEntry::new(T0 - 2 * H, TimelineKind::Resolved));
+    a5.timeline
+        .push(TimelineEntry::new(T0 + 100 * S, TimelineKind::Reopened));
     ack(&mut a5, GridWorker, T0 + 160 * S);
     vec![a1, a2, a3, a4, a5]
 }

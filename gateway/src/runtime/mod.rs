@@ -224,9 +224,14 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let handler = tokio::spawn(handler.run(handoff_rx));
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
     let refuse_new_mqtt = embedded.as_ref().map(|e| {
-        let flag = e.refuse_handle();
-        Arc::new(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
-            as Arc<dyn Fn() + Send + Sync>
+        let (refuse, mute) = (e.refuse_handle(), e.mute_handle());
+        Arc::new(move |fault: crate::api::BrokerFault| {
+            let flag = match fault {
+                crate::api::BrokerFault::RefuseNew => &refuse,
+                crate::api::BrokerFault::MuteNew => &mute,
+            };
+            flag.store(true, std::sync::atomic::Ordering::Relaxed)
+        }) as Arc<dyn Fn(crate::api::BrokerFault) + Send + Sync>
     });
     let ingress = tokio::spawn(open_ingress(
         client.clone(),

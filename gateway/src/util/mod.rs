@@ -1,11 +1,13 @@
 //! Small helpers every layer may use: masking of personal data, a
-//! constant-time comparison, plain-text tables for the operator commands. Bottom layer: imports nothing from the pipe's
+//! constant-time comparison, one reconnect backoff, plain-text tables for the operator commands. Bottom layer: imports nothing from the pipe's
 //! stages, so any module can depend on it without creating a cycle.
 
+pub mod backoff;
 pub mod mask;
 pub mod number;
 pub mod table;
 
+pub use backoff::{Backoff, BackoffError, Retries};
 pub use mask::mask;
 
 /// Equal bytes in time that does not depend on where they differ (tokens,

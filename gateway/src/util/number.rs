@@ -2,7 +2,9 @@
 //! SMS reaches mainland mobiles only; a landline (座机, what many elderly
 //! residents and duty rooms have) gets no SMS, and a robot can @-mention
 //! only a mobile. A small table of the CN numbering plan rather than a full
-//! library: we only need to tell these three apart.
+//! library: we only need to tell these three apart. Routing, the config
+//! checks, the SMS and voice channels and the robots all ask this one
+//! classifier, so they never disagree about a number.
 
 /// What a phone number is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,23 @@ pub fn mobile(raw: &str) -> Option<String> {
     }
 }
 
+/// True for a fixed-line number: it is called, never sent an SMS.
+pub fn is_landline(raw: &str) -> bool {
+    classify(raw) == NumberKind::Landline
+}
+
+/// The digits a modem dials: `+` and digits only, nothing a caller could
+/// use to inject an AT command.
+pub fn dialable(raw: &str) -> Option<String> {
+    let s: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+        .collect();
+    let body = s.strip_prefix('+').unwrap_or(&s);
+    let ok = !body.is_empty() && body.len() <= 20 && body.bytes().all(|b| b.is_ascii_digit());
+    ok.then_some(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +151,36 @@ mod tests {
         ] {
             assert_eq!(classify(raw), NumberKind::Invalid, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn the_numbers_the_modem_and_routing_see() {
+        assert_eq!(
+            classify("+8613800000001"),
+            NumberKind::Mobile("13800000001".into())
+        );
+        assert_eq!(classify("0571-87654321"), NumberKind::Landline);
+        assert_eq!(classify("010 12345678"), NumberKind::Landline);
+        assert_eq!(classify("+8657187654321"), NumberKind::Landline);
+        assert_eq!(classify("+14155550100"), NumberKind::Foreign);
+        assert_eq!(classify("12345"), NumberKind::Invalid);
+        assert_eq!(classify("call me"), NumberKind::Invalid);
+        assert!(is_landline("0571-87654321"));
+        assert!(is_landline("+86 10 1234 5678"));
+        assert!(!is_landline("+8613800000001"));
+        assert!(!is_landline("not a number"));
+    }
+
+    #[test]
+    fn dialable_refuses_anything_but_digits() {
+        assert_eq!(dialable("0571-8765 4321").as_deref(), Some("057187654321"));
+        assert_eq!(
+            dialable("+8613800000001").as_deref(),
+            Some("+8613800000001")
+        );
+        assert_eq!(dialable("138;ATH"), None);
+        assert_eq!(dialable("+"), None);
+        assert_eq!(dialable("1\r\nAT"), None);
+        assert_eq!(dialable(&"1".repeat(21)), None);
     }
 }

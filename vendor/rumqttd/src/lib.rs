@@ -49,6 +49,10 @@ pub struct Hooks {
     /// While true, every listener closes each new connection at once (a test
     /// hook that makes a listener deaf the way a broken broker would be).
     pub refuse_new: Arc<std::sync::atomic::AtomicBool>,
+    /// While true, every listener accepts each new connection and then never
+    /// reads or answers it (a test hook: the silent listener a wedged broker
+    /// would be; the socket is closed after ten minutes).
+    pub mute_new: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// gridwatch patch: runs `Hooks::on_thread_exit` when dropped, which happens

@@ -240,7 +240,7 @@ impl Task {
                     failures += 1;
                     self.set_down(&reason);
                     tracing::error!(device = %self.cfg.device, error = %reason, "MODEM NOT AVAILABLE: calls and modem SMS fall back to the next channel");
-                    let wait = crate::dispatch::sender::backoff(failures + 3);
+                    let wait = crate::util::Backoff::DISPATCH.delay(failures + 3);
                     // Fail what arrives meanwhile: a waiting fire call helps nobody.
                     let until = Instant::now() + wait;
                     while let Ok(Some((_, job))) = tokio::time::timeout_at(until, rx.recv()).await {

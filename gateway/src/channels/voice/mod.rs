@@ -594,7 +594,7 @@ impl VoiceChannel {
         n: &Notification,
         attempt: u32,
     ) -> Result<Placed, SendError> {
-        let Some(number) = crate::phone::dialable(&n.address) else {
+        let Some(number) = crate::util::number::dialable(&n.address) else {
             return Err(SendError::refused(
                 "bad_number",
                 false,
@@ -686,7 +686,7 @@ impl VoiceChannel {
                 let Backend::Modem(modem) = &self.backend else {
                     return Err(SendError::permanent("voice: not a modem backend"));
                 };
-                let number = crate::phone::dialable(&n.address).unwrap_or_default();
+                let number = crate::util::number::dialable(&n.address).unwrap_or_default();
                 let speech = Speech {
                     text: render::voice(n),
                     play_times: self.play_times,

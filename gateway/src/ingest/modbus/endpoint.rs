@@ -1,9 +1,5 @@
 //! Endpoint URLs (docs/contract.md §4): `tcp://host:port` and
-//! `rtu:///dev/ttyUSB0?baud=9600&parity=N[&data_bits=8&stop_bits=1]`, and the
-//! reconnect backoff of a link.
-
-use rand::Rng;
-use std::time::Duration;
+//! `rtu:///dev/ttyUSB0?baud=9600&parity=N[&data_bits=8&stop_bits=1]`.
 
 /// Serial parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,39 +119,6 @@ impl Endpoint {
     }
 }
 
-/// Reconnect delays: doubling from `min` to `max`, each with ±25 % jitter so a
-/// gateway restarting many links does not hammer a serial server in step.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    /// Reconnects of a Modbus link: 100 ms doubling to 10 s.
-    pub const LINK: Backoff = Backoff {
-        min: Duration::from_millis(100),
-        max: Duration::from_secs(10),
-    };
-
-    /// A backoff whose `max` is at least its non-zero `min`, or `None`.
-    pub fn try_new(min: Duration, max: Duration) -> Option<Backoff> {
-        (!min.is_zero() && max >= min).then_some(Backoff { min, max })
-    }
-
-    /// Delay before attempt `failures + 1` (`failures` ≥ 1), without jitter.
-    pub fn base(&self, failures: u32) -> Duration {
-        let shift = failures.saturating_sub(1).min(20);
-        self.min.saturating_mul(1u32 << shift).min(self.max)
-    }
-
-    /// [`Backoff::base`] with jitter.
-    pub fn delay(&self, failures: u32) -> Duration {
-        self.base(failures)
-            .mul_f64(rand::thread_rng().gen_range(0.75..1.25))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,17 +158,5 @@ mod tests {
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert!(Backoff::try_new(Duration::ZERO, Duration::from_secs(1)).is_none());
-        assert!(Backoff::try_new(Duration::from_secs(2), Duration::from_secs(1)).is_none());
-        let b = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(10)).unwrap();
-        assert_eq!(b.base(1), Duration::from_millis(100));
-        assert_eq!(b.base(2), Duration::from_millis(200));
-        assert_eq!(b.base(40), Duration::from_secs(10));
-        assert!(b.delay(40) <= Duration::from_millis(12_500));
-        assert!(b.delay(1) >= Duration::from_millis(75));
     }
 }

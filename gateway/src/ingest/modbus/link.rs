@@ -16,13 +16,14 @@
 //! RTU every request first discards bytes nobody asked for ([`Drain`]) and a
 //! reply from the wrong unit is retried once.
 
-use super::endpoint::{Backoff, Endpoint, Parity};
+use super::endpoint::{Endpoint, Parity};
 use super::plan::{Block, BlockData, ReadPlan};
 use super::schedule::{Breaker, BreakerState, Schedule};
 use crate::config::Table;
 use crate::ingest::{Input, Lanes};
 use crate::metrics::Metrics;
 use crate::model::{now_ms, Flags, Reading, Transport, Values};
+use crate::util::Backoff;
 use rand::Rng;
 use std::io;
 use std::pin::Pin;

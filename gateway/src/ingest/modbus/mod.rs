@@ -13,7 +13,7 @@ pub mod link;
 pub mod plan;
 pub mod schedule;
 
-pub use endpoint::{Backoff, Endpoint, EndpointError};
+pub use endpoint::{Endpoint, EndpointError};
 pub use link::{Link, LinkDevice, LinkSpec, PollOutcome};
 
 use crate::config::{Config, DeviceTransport};

@@ -463,6 +463,17 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 drop(stream);
                 continue;
             }
+            if self
+                .hooks
+                .mute_new
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                tokio::spawn(async move {
+                    time::sleep(Duration::from_secs(600)).await;
+                    drop(stream);
+                });
+                continue;
+            }
 
             // gridwatch patch: the TLS handshake ran here, in the accept loop,
             // with no timeout: one client that opened a TCP connection and
