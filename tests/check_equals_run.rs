@@ -20,6 +20,21 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "[channels.sms] body",
     ),
     (
+        "aliyun voice without its TTS template",
+        "[channels.voice]\nbackend = \"aliyun\"\naccess_key_id = \"id\"\naccess_key_secret = \"s\"\ncalled_show_number = \"057188880000\"\n",
+        "[channels.voice] tts_code: is required",
+    ),
+    (
+        "template voice gateway URL with a space",
+        "[channels.voice]\nbackend = \"template\"\nurl = \"http://exa mple.org/call\"\nbody = '{\"to\":\"{{phone}}\"}'\ncallback_secret = \"0123456789abcdef0123\"\n",
+        "[channels.voice] url",
+    ),
+    (
+        "a template key on the aliyun voice backend",
+        "[channels.voice]\nbackend = \"aliyun\"\nurl = \"http://127.0.0.1:9/call\"\n",
+        "[channels.voice] url: is not used by backend aliyun",
+    ),
+    (
         "webhook host with a space",
         "[channels.webhook.w]\nurl = \"http://exa mple.org/x\"\n",
         "[channels.webhook.w] url",

@@ -553,3 +553,108 @@ notify = ["resident"]
     assert_eq!(ids.len(), 1, "one delivery, resumed with its id: {voice:?}");
     assert!(voice.iter().any(|t| t["status"] == "sent"), "{voice:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_two_on_the_modem_acks_with_the_false_alarm_note_and_does_not_resolve() {
+    const ONLY_RESIDENT: &str = r#"
+[roles]
+resident = ["voice", "sms"]
+
+[[route]]
+kinds = ["smoke"]
+severities = ["critical"]
+notify = ["resident"]
+"#;
+    let dir = gridwatch_e2e::temp_dir();
+    let link = dir.path().join("ttyMODEM");
+    let sim = ModemSim::start(
+        &link,
+        &dir.path().join("modem.jsonl"),
+        &["--callee", &format!("{RESIDENT}=after:1,press:2")],
+    )
+    .await;
+    let gw = Gateway::builder()
+        .fixture_file("registry.toml", REGISTRY)
+        .fixture_file("routing.toml", ONLY_RESIDENT)
+        .fixture_file("rules.toml", "")
+        .extra_toml(modem_toml(&link, "3s"))
+        .start()
+        .await;
+    smoke(&gw).await;
+    let api = gw.api();
+    let (id, ack) = wait_until_async("the resident's key 2", WAIT, POLL, || async {
+        let a = api.open_alarm(SMOKE_KITCHEN, "smoke").await?;
+        let id = a["id"].as_str()?.to_string();
+        let d = api.alarm(&id).await;
+        let ack = d["acks"]
+            .as_array()?
+            .iter()
+            .find(|k| k["role"] == "resident")?
+            .clone();
+        Some((id, ack))
+    })
+    .await;
+    assert_eq!(ack["note"], "reported as false alarm / cooking", "{ack}");
+    assert_eq!(ack["by"], "h-3-2-501.r1");
+    let d = api.alarm(&id).await;
+    assert_ne!(d["state"], "resolved", "{d}");
+    assert!(
+        timeline(&d)
+            .iter()
+            .any(|t| t["what"] == "call" && t["detail"] == "answered, key 2 (call 1 of 2)"),
+        "{d}"
+    );
+    assert!(sim.of("sms", RESIDENT).is_empty(), "answered: no SMS");
+    assert_eq!(
+        api.metric_value(
+            "gridwatch_voice_calls_total",
+            &[("backend", "modem"), ("outcome", "answered")]
+        )
+        .await,
+        Some(1.0)
+    );
+}
+
+/// `gridwatch test-notify --channel voice` calls through the modem (started
+/// for the command) and prints how the call ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_notify_calls_through_the_modem_and_prints_the_outcome() {
+    let dir = gridwatch_e2e::temp_dir();
+    let link = dir.path().join("ttyMODEM");
+    let sim = ModemSim::start(
+        &link,
+        &dir.path().join("modem.jsonl"),
+        &["--callee", &format!("{RESIDENT}=after:1,press:1")],
+    )
+    .await;
+    let config = Gateway::builder()
+        .fixture_file("registry.toml", REGISTRY)
+        .fixture_file("routing.toml", ROUTING)
+        .fixture_file("rules.toml", "")
+        .extra_toml(modem_toml(&link, "3s"))
+        .write_config(
+            dir.path(),
+            gridwatch_e2e::free_port(),
+            gridwatch_e2e::free_port(),
+        );
+    let out = tokio::process::Command::new(gridwatch_e2e::gridwatch_bin())
+        .args(["test-notify", "--config"])
+        .arg(&config)
+        .args(["--contact", "h-3-2-501.r1", "--channel", "voice"])
+        .output()
+        .await
+        .expect("run gridwatch test-notify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sim.output()
+    );
+    assert!(
+        stdout.contains("call answered, key 1 (call 1 of 2)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("confirmed"), "{stdout}");
+    assert_eq!(sim.of("dial", RESIDENT).len(), 1, "{}", sim.output());
+}

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub notifications_total: IntCounterVec,
     /// Sends a receiver answered and refused (robot errcode, provider code, HTTP status).
     pub receiver_refusals_total: IntCounterVec,
+    /// Voice calls by backend and how they ended (answered, no_answer, busy, failed).
+    pub voice_calls_total: IntCounterVec,
     pub alarm_dispatch_seconds: Histogram,
     pub time_to_ack_seconds: HistogramVec,
     pub devices: IntGaugeVec,
@@ -229,6 +231,14 @@ impl Metrics {
                     "Sends the receiver answered and refused, by channel, target (webhook or provider name) and the receiver's code",
                 ),
                 &["channel", "target", "code"],
+            )
+            .expect("static metric"),
+            voice_calls_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_voice_calls_total",
+                    "Voice calls by backend (modem, aliyun, template) and outcome (answered, no_answer, busy, failed)",
+                ),
+                &["backend", "outcome"],
             )
             .expect("static metric"),
             alarm_dispatch_seconds: Histogram::with_opts(
@@ -437,6 +447,7 @@ impl Metrics {
             Box::new(self.alarms_open.clone()),
             Box::new(self.notifications_total.clone()),
             Box::new(self.receiver_refusals_total.clone()),
+            Box::new(self.voice_calls_total.clone()),
             Box::new(self.alarm_dispatch_seconds.clone()),
             Box::new(self.time_to_ack_seconds.clone()),
             Box::new(self.devices.clone()),

@@ -24,11 +24,23 @@ answers with the platform's own result shapes.
 - Tencent Cloud SendSms (2021-01-11), POST /tencent/ JSON with TC3-HMAC-SHA256:
   CanonicalRequest over the signed headers, scope date/sms/tc3_request;
   Response.Error AuthFailure.SignatureFailure, per-number SendStatusSet Code "Ok".
+- Aliyun voice (Dyvmsapi 2017-05-25), POST /aliyun-voice/: the same RPC
+  signature; SingleCallByTts answers Code "OK" with a CallId, or
+  SignatureDoesNotMatch (400), isv.DISPLAY_NUMBER_ILLEGAL, isv.TTS_TEMPLATE_ILLEGAL,
+  isv.TEMPLATE_MISSING_PARAMETERS, isv.MOBILE_NUMBER_ILLEGAL, and
+  isv.BUSINESS_LIMIT_CONTROL beyond one call a minute per callee (语音通知流控).
+  The call then ends as scripted per callee (answered / press:DIGITS / busy /
+  no_answer / off, or a list, one per call) and its VoiceReport (call_id,
+  status_code, status_msg, dtmf, duration, out_id …) is pushed to `callback`
+  as a JSON array, pushed again until the answer is {"code": 0};
+  QueryCallDetailByCallId gives Data = JSON string with `state` once the call is over.
+  GET /_pushes lists every push and the answer it got.
 - Standard Webhooks receiver, POST /json: verified with the `standardwebhooks`
   package when installed (scripts/test installs it).
 
 Usage: platforms.py CONFIG_JSON. Prints the port on the first line of stdout.
-GET /_requests returns every request seen, with the verdict it got.
+GET /_requests returns every request seen, with the verdict it got;
+POST /_config merges settings into the running config.
 """
 
 import base64
@@ -40,6 +52,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -147,8 +160,9 @@ def aliyun_encode(s: str) -> str:
     return urllib.parse.quote(s, safe="-_.~")
 
 
-def aliyun(body):
-    cfg = CONFIG.get("aliyun", {})
+def aliyun_rpc(cfg, body):
+    """Aliyun's V2 RPC signature check, shared by SendSms and Dyvmsapi:
+    returns (params, req_id, None) or (None, req_id, (status, error answer))."""
     params = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
     req_id = str(uuid.uuid4()).upper()
     sig = params.pop("Signature", "")
@@ -156,15 +170,25 @@ def aliyun(body):
     to_sign = "POST&%2F&" + aliyun_encode(canonical)
     secret = cfg.get("keys", {}).get(params.get("AccessKeyId", ""))
     if secret is None:
-        return 404, {"RequestId": req_id, "Code": "InvalidAccessKeyId.NotFound", "Message": "Specified access key is not found."}
+        return None, req_id, (404, {"RequestId": req_id, "Code": "InvalidAccessKeyId.NotFound", "Message": "Specified access key is not found."})
     want = base64.b64encode(hmac.new((secret + "&").encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
     if not hmac.compare_digest(sig, want):
-        return 400, {"RequestId": req_id, "Code": "SignatureDoesNotMatch", "Message": f"Specified signature is not matched with our calculation. server string to sign is:{to_sign}"}
+        return None, req_id, (400, {"RequestId": req_id, "Code": "SignatureDoesNotMatch", "Message": f"Specified signature is not matched with our calculation. server string to sign is:{to_sign}"})
     for k in ("Action", "Version", "SignatureMethod", "SignatureVersion", "SignatureNonce", "Timestamp", "Format"):
         if k not in params:
-            return 400, {"RequestId": req_id, "Code": "MissingParameter", "Message": f"{k} is mandatory for this action."}
-    if params["Action"] != "SendSms" or params["Version"] != "2017-05-25" or params["SignatureMethod"] != "HMAC-SHA1":
-        return 400, {"RequestId": req_id, "Code": "InvalidParameter", "Message": "Action, Version or SignatureMethod"}
+            return None, req_id, (400, {"RequestId": req_id, "Code": "MissingParameter", "Message": f"{k} is mandatory for this action."})
+    if params["Version"] != "2017-05-25" or params["SignatureMethod"] != "HMAC-SHA1":
+        return None, req_id, (400, {"RequestId": req_id, "Code": "InvalidParameter", "Message": "Version or SignatureMethod"})
+    return params, req_id, None
+
+
+def aliyun(body):
+    cfg = CONFIG.get("aliyun", {})
+    params, req_id, err = aliyun_rpc(cfg, body)
+    if err:
+        return err
+    if params["Action"] != "SendSms":
+        return 400, {"RequestId": req_id, "Code": "InvalidAction.NotFound", "Message": "Specified api is not found"}
     if params.get("SignName") != cfg.get("sign_name"):
         return 200, {"RequestId": req_id, "Code": "isv.SMS_SIGNATURE_ILLEGAL", "Message": "该账号下找不到对应签名"}
     tpl = cfg.get("templates", {}).get(params.get("TemplateCode", ""))
@@ -185,6 +209,175 @@ def aliyun(body):
     if cfg.get("refuse_with"):
         return 200, {"RequestId": req_id, "Code": cfg["refuse_with"], "Message": "refused by test"}
     return 200, {"RequestId": req_id, "Code": "OK", "Message": "OK", "BizId": "900619746936498440^0"}
+
+
+# Aliyun voice: per call id, its result once the call is over; per callee,
+# the times of the calls placed (flow control).
+VOICE_CALLS = {}
+VOICE_CALLED = {}
+
+
+def voice_result(cfg, called):
+    """The scripted end of a call to `called`: (status_code, status_msg, dtmf)."""
+    plan = cfg.get("callees", {}).get(called, cfg.get("default", "no_answer"))
+    if isinstance(plan, list):
+        # One entry per call, the last repeats.
+        n = len(VOICE_CALLED.get(called, [])) - 1
+        plan = plan[min(n, len(plan) - 1)]
+    if plan.startswith("press:"):
+        return "200000", "用户听完语音", plan.split(":", 1)[1]
+    return {
+        "answered": ("200000", "用户听完语音", ""),
+        "busy": ("200002", "用户占线", ""),
+        "no_answer": ("200003", "用户收到呼叫但未接听", ""),
+        "off": ("200010", "关机", ""),
+    }[plan]
+
+
+def push_receipt(cfg, report):
+    """POSTs a VoiceReport to the callback like Aliyun's HTTP batch push:
+    a JSON array, retried until the receiver answers {"code": 0}."""
+    url = cfg.get("callback")
+    if not url:
+        return
+    data = json.dumps([report], ensure_ascii=False).encode()
+    deadline = time.monotonic() + cfg.get("push_for", 120)
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, data=data, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                answer = json.loads(resp.read() or b"{}")
+                with LOCK:
+                    PUSHES.append({"report": report, "status": resp.status, "answer": answer, "at": time.time()})
+                if answer.get("code") == 0:
+                    return
+        except Exception as e:  # refused, 4xx/5xx, timeout: push again
+            with LOCK:
+                PUSHES.append({"report": report, "status": getattr(e, "code", None), "error": str(e)})
+        time.sleep(cfg.get("push_every", 1.0))
+
+
+PUSHES = []
+
+
+def aliyun_voice(body):
+    """Dyvmsapi 2017-05-25: SingleCallByTts and QueryCallDetailByCallId."""
+    cfg = CONFIG.get("aliyun_voice", {})
+    params, req_id, err = aliyun_rpc(cfg, body)
+    if err:
+        return err
+    action = params["Action"]
+    if action == "QueryCallDetailByCallId":
+        for k in ("CallId", "ProdId", "QueryDate"):
+            if not params.get(k):
+                return 400, {"RequestId": req_id, "Code": "MissingParameter", "Message": f"{k} is mandatory for this action."}
+        with LOCK:
+            call = VOICE_CALLS.get(params["CallId"])
+        if call is None or time.monotonic() < call["ends_at"]:
+            return 200, {"RequestId": req_id, "Code": "OK", "Message": "OK", "Data": ""}
+        code, msg, dtmf = call["result"]
+        data = {"state": code, "stateDesc": msg, "callee": call["called"], "duration": 12 if code == "200000" else 0,
+                "startDate": "", "endDate": "", "dtmf": dtmf}
+        return 200, {"RequestId": req_id, "Code": "OK", "Message": "OK", "Data": json.dumps(data, ensure_ascii=False)}
+    if action != "SingleCallByTts":
+        return 400, {"RequestId": req_id, "Code": "InvalidAction.NotFound", "Message": "Specified api is not found"}
+    for k in ("CalledNumber", "CalledShowNumber", "TtsCode"):
+        if not params.get(k):
+            return 400, {"RequestId": req_id, "Code": "MissingParameter", "Message": f"{k} is mandatory for this action."}
+    if params["CalledShowNumber"] not in cfg.get("show_numbers", []):
+        return 200, {"RequestId": req_id, "Code": "isv.DISPLAY_NUMBER_ILLEGAL", "Message": "号显不合法"}
+    tpl = cfg.get("templates", {}).get(params["TtsCode"])
+    if tpl is None:
+        return 200, {"RequestId": req_id, "Code": "isv.TTS_TEMPLATE_ILLEGAL", "Message": "TTS模板不合法"}
+    called = params["CalledNumber"]
+    if not called.isdigit() or not (len(called) == 11 and called.startswith("1") or called.startswith("0")):
+        return 200, {"RequestId": req_id, "Code": "isv.MOBILE_NUMBER_ILLEGAL", "Message": "号码格式非法"}
+    try:
+        vars_ = json.loads(params.get("TtsParam", "{}"))
+    except ValueError:
+        return 200, {"RequestId": req_id, "Code": "isv.INVALID_JSON_PARAM", "Message": "JSON参数不合法"}
+    missing = [v for v in tpl if v not in vars_]
+    if missing:
+        return 200, {"RequestId": req_id, "Code": "isv.TEMPLATE_MISSING_PARAMETERS", "Message": f"模板缺少变量 {missing}"}
+    play = params.get("PlayTimes", "1")
+    if not play.isdigit() or not 1 <= int(play) <= 3:
+        return 400, {"RequestId": req_id, "Code": "InvalidParameter", "Message": "PlayTimes must be 1-3"}
+    # Flow control per callee (1 a minute by default), counted from every call placed.
+    now = time.monotonic()
+    interval = cfg.get("per_callee_interval", 60)
+    with LOCK:
+        times = VOICE_CALLED.get(called, [])
+        if times and now - times[-1] < interval:
+            return 200, {"RequestId": req_id, "Code": "isv.BUSINESS_LIMIT_CONTROL", "Message": "触发号码天级流控Permits:1"}
+        VOICE_CALLED[called] = times + [now]
+        call_id = f"{100000000000 + len(VOICE_CALLS)}^{uuid.uuid4().int % 10**11}"
+        result = voice_result(cfg, called)
+        ring = cfg.get("ring_secs", 1.0)
+        VOICE_CALLS[call_id] = {"called": called, "result": result, "ends_at": now + ring, "out_id": params.get("OutId", "")}
+    if cfg.get("callback") and not cfg.get("no_push"):
+        code, msg, dtmf = result
+        report = {"call_id": call_id, "start_time": "", "end_time": "", "duration": "12" if code == "200000" else "0",
+                  "status_code": code, "status_msg": msg, "out_id": params.get("OutId", ""), "dtmf": dtmf,
+                  "caller": params["CalledShowNumber"], "callee": called, "voice_type": "voice"}
+
+        def later():
+            time.sleep(cfg.get("push_after", ring))
+            push_receipt(cfg, report)
+
+        threading.Thread(target=later, daemon=True).start()
+    return 200, {"RequestId": req_id, "Code": "OK", "Message": "OK", "CallId": call_id}
+
+
+def voice_gateway(headers, body):
+    """A generic HTTP voice gateway as gridwatch's template backend documents
+    it: takes {"to", "text", "delivery_id"} and later POSTs
+    {"delivery_id", "result", "key"} to `callback`, signed with the
+    `standardwebhooks` package (Standard Webhooks) when `secret` is whsec_…,
+    else with `Authorization: Bearer secret`."""
+    cfg = CONFIG.get("voice_gateway", {})
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return 400, {"code": 400, "msg": "body is not JSON"}
+    if not msg.get("to") or not msg.get("delivery_id") or not msg.get("text"):
+        return 400, {"code": 400, "msg": "to, text and delivery_id are required"}
+    plan = cfg.get("callees", {}).get(msg["to"], cfg.get("default", "no_answer"))
+    result, key = (("answered", plan.split(":", 1)[1]) if plan.startswith("press:") else (plan, None))
+    report = {"delivery_id": msg["delivery_id"], "result": result}
+    if key:
+        report["key"] = key
+    url, secret = cfg.get("callback"), cfg.get("secret", "")
+
+    def later():
+        time.sleep(cfg.get("push_after", 0.5))
+        payload = json.dumps(report)
+        hdrs = {"Content-Type": "application/json"}
+        if secret.startswith("whsec_"):
+            from standardwebhooks.webhooks import Webhook
+            msg_id = "msg_" + uuid.uuid4().hex
+            now = datetime.datetime.now(tz=datetime.timezone.utc)
+            sig = Webhook(secret).sign(msg_id, now, payload)
+            hdrs.update({"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
+                         "webhook-signature": sig})
+        elif secret:
+            hdrs["Authorization"] = "Bearer " + secret
+        deadline = time.monotonic() + cfg.get("push_for", 60)
+        while time.monotonic() < deadline:
+            try:
+                req = urllib.request.Request(url, data=payload.encode(), method="POST", headers=hdrs)
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    with LOCK:
+                        PUSHES.append({"report": report, "status": resp.status})
+                    return
+            except Exception as e:
+                with LOCK:
+                    PUSHES.append({"report": report, "status": getattr(e, "code", None), "error": str(e)})
+            time.sleep(1.0)
+
+    if url:
+        threading.Thread(target=later, daemon=True).start()
+    return 200, {"code": 0, "msg": "accepted", "call_id": uuid.uuid4().hex}
 
 
 def tencent(headers, body):
@@ -290,6 +483,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/_requests"):
             with LOCK:
                 self.reply(200, list(REQUESTS))
+        elif self.path.startswith("/_pushes"):
+            with LOCK:
+                self.reply(200, list(PUSHES))
         else:
             self.reply(404, {"error": "no such path"})
 
@@ -300,6 +496,13 @@ class Handler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, note = 200, None
+        if url.path == "/_config":
+            # Merges per-platform settings known only later (the callback URL).
+            with LOCK:
+                for k, v in json.loads(body).items():
+                    CONFIG.setdefault(k, {}).update(v)
+            self.reply(200, {"ok": True})
+            return
         if url.path == "/dingtalk/robot/send":
             platform, answer = "dingtalk", dingtalk(query, body)
         elif url.path == "/wecom/cgi-bin/webhook/send":
@@ -309,6 +512,12 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/aliyun/":
             platform = "aliyun"
             status, answer = aliyun(body)
+        elif url.path == "/aliyun-voice/":
+            platform = "aliyun_voice"
+            status, answer = aliyun_voice(body)
+        elif url.path == "/voice-gateway":
+            platform = "voice_gateway"
+            status, answer = voice_gateway(headers, body)
         elif url.path == "/tencent/":
             platform, answer = "tencent", tencent(headers, body)
         elif url.path == "/json":

@@ -45,6 +45,26 @@ impl Platforms {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Merges `{platform: {key: value}}` into the fakes' running config
+    /// (e.g. the callback URL of a gateway started after the fakes).
+    pub async fn configure(&self, patch: &Value) {
+        let resp = reqwest::Client::new()
+            .post(self.url("/_config"))
+            .json(patch)
+            .send()
+            .await
+            .expect("POST /_config of the platform fakes");
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+
+    /// Every push the Aliyun voice fake made to the callback, with the answer it got.
+    pub async fn pushes(&self) -> Vec<Value> {
+        let resp = reqwest::get(self.url("/_pushes"))
+            .await
+            .expect("GET /_pushes of the platform fakes");
+        resp.json::<Vec<Value>>().await.expect("pushes as JSON")
+    }
+
     /// Every request seen so far: `platform`, `path`, `query`, `headers`,
     /// `body` (JSON or form fields), `answer` (what the fake replied), `status`, `note`.
     pub async fn requests(&self) -> Vec<Value> {

@@ -280,6 +280,10 @@ impl AlarmsStage {
     /// ack for the callee's role, committed like any other change.
     async fn on_call(&mut self, cfg: &Config, r: crate::channels::CallReport) {
         use crate::channels::modem::at::CallOutcome;
+        self.metrics
+            .voice_calls_total
+            .with_label_values(&[r.backend, r.outcome.as_str()])
+            .inc();
         let entry = crate::alarms::TimelineEntry {
             at: r.at,
             what: crate::alarms::TimelineKind::Call,

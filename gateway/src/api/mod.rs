@@ -9,6 +9,7 @@ mod controls;
 mod gb26875;
 mod history;
 mod report;
+mod voice;
 
 pub use auth::{constant_time_eq, find_token, role_name, Caller as ApiCaller};
 mod board;
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub gb26875: crate::gb26875::LinkState,
     /// The daemon's channels, for the board's test messages (发送测试).
     pub channels: Arc<crate::channels::Channels>,
+    /// Call results posted by cloud voice providers land here.
+    pub voice: crate::channels::CallBook,
 }
 
 /// The router.
@@ -93,7 +96,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/backup", post(backup))
         .merge(board::routes())
         .merge(contacts::routes())
-        .merge(gb26875::routes());
+        .merge(gb26875::routes())
+        .merge(voice::routes());
     let router = if test_hooks {
         router
             .route("/test/wedge/:stage", post(wedge))

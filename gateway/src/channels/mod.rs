@@ -20,7 +20,7 @@ pub mod voice;
 mod webhook;
 
 pub use crate::util::{mask, number};
-pub use voice::CallReport;
+pub use voice::{CallBook, CallReport};
 
 use crate::config::{ChannelsConfig, SiteConfig, SmsProvider};
 use crate::model::ChannelKind;
@@ -72,6 +72,9 @@ pub enum ChannelError {
     /// A key of `[channels.sms]` is missing, misplaced for the provider, or unusable.
     #[error("[channels.sms] {key}: {reason}")]
     Sms { key: &'static str, reason: String },
+    /// A key of `[channels.voice]` is missing, misplaced for the backend, or unusable.
+    #[error("[channels.voice] {key}: {reason}")]
+    Voice { key: &'static str, reason: String },
     /// `[channels] max_attempts` is 0.
     #[error("[channels] max_attempts: must be at least 1")]
     MaxAttempts,
@@ -186,17 +189,11 @@ impl Channels {
             }
             Some(s) => Some(SmsBackend::Http(Box::new(sms::SmsChannel::new(s)?))),
         };
-        let voice = match &cfg.voice {
-            None => None,
-            Some(v) => match v.backend {
-                crate::config::VoiceBackend::Modem => Some(voice::VoiceChannel::new(
-                    v,
-                    modem.clone().ok_or(ChannelError::NoModem(
-                        "[channels.voice] backend = \"modem\"",
-                    ))?,
-                )),
-            },
-        };
+        let voice = cfg
+            .voice
+            .as_ref()
+            .map(|v| voice::VoiceChannel::new(v, modem.clone()))
+            .transpose()?;
         let console = cfg.console.as_ref().is_none_or(|c| c.enabled);
         let max_attempts = match cfg.max_attempts {
             Some(0) => return Err(ChannelError::MaxAttempts),
@@ -217,8 +214,9 @@ impl Channels {
         })
     }
 
-    /// Keeps each robot's recent posts in `store`, so its budget holds
-    /// across restarts (set by the daemon before the first send).
+    /// Keeps each robot's recent posts and each cloud call in flight in
+    /// `store`, so budgets and calls hold across restarts (set by the daemon
+    /// before the first send).
     pub fn with_store(mut self, store: crate::store::Store) -> Channels {
         self.store = Some(store);
         self
@@ -241,6 +239,7 @@ impl Channels {
                 None => "none",
             },
             ChannelKind::Email => "smtp",
+            ChannelKind::Voice => self.voice.as_ref().map_or("none", |v| v.backend_name()),
             other => other.as_str(),
         }
     }
@@ -250,8 +249,9 @@ impl Channels {
         self.webhooks.get(name).is_some_and(|w| w.is_robot())
     }
 
-    /// Starts what needs a runtime (the modem's port task) and sends call
-    /// outcomes to `reports` (the alarms stage turns keys into acks).
+    /// Starts what needs a runtime (the modem's port task), sends call
+    /// outcomes to `reports` (the alarms stage turns keys into acks) and
+    /// keeps cloud calls in `store` until their result is known.
     pub fn start(
         &mut self,
         health: crate::health::Health,
@@ -262,6 +262,76 @@ impl Channels {
         }
         if let Some(v) = &mut self.voice {
             v.set_reports(reports);
+            // Cloud calls in flight are kept in the store given by `with_store`.
+            if let Some(store) = &self.store {
+                v.book().attach(store.clone());
+            }
+        }
+    }
+
+    /// `modem`, `aliyun` or `template` when `[channels.voice]` is configured.
+    pub fn voice_backend(&self) -> Option<&'static str> {
+        self.voice.as_ref().map(|v| v.backend_name())
+    }
+
+    /// The voice channel's callback side, for the HTTP API (an empty book
+    /// without `[channels.voice]`: every callback is refused).
+    pub fn call_book(&self) -> CallBook {
+        self.voice
+            .as_ref()
+            .map(|v| v.book().clone())
+            .unwrap_or_default()
+    }
+
+    /// The retry policy of one channel kind: voice calls again `retries`
+    /// times `retry_after` apart when nobody answers; the rest use
+    /// `[channels] max_attempts` with backoff.
+    pub fn retry_policy(&self, kind: ChannelKind) -> crate::dispatch::retry::RetryPolicy {
+        use crate::dispatch::retry::RetryPolicy;
+        match (kind, &self.voice) {
+            (ChannelKind::Voice, Some(v)) => {
+                let (calls, wait) = v.calls();
+                RetryPolicy::new(self.max_attempts).with_unanswered(calls, wait)
+            }
+            _ => RetryPolicy::new(self.max_attempts),
+        }
+    }
+
+    /// How long a call to `n.address` must wait for the per-callee limit;
+    /// the slot is reserved, so concurrent deliveries to one number queue.
+    pub fn call_wait(&self, n: &Notification) -> std::time::Duration {
+        match &self.voice {
+            Some(v) if n.channel == ChannelKind::Voice => v
+                .book()
+                .reserve(&voice::callee_key(&n.address), std::time::Instant::now()),
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    /// Places the `attempt`-th call of a voice delivery (quick: the provider's
+    /// acceptance); [`Channels::call_outcome`] then waits for how it ended.
+    pub async fn place_call(
+        &self,
+        n: &Notification,
+        attempt: u32,
+    ) -> Result<voice::Placed, SendError> {
+        match &self.voice {
+            Some(v) => v.place(&self.http, n, attempt).await,
+            None => Err(not_configured("voice")),
+        }
+    }
+
+    /// The outcome of a placed call: sent when answered; `no_answer`/`busy`
+    /// retryable; anything else final.
+    pub async fn call_outcome(
+        &self,
+        n: &Notification,
+        placed: voice::Placed,
+        attempt: u32,
+    ) -> Result<(), SendError> {
+        match &self.voice {
+            Some(v) => v.outcome(&self.http, n, placed, attempt).await,
+            None => Err(not_configured("voice")),
         }
     }
 
@@ -306,9 +376,9 @@ impl Channels {
                 Some(SmsBackend::Modem(m)) => modem_sms(m, n).await,
                 None => Err(not_configured("sms")),
             },
-            ChannelKind::Voice => match &self.voice {
-                Some(v) => v.send(n).await,
-                None => Err(not_configured("voice")),
+            ChannelKind::Voice => match self.place_call(n, 1).await {
+                Ok(placed) => self.call_outcome(n, placed, 1).await,
+                Err(e) => Err(e),
             },
             ChannelKind::Console if self.console => console::print(n),
             ChannelKind::Console => Err(not_configured("console")),

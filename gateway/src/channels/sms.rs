@@ -146,7 +146,10 @@ impl SmsChannel {
                     .map_err(|reason| ChannelError::Sms { key: "url", reason })?;
                 let body = need("body", &cfg.body)?;
                 let json_body = body.trim_start().starts_with(['{', '[']);
-                let env = template_env(&body, json_body)?;
+                let env = template_env(&body, json_body).map_err(|reason| ChannelError::Sms {
+                    key: "body",
+                    reason,
+                })?;
                 let mut headers: Vec<(String, String)> = cfg
                     .headers
                     .iter()
@@ -172,7 +175,12 @@ impl SmsChannel {
                     env,
                     json_body,
                 };
-                probe_template(&ch)?;
+                if let Provider::Template { env, json_body, .. } = &ch {
+                    probe_body(env, *json_body, &[]).map_err(|reason| ChannelError::Sms {
+                        key: "body",
+                        reason,
+                    })?;
+                }
                 ch
             }
             SmsProvider::Aliyun => {
@@ -399,10 +407,7 @@ impl SmsChannel {
         let Provider::Template { env, .. } = &self.provider else {
             return Err("not a template provider".into());
         };
-        let ctx: BTreeMap<&str, &str> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        env.get_template("body")
-            .and_then(|t| t.render(ctx))
-            .map_err(|e| e.to_string())
+        render_body(env, fields)
     }
 }
 
@@ -415,7 +420,7 @@ fn provider_name(p: SmsProvider) -> &'static str {
     }
 }
 
-fn field_value(fields: &[(&'static str, String)], name: &str) -> String {
+pub(super) fn field_value(fields: &[(&'static str, String)], name: &str) -> String {
     fields
         .iter()
         .find(|(k, _)| *k == name)
@@ -427,10 +432,11 @@ fn field_value(fields: &[(&'static str, String)], name: &str) -> String {
 /// of a JSON string (the form gridwatch's first SMS templates used), and the
 /// `json` filter gives a whole JSON literal (`"to": {{ phone|json }}`).
 /// Undefined names are errors at load, not empty strings in a fire.
-fn template_env(
+/// Shared with the voice template backend.
+pub(super) fn template_env(
     body: &str,
     json_body: bool,
-) -> Result<minijinja::Environment<'static>, ChannelError> {
+) -> Result<minijinja::Environment<'static>, String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_filter(
@@ -461,23 +467,34 @@ fn template_env(
         });
     }
     env.add_template_owned("body", body.to_string())
-        .map_err(|e| ChannelError::Sms {
-            key: "body",
-            reason: format!("template does not parse: {e}"),
-        })?;
+        .map_err(|e| format!("template does not parse: {e}"))?;
     Ok(env)
 }
 
+/// Renders the `body` template of [`template_env`] over the named fields.
+pub(super) fn render_body(
+    env: &minijinja::Environment<'static>,
+    fields: &[(&'static str, String)],
+) -> Result<String, String> {
+    let ctx: BTreeMap<&str, &str> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.get_template("body")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| e.to_string())
+}
+
 /// Renders the template once with hostile values: it must use `phone`, and a
-/// JSON body must stay JSON whatever the text holds.
-fn probe_template(p: &Provider) -> Result<(), ChannelError> {
-    let Provider::Template { env, json_body, .. } = p else {
-        return Ok(());
-    };
+/// JSON body must stay JSON whatever the text holds. `extra` names fields
+/// a caller adds to [`render::SMS_FIELDS`] (voice: `delivery_id`).
+pub(super) fn probe_body(
+    env: &minijinja::Environment<'static>,
+    json_body: bool,
+    extra: &[&'static str],
+) -> Result<(), String> {
     // A "+" keeps `"to": {{ phone }}` (no quotes) from passing as a JSON number.
     let probe_phone = "+8613800000000";
     let ctx: BTreeMap<&str, &str> = render::SMS_FIELDS
         .iter()
+        .chain(extra)
         .map(|f| match *f {
             "phone" => (*f, probe_phone),
             _ => (*f, "a \"quoted\"\\ line\nnext\t{{phone}} & x=y"),
@@ -486,27 +503,22 @@ fn probe_template(p: &Provider) -> Result<(), ChannelError> {
     let body = env
         .get_template("body")
         .and_then(|t| t.render(ctx))
-        .map_err(|e| ChannelError::Sms {
-            key: "body",
-            reason: format!(
+        .map_err(|e| {
+            format!(
                 "template fails: {e} (fields: {})",
                 render::SMS_FIELDS.join(", ")
-            ),
+            )
         })?;
     // Digits only: a form body percent-encodes the "+".
     if !body.contains(&probe_phone[1..]) {
-        return Err(ChannelError::Sms {
-            key: "body",
-            reason: "the template never uses {{ phone }}".into(),
-        });
+        return Err("the template never uses {{ phone }}".into());
     }
-    if *json_body {
-        serde_json::from_str::<Value>(&body).map_err(|e| ChannelError::Sms {
-            key: "body",
-            reason: format!(
+    if json_body {
+        serde_json::from_str::<Value>(&body).map_err(|e| {
+            format!(
                 "a body starting with {{ or [ must render to JSON (put fields inside strings, \
                  e.g. {{\"to\":\"{{{{phone}}}}\",\"text\":\"{{{{text}}}}\"}}): {e}"
-            ),
+            )
         })?;
     }
     Ok(())
@@ -544,7 +556,7 @@ pub(super) fn aliyun_signed_form(q: &BTreeMap<String, String>, secret: &str) -> 
 /// Aliyun answers `{"Code":"OK",…}`, or a code such as
 /// `isv.BUSINESS_LIMIT_CONTROL` (rate limit: retry) or
 /// `isv.MOBILE_NUMBER_ILLEGAL` (final), also in the body of a 4xx.
-fn aliyun_verdict(what: &str, status: StatusCode, body: &str) -> Result<(), SendError> {
+pub(super) fn aliyun_verdict(what: &str, status: StatusCode, body: &str) -> Result<(), SendError> {
     let v: Value = serde_json::from_str(body).map_err(|_| http_or_bad(what, status, body))?;
     let code = v.get("Code").and_then(Value::as_str).unwrap_or("");
     if code == "OK" && status.is_success() {
@@ -606,7 +618,7 @@ fn tencent_verdict(what: &str, status: StatusCode, body: &str) -> Result<(), Sen
 }
 
 /// An answer without the provider's verdict: classified by HTTP status.
-fn http_or_bad(what: &str, status: StatusCode, body: &str) -> SendError {
+pub(super) fn http_or_bad(what: &str, status: StatusCode, body: &str) -> SendError {
     if status.is_success() {
         SendError::refused(
             "bad_answer",

@@ -125,7 +125,29 @@ pub fn role_of(cfg: &Config, id: &str) -> Option<Role> {
         .then_some(Role::Family)
 }
 
-/// The contact `contact` and/or every contact of `role`, each on the
+/// The households' residents as contacts (`{household}.r{n}`, 1-based, as
+/// dispatch names them), so they can be tested like anyone else.
+fn residents(cfg: &Config) -> Vec<crate::config::Contact> {
+    cfg.registry
+        .households
+        .iter()
+        .flat_map(|h| {
+            h.residents
+                .iter()
+                .enumerate()
+                .map(|(i, r)| crate::config::Contact {
+                    id: format!("{}.r{}", h.id, i + 1),
+                    name: r.name.clone(),
+                    phone: r.phone.clone(),
+                    email: r.email.clone(),
+                    webhook: None,
+                    console: None,
+                })
+        })
+        .collect()
+}
+
+/// The contact `contact` (a registry contact or a resident) and/or every contact of `role`, each on the
 /// channels to test: `channel`, or each channel of its role's `[roles]` list
 /// that the contact has an address for.
 pub fn targets(
@@ -135,16 +157,24 @@ pub fn targets(
     channel: Option<&str>,
 ) -> Result<Vec<TestTarget>, TargetError> {
     let only: Option<ChannelKind> = channel.map(|c| parse("channel", c)).transpose()?;
+    let residents = residents(cfg);
     let mut people: Vec<(Role, &crate::config::Contact)> = Vec::new();
     if let Some(id) = contact {
-        let c = cfg
-            .contact(id)
-            .ok_or_else(|| TargetError::UnknownContact(id.to_string()))?;
-        let role = role_of(cfg, id).ok_or_else(|| TargetError::NoRole(id.to_string()))?;
-        people.push((role, c));
+        if let Some(r) = residents.iter().find(|r| r.id == id) {
+            people.push((Role::Resident, r));
+        } else {
+            let c = cfg
+                .contact(id)
+                .ok_or_else(|| TargetError::UnknownContact(id.to_string()))?;
+            let role = role_of(cfg, id).ok_or_else(|| TargetError::NoRole(id.to_string()))?;
+            people.push((role, c));
+        }
     }
     if let Some(r) = role {
         let role: Role = parse("role", r)?;
+        if role == Role::Resident {
+            people.extend(residents.iter().map(|r| (role, r)));
+        }
         for c in &cfg.registry.contacts {
             if role_of(cfg, &c.id) == Some(role) {
                 people.push((role, c));
@@ -159,7 +189,7 @@ pub fn targets(
         };
         for kind in prefs {
             let address = match kind {
-                ChannelKind::Sms => c.phone.clone(),
+                ChannelKind::Sms | ChannelKind::Voice => c.phone.clone(),
                 ChannelKind::Email => c.email.clone(),
                 ChannelKind::Webhook => c.webhook.clone(),
                 ChannelKind::Console => Some(c.name.clone()),

@@ -369,7 +369,7 @@ pub(super) fn robot_code_retryable(format: WebhookFormat, code: i64) -> bool {
 
 /// A generic JSON webhook: any 2xx, or with `success`, the pointed-at value
 /// must be `true`, `0` or `"OK"`.
-fn json_verdict(what: &str, success: Option<&str>, body: &str) -> Result<(), SendError> {
+pub(super) fn json_verdict(what: &str, success: Option<&str>, body: &str) -> Result<(), SendError> {
     let Some(pointer) = success else {
         return Ok(());
     };

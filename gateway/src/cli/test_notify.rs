@@ -17,13 +17,13 @@ use std::process::ExitCode;
 pub struct TestNotifyArgs {
     #[arg(long, default_value = "config/gateway.toml")]
     pub config: PathBuf,
-    /// A contact id from the registry (`[[contacts]] id`).
+    /// A contact id from the registry (`[[contacts]] id`, or a resident's `{household}.r{n}`).
     #[arg(long)]
     pub contact: Option<String>,
-    /// Every contact of a role: grid_worker, director, fire_brigade, family, operator.
+    /// Every contact of a role: resident, grid_worker, director, fire_brigade, family, operator.
     #[arg(long)]
     pub role: Option<String>,
-    /// Only this channel (sms, email, webhook, console); default: each channel of the role's list.
+    /// Only this channel (voice, sms, email, webhook, console); default: each channel of the role's list.
     #[arg(long)]
     pub channel: Option<String>,
 }
@@ -38,7 +38,7 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let channels = parts.channels;
+    let mut channels = parts.channels;
     let targets = match test_send::targets(
         &config,
         args.contact.as_deref(),
@@ -66,9 +66,25 @@ pub fn test_notify(args: &TestNotifyArgs) -> ExitCode {
         }
     };
     rt.block_on(async {
+        // Voice: the modem's port task runs for the calls; a cloud provider's
+        // acceptance of the call is its answer here (the call's result goes
+        // to the daemon's callback, not to this command).
+        let (calls_tx, mut calls_rx) = tokio::sync::mpsc::channel(16);
+        channels.start(crate::health::Health::new(), calls_tx);
         let mut all_ok = true;
         for t in targets {
             let answer = test_send::send(&config, &channels, &t).await;
+            // A call reports how it ended before its send returns.
+            while let Ok(r) = calls_rx.try_recv() {
+                println!(
+                    "{} ({}) {} {}: call {}",
+                    answer.name,
+                    answer.contact_id,
+                    answer.channel.as_str(),
+                    answer.to,
+                    r.detail()
+                );
+            }
             all_ok &= answer.confirmed();
             println!("{}", answer.line());
         }

@@ -677,7 +677,8 @@ fn default_key_wait() -> Dur {
     Dur::from_secs(8)
 }
 
-/// `[channels.voice]`: calls that read the message aloud.
+/// `[channels.voice]`: calls that read the message aloud. Which keys apply
+/// depends on `backend`; the channel builder checks them and names a missing one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VoiceConfig {
@@ -691,6 +692,53 @@ pub struct VoiceConfig {
     /// How many times the message is read on one call.
     #[serde(default = "default_play_times")]
     pub play_times: u32,
+    /// Shortest time between two calls to one number, retries included.
+    /// Default: `aliyun` 1m (its voice flow control: one call a minute per
+    /// callee), none for `modem` and `template`.
+    #[serde(default)]
+    pub per_callee_interval: Option<Dur>,
+    /// `aliyun`: the Dyvmsapi endpoint (default the public one).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `aliyun`: AccessKey pair (write the secret as `${ENV}`).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub access_key_secret: Option<String>,
+    /// `aliyun`: the number shown to the callee (被叫显号).
+    #[serde(default)]
+    pub called_show_number: Option<String>,
+    /// `aliyun`: the approved TTS template (文本转语音模板) code.
+    #[serde(default)]
+    pub tts_code: Option<String>,
+    /// `aliyun`: template variable → notification field, as for SMS.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// `template`: the voice gateway URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `template`: extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `template`: the body, a minijinja template over the notification's fields.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `template`: a JSON pointer into the answer that must be `true`, `0` or `"OK"`.
+    #[serde(default)]
+    pub success: Option<String>,
+    /// The secret that authenticates call-result callbacks: the token in the
+    /// callback URL (`aliyun`, `template`) or the Standard Webhooks key
+    /// `whsec_…` / bearer secret (`template`).
+    #[serde(default)]
+    pub callback_secret: Option<String>,
+    /// How long to wait for a call's result callback before asking the
+    /// provider (`aliyun`: QueryCallDetailByCallId); `template`: before the
+    /// call counts as failed.
+    #[serde(default = "default_callback_wait")]
+    pub callback_wait: Dur,
+    /// Longest wait for the provider's answer to one request.
+    #[serde(default = "default_send_timeout")]
+    pub timeout: Dur,
 }
 
 fn default_voice_retries() -> u32 {
@@ -705,12 +753,31 @@ fn default_play_times() -> u32 {
     2
 }
 
+fn default_callback_wait() -> Dur {
+    Dur::from_secs(120)
+}
+
 /// `[channels.voice] backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VoiceBackend {
     /// The module of `[channels.modem]`.
     Modem,
+    /// Aliyun 语音服务 SingleCallByTts (Dyvmsapi 2017-05-25).
+    Aliyun,
+    /// Any HTTP voice gateway, body from a template, result by callback.
+    Template,
+}
+
+impl VoiceBackend {
+    /// `modem`, `aliyun`, `template`: the `backend` label of the call metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoiceBackend::Modem => "modem",
+            VoiceBackend::Aliyun => "aliyun",
+            VoiceBackend::Template => "template",
+        }
+    }
 }
 
 /// `[channels.mqtt]`: alarm events on the broker; always on.

@@ -23,14 +23,29 @@ pub enum Next {
 pub struct RetryPolicy {
     /// Tries on one channel before moving on (at least 1).
     pub max_attempts: u32,
+    /// Voice: calls in all and the wait between them when a call was not
+    /// answered (the failure codes `no_answer` and `busy`).
+    pub unanswered: Option<(u32, Duration)>,
 }
+
+/// The failure codes of a call nobody answered (see `channels::voice`).
+pub const UNANSWERED: [&str; 2] = ["no_answer", "busy"];
 
 impl RetryPolicy {
     /// A policy; `max_attempts` below 1 is taken as 1 (the config refuses 0).
     pub fn new(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
             max_attempts: max_attempts.max(1),
+            unanswered: None,
         }
+    }
+
+    /// A call not answered is made again after `wait`, `calls` times in all,
+    /// then the recipient moves on (or, with no other channel, the delivery
+    /// fails: the alarm's reminders call again later).
+    pub fn with_unanswered(mut self, calls: u32, wait: Duration) -> RetryPolicy {
+        self.unanswered = Some((calls.max(1), wait));
+        self
     }
 
     /// After the `tries_here`-th failed try on this channel (1-based):
@@ -40,6 +55,15 @@ impl RetryPolicy {
     ///   it takes (capped backoff): an alarm with one way to reach someone is
     ///   never dropped because the receiver was down for a while.
     pub fn next(&self, err: &SendError, tries_here: u32, has_next_channel: bool) -> Next {
+        if let (Some((calls, wait)), Some(code)) = (self.unanswered, err.code.as_deref()) {
+            if UNANSWERED.contains(&code) {
+                return match (tries_here >= calls, has_next_channel) {
+                    (false, _) => Next::Retry(wait),
+                    (true, true) => Next::NextChannel,
+                    (true, false) => Next::GiveUp,
+                };
+            }
+        }
         match (err.retryable, has_next_channel) {
             (false, true) => Next::NextChannel,
             (false, false) => Next::GiveUp,
@@ -92,6 +116,26 @@ mod tests {
                 other => panic!("{t}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn unanswered_calls_are_made_again_retry_after_apart_then_move_on() {
+        let wait = Duration::from_secs(60);
+        let p = RetryPolicy::new(5).with_unanswered(3, wait);
+        let no_answer = SendError::refused("no_answer", true, "voice: no_answer");
+        let busy = SendError::refused("busy", true, "voice: busy");
+        assert_eq!(p.next(&no_answer, 1, true), Next::Retry(wait));
+        assert_eq!(p.next(&busy, 2, true), Next::Retry(wait));
+        assert_eq!(p.next(&no_answer, 3, true), Next::NextChannel);
+        assert_eq!(p.next(&no_answer, 3, false), Next::GiveUp);
+        // Other failures of the voice channel follow the general policy.
+        assert_eq!(p.next(&fatal(), 1, true), Next::NextChannel);
+        assert!(matches!(p.next(&retryable(), 1, true), Next::Retry(w) if w < wait));
+        // Without the voice setting, the codes mean nothing special.
+        assert!(matches!(
+            RetryPolicy::new(1).next(&no_answer, 1, false),
+            Next::Retry(w) if w < wait
+        ));
     }
 
     #[test]

@@ -239,15 +239,18 @@ impl Sender {
             mut fallbacks,
         } = item;
         let role = (!n.channel.is_machine()).then_some(n.recipient.role);
-        let policy = RetryPolicy::new(self.channels.max_attempts());
         let mut record = DeliveryRecord::pending(&n);
         let mut tries_here = 0u32;
         loop {
             record.attempts += 1;
             tries_here += 1;
-            let result = match self.limit.clone().acquire_owned().await {
-                Ok(_permit) => self.send_once(&n).await,
-                Err(_) => return,
+            let result = if n.channel == ChannelKind::Voice {
+                self.call(key, &n, tries_here, &mut record).await
+            } else {
+                match self.limit.clone().acquire_owned().await {
+                    Ok(_permit) => self.send_once(&n).await,
+                    Err(_) => return,
+                }
             };
             record.at = now_ms();
             let e = match result {
@@ -270,6 +273,7 @@ impl Sender {
                     .with_label_values(&[n.channel.as_str(), self.channels.target(&n), code])
                     .inc();
             }
+            let policy: RetryPolicy = self.channels.retry_policy(n.channel);
             match policy.next(&e, tries_here, !fallbacks.is_empty()) {
                 Next::NextChannel => {
                     self.metrics.notification(n.channel, role, Outcome::Failed);
@@ -297,6 +301,34 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// One voice call: waits for the callee's call slot (the provider's
+    /// per-callee limit, noted on the delivery while it waits), places the
+    /// call holding a sender slot, and waits for how it ended without one.
+    async fn call(
+        &self,
+        key: u64,
+        n: &Notification,
+        attempt: u32,
+        record: &mut DeliveryRecord,
+    ) -> Result<(), SendError> {
+        let wait = self.channels.call_wait(n);
+        if !wait.is_zero() {
+            let note = format!(
+                "call {attempt} waits {}s for the per-callee call limit",
+                wait.as_secs().max(1)
+            );
+            tracing::info!(delivery = %n.delivery_id, wait_ms = wait.as_millis() as u64, "{note}");
+            record.last_error = Some(note);
+            self.finish(key, record, false);
+            tokio::time::sleep(wait).await;
+        }
+        let placed = match self.limit.clone().acquire_owned().await {
+            Ok(_permit) => self.channels.place_call(n, attempt).await?,
+            Err(_) => return Err(SendError::retryable("sender is shutting down")),
+        };
+        self.channels.call_outcome(n, placed, attempt).await
     }
 
     fn finish(&self, key: u64, record: &DeliveryRecord, done: bool) {

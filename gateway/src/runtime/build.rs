@@ -211,6 +211,12 @@ fn channel_errors(cfg: &Config, first: ChannelError) -> Vec<ConfigError> {
     if all.sms.is_some() {
         singles.push(only(&|c| c.sms = all.sms.clone()));
     }
+    if all.voice.is_some() {
+        singles.push(only(&|c| {
+            c.voice = all.voice.clone();
+            c.modem = all.modem.clone();
+        }));
+    }
     let mut out: Vec<ConfigError> = singles
         .iter()
         .filter_map(|c| Channels::new(c, &cfg.gateway.site).err())
@@ -230,6 +236,7 @@ fn channel_error(cfg: &Config, e: &ChannelError) -> ConfigError {
         ChannelError::WebhookUrl { name, .. } => vec!["channels", "webhook", name, "url"],
         ChannelError::Webhook { name, key, .. } => vec!["channels", "webhook", name, key],
         ChannelError::Sms { key, .. } => vec!["channels", "sms", key],
+        ChannelError::Voice { key, .. } => vec!["channels", "voice", key],
         ChannelError::MaxAttempts => vec!["channels", "max_attempts"],
         _ => vec!["channels"],
     };

@@ -134,6 +134,15 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMANDS);
     let (calls_tx, calls_rx) = mpsc::channel(CALL_REPORTS);
     channels.start(health.clone(), calls_tx);
+    let call_book = channels.call_book();
+    if let Some(backend) = channels.voice_backend() {
+        // Every outcome from zero, so the first failure shows in increase().
+        for outcome in ["answered", "no_answer", "busy", "failed"] {
+            metrics
+                .voice_calls_total
+                .with_label_values(&[backend, outcome]);
+        }
+    }
     tokio::spawn(forward_calls(calls_rx, cmd_tx.clone()));
     let channels: Arc<Channels> = Arc::new(channels);
     let api_channels = channels.clone();
@@ -422,6 +431,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         changes,
         gb26875,
         channels: api_channels,
+        voice: call_book,
     };
     if opts.test_hooks {
         tracing::warn!("TEST HOOKS ENABLED (--test-hooks): POST /test/wedge/{{stage}} can stall a stage; never use in production");

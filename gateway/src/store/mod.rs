@@ -541,4 +541,5 @@ mod nonces;
 mod records;
 mod security;
 mod shelves;
+mod voice_calls;
 pub use security::{AuditEntry, PurgeReport};
