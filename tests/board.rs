@@ -10,7 +10,6 @@ use gridwatch_e2e::{
     MqttWatcher, SmtpSink, DUTY_TOKEN, POLL, WAIT,
 };
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const DIRECTOR_TOKEN: &str = "e2e-director-token-9876543210";
@@ -340,46 +339,13 @@ async fn sse_announces_the_alarm_a_reading_raised() {
     );
 }
 
-/// Where this test writes its screenshots: `tests/output/board/` (git-ignored).
-fn output_dir() -> PathBuf {
-    let dir = repo_root().join("tests/output/board");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Why the browser test cannot run here, if it cannot.
-fn browser_missing(browser_dir: &Path) -> Option<String> {
-    if !Path::new("/usr/bin/chromium").exists() {
-        return Some(
-            "/usr/bin/chromium is missing (scripts/test installs Debian's chromium)".into(),
-        );
-    }
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return Some("node is missing (scripts/test installs Debian's nodejs)".into());
-    }
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        return Some(format!(
-            "{}/node_modules is missing: run `npm ci` there (scripts/test does)",
-            browser_dir.display()
-        ));
-    }
-    None
-}
-
 #[tokio::test]
 async fn board_in_headless_chromium() {
-    let browser_dir = repo_root().join("tests/browser");
-    if let Some(why) = browser_missing(&browser_dir) {
-        if std::env::var_os("GW_REQUIRE_BROWSER").is_some() {
-            panic!("browser test cannot run: {why}");
-        }
-        eprintln!("SKIPPED board_in_headless_chromium: {why}");
+    use gridwatch_e2e::browser::{browser_dir, output_dir, skip_browser_test};
+    if skip_browser_test("board_in_headless_chromium") {
         return;
     }
+    let browser_dir = browser_dir();
     let smtp = SmtpSink::start().await;
     let http = HttpSink::start().await;
     // SMS goes to a port where nothing listens: the board must show failures too.
@@ -396,7 +362,7 @@ async fn board_in_headless_chromium() {
     .await;
     // What the board's 消音 button makes the sounders receive.
     let commands = MqttWatcher::subscribe(gw.mqtt_port(), "sensors/+/command").await;
-    let out = output_dir();
+    let out = output_dir("board");
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(browser_dir.join("board.mjs"))
         .current_dir(&browser_dir)

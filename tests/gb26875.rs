@@ -639,30 +639,14 @@ async fn unconfirmed_frames_are_sent_after_a_kill_9() {
     wait_drained(&gw).await;
 }
 
-/// Why the browser test cannot run here, if it cannot.
-fn browser_missing(dir: &std::path::Path) -> Option<String> {
-    if !std::path::Path::new("/usr/bin/chromium").exists() {
-        return Some("/usr/bin/chromium is missing (scripts/test installs it)".into());
-    }
-    if !dir.join("node_modules/playwright-core").exists() {
-        return Some(format!(
-            "{}/node_modules is missing: run `npm ci` there (scripts/test does)",
-            dir.display()
-        ));
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inspection_is_answered_from_the_board_in_chromium() {
-    let dir = gridwatch_e2e::repo_root().join("tests/browser");
-    if let Some(why) = browser_missing(&dir) {
-        if std::env::var_os("GW_REQUIRE_BROWSER").is_some() {
-            panic!("browser test cannot run: {why}");
-        }
-        eprintln!("SKIPPED an_inspection_is_answered_from_the_board_in_chromium: {why}");
+    if gridwatch_e2e::browser::skip_browser_test(
+        "an_inspection_is_answered_from_the_board_in_chromium",
+    ) {
         return;
     }
+    let dir = gridwatch_e2e::browser::browser_dir();
     let centre = Centre::start("127.0.0.1:0", CENTRE, Mode::Confirm)
         .await
         .unwrap();

@@ -224,10 +224,10 @@ impl CallBook {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let cur = store.voice_call(delivery_id)?;
+        let cur = store.voice_call::<PlacedCall>(delivery_id)?;
         match f(cur) {
             Some(new) => {
-                store.put_voice_call(&new)?;
+                store.put_voice_call(&new.delivery_id, &new)?;
                 self.inner
                     .written
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -606,7 +606,7 @@ impl VoiceChannel {
         }
         let store = self.book.store();
         if let Some(store) = store {
-            match store.voice_call(&n.delivery_id) {
+            match store.voice_call::<PlacedCall>(&n.delivery_id) {
                 // A call of this delivery is out (placed before a restart):
                 // wait for its result rather than ring again. Without a call
                 // id the request may or may not have gone out; its callback
@@ -630,7 +630,7 @@ impl VoiceChannel {
         };
         if let Some(store) = store {
             // Not flushed: lost in a crash, the call is simply placed again.
-            if let Err(e) = store.put_voice_call(&call) {
+            if let Err(e) = store.put_voice_call(&call.delivery_id, &call) {
                 return Err(SendError::retryable(format!(
                     "voice: cannot record the call: {e}"
                 )));
@@ -760,7 +760,7 @@ impl VoiceChannel {
             let notified = self.book.inner.settled.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match store.voice_call(&call.delivery_id) {
+            match store.voice_call::<PlacedCall>(&call.delivery_id) {
                 Ok(Some(c)) => {
                     if let Some(s) = c.result {
                         return Some(s.outcome());
@@ -1174,26 +1174,36 @@ mod tests {
             Settle::Unknown
         );
         store
-            .put_voice_call(&PlacedCall {
-                delivery_id: "d-1".into(),
-                call_id: "c-1".into(),
-                attempt: 2,
-                placed_at: 0,
-                result: None,
-            })
+            .put_voice_call(
+                "d-1",
+                &PlacedCall {
+                    delivery_id: "d-1".into(),
+                    call_id: "c-1".into(),
+                    attempt: 2,
+                    placed_at: 0,
+                    result: None,
+                },
+            )
             .unwrap();
         assert_eq!(
             book.settle("d-1", Some("c-0"), &answered).await.unwrap(),
             Settle::Stale
         );
-        assert_eq!(store.voice_call("d-1").unwrap().unwrap().result, None);
+        assert_eq!(
+            store
+                .voice_call::<PlacedCall>("d-1")
+                .unwrap()
+                .unwrap()
+                .result,
+            None
+        );
         assert_eq!(
             book.settle("d-1", Some("c-1"), &answered).await.unwrap(),
             Settle::Settled
         );
         assert_eq!(
             store
-                .voice_call("d-1")
+                .voice_call::<PlacedCall>("d-1")
                 .unwrap()
                 .unwrap()
                 .result
