@@ -421,13 +421,13 @@ async fn modem_sms(m: &modem::Modem, n: &Notification) -> Result<(), SendError> 
     if crate::util::number::is_landline(&n.address) {
         return Err(SendError::permanent(format!(
             "sms: {} is a landline; it is called, never sent an SMS",
-            n.address
+            mask(&n.address)
         )));
     }
     let Some(number) = crate::util::number::dialable(&n.address) else {
         return Err(SendError::permanent(format!(
             "sms: {:?} is not a phone number",
-            n.address
+            mask(&n.address)
         )));
     };
     match m

@@ -598,7 +598,10 @@ impl VoiceChannel {
             return Err(SendError::refused(
                 "bad_number",
                 false,
-                format!("voice: {:?} is not a phone number", n.address),
+                format!(
+                    "voice: {:?} is not a phone number",
+                    crate::util::mask(&n.address)
+                ),
             ));
         };
         if matches!(self.backend, Backend::Modem(_)) {
