@@ -339,6 +339,56 @@ async fn sse_announces_the_alarm_a_reading_raised() {
     );
 }
 
+/// Another officer's shelf reaches every open board at once (the Devices view
+/// redraws on it), and so does its lifting; `me` says who may shelve.
+#[tokio::test]
+async fn sse_announces_a_shelf_and_its_lifting() {
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .start()
+        .await;
+    let me = gw.api().get_json("/api/v1/me").await;
+    assert_eq!(me["can_shelve"], true, "a duty officer may shelve: {me}");
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", gw.base_url()))
+        .bearer_auth(DUTY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut buf = String::new();
+    next_event(&mut r, &mut buf, |e, _| e == "ready").await;
+
+    let (status, shelf) = gw
+        .api()
+        .post_raw(
+            &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            &json!({ "by": "e2e-duty", "for": "2h", "reason": "故障反复上报" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{shelf}");
+    let (_, data) = next_event(&mut r, &mut buf, |e, _| e == "shelf").await;
+    let change: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(change["device_id"], SMOKE_KITCHEN, "{change}");
+    assert_eq!(change["event"], "shelf.put", "{change}");
+
+    let lifted = client()
+        .delete(format!(
+            "{}/api/v1/devices/{SMOKE_KITCHEN}/shelve",
+            gw.base_url()
+        ))
+        .bearer_auth(DUTY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status().as_u16(), 200);
+    let (_, data) = next_event(&mut r, &mut buf, |e, _| e == "shelf").await;
+    let change: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(change["device_id"], SMOKE_KITCHEN, "{change}");
+    assert_eq!(change["event"], "shelf.lifted", "{change}");
+}
+
 #[tokio::test]
 async fn board_in_headless_chromium() {
     use gridwatch_e2e::browser::{browser_dir, output_dir, skip_browser_test};
@@ -409,6 +459,10 @@ async fn board_in_headless_chromium() {
     assert_eq!(a["resolution"]["cause"], "cooking");
     assert_eq!(a["verification"]["by"], "e2e-director");
     assert!(out.join("board.png").exists());
+    // Shelved and lifted again from the Devices view: nothing is left on the shelf.
+    assert_eq!(result["shelved"], "rcm-3-2-db");
+    let shelves = gw.api().get_json("/api/v1/shelves").await;
+    assert_eq!(shelves["shelves"], json!([]), "{shelves}");
     // The 发送测试 click reached the son's mailbox as a marked test message.
     assert!(
         smtp.messages_to("zhang.son@example.org")
