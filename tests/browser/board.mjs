@@ -275,6 +275,12 @@ try {
   await form.locator("button[type=submit]").click();
   await devRow.locator(".shelf-error", { hasText: "reason is required" }).waitFor({ timeout: WAIT });
   check((await shelvesNow()).length === 0, "a refused shelve stores nothing");
+  // What is typed survives a redraw (live change or the 10 s tick), and the cursor stays in it.
+  await form.locator("input[name=reason]").fill("漏保离线");
+  await page.evaluate(() => renderView());
+  await page.waitForFunction(() => document.activeElement?.name === "reason" && document.activeElement.value === "漏保离线",
+    null, { timeout: WAIT });
+  check(await form.locator("select[name=for]").inputValue() === "8h", "the chosen duration survives a redraw");
   const reasonText = "漏保离线反复报警，待电工更换";
   await form.locator("input[name=reason]").fill(reasonText);
   await form.locator("button[type=submit]").click();
