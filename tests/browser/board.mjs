@@ -176,6 +176,12 @@ try {
   const overflow = await pp.evaluate(() => document.documentElement.scrollWidth - 390);
   check(overflow <= 1, `no sideways scrolling on a phone (overflow ${overflow}px)`);
   await pp.screenshot({ path: join(OUT, "board-phone.png"), fullPage: true });
+  await pp.click(".tab[data-view=devices]");
+  await pp.locator("tr[data-device-id] [data-action=shelve-device]").first().click();
+  await pp.locator("#devices form.shelve-form").waitFor({ timeout: WAIT });
+  const devOverflow = await pp.evaluate(() => document.documentElement.scrollWidth - 390);
+  await pp.screenshot({ path: join(OUT, "board-phone-devices.png"), fullPage: true });
+  check(devOverflow <= 1, `the Devices view with a shelve form open fits a phone (overflow ${devOverflow}px)`);
   await phone.close();
   step("phone layout in English fits the screen");
 
