@@ -366,6 +366,76 @@ mod tests {
         std::mem::forget(b);
     }
 
+    /// The broker's end of every TCP connection on `ports` (its local port
+    /// is one of them), with its TCP_NODELAY setting.
+    fn broker_side_nodelay(ports: &[u16]) -> Vec<(u16, bool)> {
+        let mut found = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return found;
+        };
+        for entry in dir.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            // SAFETY: the descriptor is duplicated at once; if another thread
+            // closed it in between, the dup fails (EBADF) and it is skipped.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let Ok(owned) = borrowed.try_clone_to_owned() else {
+                continue;
+            };
+            let sock = socket2::SockRef::from(&owned);
+            let (Ok(local), Ok(_peer)) = (sock.local_addr(), sock.peer_addr()) else {
+                continue; // not a socket, or a listener
+            };
+            let Some(port) = local.as_socket().map(|a| a.port()) else {
+                continue;
+            };
+            if ports.contains(&port) {
+                found.push((port, sock.nodelay().unwrap_or(false)));
+            }
+        }
+        found
+    }
+
+    /// With Nagle's algorithm on, the broker's small writes to a subscriber
+    /// waited for the peer's delayed ACK (40 ms on Linux): alarms left in
+    /// bursts 20-60 ms late under steady traffic.
+    #[test]
+    fn the_broker_sends_at_once_on_every_accepted_connection() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let (hook, _exits) = exits();
+        let listen = format!("127.0.0.1:{port}");
+        let b = start_secured(&listen, &Security::default(), Buffer::from_mib(1), hook).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(b.open_device_listeners()).unwrap();
+        let _device = TcpStream::connect(b.devices).unwrap();
+        let _own = TcpStream::connect(b.internal).unwrap();
+        let ports = [b.devices.port(), b.internal.port()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let accepted = loop {
+            let found = broker_side_nodelay(&ports);
+            if ports.iter().all(|p| found.iter().any(|(q, _)| q == p)) {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the broker never accepted both connections: {found:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            accepted.iter().all(|(_, nodelay)| *nodelay),
+            "accepted connections with Nagle on (port, TCP_NODELAY): {accepted:?}"
+        );
+        std::mem::forget(b);
+    }
+
     #[test]
     fn a_broker_thread_that_ends_is_reported_at_once() {
         let port = TcpListener::bind("127.0.0.1:0")

@@ -475,6 +475,14 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 continue;
             }
 
+            // gridwatch patch: accepted sockets kept Nagle's algorithm on, so
+            // a subscriber's deliveries waited for the peer's delayed ACK
+            // (40 ms on Linux) and left in bursts: 20-60 ms per message under
+            // a steady stream. A broker's writes are small and urgent.
+            if let Err(e) = stream.set_nodelay(true) {
+                warn!(error=?e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+
             // gridwatch patch: the TLS handshake ran here, in the accept loop,
             // with no timeout: one client that opened a TCP connection and
             // never finished its handshake stopped this listener for everyone.
