@@ -558,3 +558,96 @@ async fn a_hostile_client_soak_leaves_the_broker_serving_devices() {
         gw.diagnostics()
     );
 }
+
+/// The embedded broker's urgent copy: with gridwatch's own `sensors/#`
+/// reader stalled (its backlog piling up in the broker, as when the consumer
+/// is starved of CPU), a smoke alarm still goes out. When the reader
+/// resumes, the alarm's second arrival is dropped (one alarm, not two), and
+/// the telemetry queued ahead of it in the stream never reaches the rules
+/// after it (counted as shed, reason `stale`).
+#[tokio::test]
+async fn an_alarm_passes_a_stalled_stream_by_the_brokers_urgent_copy() {
+    let http = HttpSink::start().await;
+    let gw = builder(&http).run_arg("--test-hooks").start().await;
+    wait_until_async("/readyz 200", WAIT, POLL, || async {
+        gw.api().get_raw("/readyz", false).await.0 == 200
+    })
+    .await;
+    // The reader checks the hook between polls: the poll already waiting
+    // may still hand on one message (a reading or the canary's) after it.
+    let (status, body) = gw
+        .api()
+        .post_raw("/test/broker/stall-stream", &Value::Null)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let device = gridwatch_e2e::MqttWatcher::subscribe(gw.mqtt_port(), "sensors/+/command").await;
+    let topic = format!("sensors/{KITCHEN}/reading");
+    let now = chrono_ms();
+    for i in 0..5 {
+        let normal =
+            serde_json::json!({"ts": now + i, "values": {"smoke_db_m": 0.01}, "flags": []});
+        device.publish(&topic, normal.to_string()).await;
+    }
+    let alarm = serde_json::json!({"ts": now + 10, "values": {"smoke_db_m": 0.31}, "flags": ["smoke_alarm"]});
+    device.publish(&topic, alarm.to_string()).await;
+
+    let kitchen_alarms = || async {
+        let list = gw.api().get_json("/api/v1/alarms?state=open").await;
+        list["alarms"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["device_id"] == KITCHEN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    wait_until_async(
+        "the alarm dispatched while the stream is stalled",
+        WAIT,
+        POLL,
+        || async {
+            http.requests_to("/alarm").iter().any(|r| {
+                r.json
+                    .as_ref()
+                    .is_some_and(|j| j["alarm"]["device_id"] == KITCHEN)
+            })
+        },
+    )
+    .await;
+    let handled = gw
+        .api()
+        .metric_value("gridwatch_readings_total", &[("transport", "mqtt")])
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        handled <= 2.0,
+        "the stalled stream delivered readings ({handled}): the alarm did not need the copy\n{}",
+        gw.diagnostics()
+    );
+
+    let (status, body) = gw
+        .api()
+        .post_raw("/test/broker/resume-stream", &Value::Null)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_until_async("the older readings shed as stale", WAIT, POLL, || async {
+        gw.api()
+            .metric_value("gridwatch_readings_shed_total", &[("reason", "stale")])
+            .await
+            .unwrap_or(0.0)
+            >= 4.0
+    })
+    .await;
+    // The stream's copy of the alarm came last and was dropped: one alarm.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alarms = kitchen_alarms().await;
+    assert_eq!(alarms.len(), 1, "{alarms:?}\n{}", gw.diagnostics());
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

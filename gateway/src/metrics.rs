@@ -202,7 +202,7 @@ impl Metrics {
             readings_shed_total: IntCounterVec::new(
                 Opts::new(
                     "gridwatch_readings_shed_total",
-                    "Telemetry readings shed under overload, by reason (coalesced, queue_full); alarms and statuses are never shed",
+                    "Telemetry readings shed under overload, by reason (coalesced, queue_full, stale); alarms and statuses are never shed",
                 ),
                 &["reason"],
             )

@@ -163,6 +163,11 @@ pub enum BrokerFault {
     RefuseNew,
     /// Accept each new connection and never answer it (a wedged listener).
     MuteNew,
+    /// gridwatch's own `sensors/#` subscription stops reading (a consumer
+    /// starved of CPU), so its backlog grows in the broker; the urgent copy
+    /// keeps reading. `resume-stream` ends it.
+    StallStream,
+    ResumeStream,
 }
 
 /// Test hook (only with `--test-hooks`): `POST /test/broker/refuse-new`
@@ -176,10 +181,14 @@ async fn refuse_new_mqtt(
     let fault = match fault.as_str() {
         "refuse-new" => BrokerFault::RefuseNew,
         "mute-new" => BrokerFault::MuteNew,
+        "stall-stream" => BrokerFault::StallStream,
+        "resume-stream" => BrokerFault::ResumeStream,
         other => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
-                format!("no broker fault {other:?} (refuse-new, mute-new)"),
+                format!(
+                    "no broker fault {other:?} (refuse-new, mute-new, stall-stream, resume-stream)"
+                ),
             ))
         }
     };
@@ -189,10 +198,7 @@ async fn refuse_new_mqtt(
             "no embedded broker (mqtt.embedded = false)".into(),
         )
     })?;
-    tracing::warn!(
-        ?fault,
-        "test hook: the embedded broker now fails every new connection"
-    );
+    tracing::warn!(?fault, "test hook: embedded broker fault");
     hook(fault);
     Ok(Json(json!({ "fault": format!("{fault:?}") })))
 }

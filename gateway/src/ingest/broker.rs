@@ -16,7 +16,9 @@
 //! ports held by the threads that are still alive).
 
 use super::device_auth::DeviceAuth;
-use rumqttd::{Broker, Config, ConnectionSettings, Hooks, RouterConfig, ServerSettings, TlsConfig};
+use rumqttd::{
+    Broker, Config, ConnectionSettings, Hooks, RouterConfig, ServerSettings, TlsConfig, UrgentCopy,
+};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
@@ -273,6 +275,11 @@ pub fn start_secured(
         gate: Some(gate_rx),
         refuse_new: refuse_new.clone(),
         mute_new: mute_new.clone(),
+        urgent_copy: Some(UrgentCopy {
+            filter: super::urgent::FILTER.into(),
+            prefix: super::urgent::PREFIX.into(),
+            classify: Arc::new(super::urgent::copied),
+        }),
     };
     std::thread::Builder::new()
         .name("mqtt-broker".into())

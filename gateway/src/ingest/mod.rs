@@ -12,6 +12,7 @@ pub mod modbus;
 pub mod mqtt;
 pub mod overload;
 pub mod payload;
+pub mod urgent;
 pub mod vendor;
 
 use crate::model::{EpochMs, Reading};

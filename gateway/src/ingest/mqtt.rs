@@ -20,6 +20,7 @@
 
 use super::overload::{self, CoalescingQueue};
 use super::payload::{self, Parsed, TopicKind};
+use super::urgent::{self, Fastlane};
 use super::vendor::{self, Formats};
 use super::{Input, Lanes};
 use crate::config::{Config, MqttConfig};
@@ -31,7 +32,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 pub use crate::net::{parse_url, Endpoint, MqttSetupError};
@@ -88,11 +89,16 @@ pub fn client(ep: &Endpoint, client_id: &str, manual_acks: bool) -> (AsyncClient
 pub type Connected = watch::Sender<bool>;
 
 /// The event loop's two hand-offs to the [`Handler`].
+#[derive(Clone)]
 pub struct Handoff {
     /// Publishes that may carry an alarm or a status: waited for, never shed.
     pub urgent: mpsc::Sender<Publish>,
     /// Everything else, each topic's latest: never waited for.
     pub telemetry: Arc<CoalescingQueue<Publish>>,
+    /// With the embedded broker's urgent copy: which arrival of an urgent
+    /// publish passes (see [`super::urgent`]).
+    fastlane: Option<Arc<std::sync::Mutex<Fastlane>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Capacity of the urgent hand-off channel to the handler.
@@ -111,12 +117,14 @@ impl Handoff {
         let telemetry = CoalescingQueue::new(
             overload::MAX_PENDING_DEVICES,
             overload::MAX_PENDING_RAW_BYTES,
-            metrics,
+            metrics.clone(),
         );
         (
             Handoff {
                 urgent,
                 telemetry: telemetry.clone(),
+                fastlane: None,
+                metrics,
             },
             HandoffRx {
                 urgent: urgent_rx,
@@ -125,12 +133,50 @@ impl Handoff {
         )
     }
 
+    /// This hand-off shared by the stream and the broker's urgent copy.
+    pub fn with_fastlane(mut self) -> Handoff {
+        self.fastlane = Some(Default::default());
+        self
+    }
+
+    fn fastlane(&self) -> Option<std::sync::MutexGuard<'_, Fastlane>> {
+        self.fastlane
+            .as_ref()
+            .map(|f| f.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Hands on a copy from the broker's urgent filter (its topic already
+    /// the original one), unless the stream passed it first.
+    async fn pass_copy(&self, p: Publish) -> bool {
+        let first = self
+            .fastlane()
+            .is_none_or(|mut f| f.from_copy(&p.topic, &p.payload, Instant::now()));
+        if !first {
+            return true;
+        }
+        self.telemetry.supersede(&p.topic);
+        self.urgent.send(p).await.is_ok()
+    }
+
     /// Hands `p` on by its [`overload::urgent_hint`]; false when the handler is gone.
     async fn pass(&self, p: Publish) -> bool {
         if overload::urgent_hint(&p.topic, &p.payload) {
+            let first = self
+                .fastlane()
+                .is_none_or(|mut f| f.from_stream(&p.topic, &p.payload));
+            if !first {
+                return true; // the broker's urgent copy passed it already
+            }
             // Older telemetry of the same topic must not reach the rules after it.
             self.telemetry.supersede(&p.topic);
             return self.urgent.send(p).await.is_ok();
+        }
+        if self
+            .fastlane()
+            .is_some_and(|mut f| f.stale(&p.topic, Instant::now()))
+        {
+            self.metrics.shed(overload::ShedReason::Stale);
+            return true;
         }
         let weight = p.topic.len() + p.payload.len();
         let topic = p.topic.clone();
@@ -173,12 +219,17 @@ pub async fn run_event_loop(
     to_handler: Handoff,
     connected: Arc<Connected>,
     config: watch::Receiver<Arc<Config>>,
+    stall: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let manual_acks = el.mqtt_options.manual_acks();
     let qos = subscription_qos(manual_acks);
     let mut acks = Acks::default();
     let mut retries = Retries::new(Backoff::LINK);
     loop {
+        // Test hook only (`--test-hooks`): a consumer that stopped reading.
+        while stall.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         acks.flush(&client);
         match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -215,6 +266,45 @@ pub async fn run_event_loop(
                 connected.send_replace(false);
                 let wait = retries.fail();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MQTT connection lost");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Reads the embedded broker's urgent copy on its own connection (see
+/// [`super::urgent`]) and hands each copy on, unless the stream passed it
+/// first. QoS 0 like the stream: the broker lives and dies with us.
+pub async fn run_urgent_copy(
+    client: AsyncClient,
+    mut el: EventLoop,
+    to_handler: Handoff,
+    connected: Arc<Connected>,
+) {
+    let mut retries = Retries::new(Backoff::LINK);
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                retries.reset();
+                connected.send_replace(true);
+                if let Err(e) = client.try_subscribe(urgent::FILTER, QoS::AtMostOnce) {
+                    tracing::error!(error = %e, "cannot subscribe to the broker's urgent copy");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(mut p))) => {
+                let Some(topic) = urgent::original_topic(&p.topic).map(str::to_string) else {
+                    continue;
+                };
+                p.topic = topic;
+                if !to_handler.pass_copy(p).await {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                connected.send_replace(false);
+                let wait = retries.fail();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "urgent copy connection lost (alarms still come in the stream)");
                 tokio::time::sleep(wait).await;
             }
         }

@@ -39,17 +39,25 @@ pub enum ShedReason {
     Coalesced,
     /// The queue already held its maximum of devices (or bytes): dropped.
     QueueFull,
+    /// Older than an alarm of the same device that the broker's urgent copy
+    /// already delivered (`ingest::urgent`): it must not reach the rules after it.
+    Stale,
 }
 
 impl ShedReason {
     /// Every reason, so each label exists (at 0) from the start.
-    pub const ALL: [ShedReason; 2] = [ShedReason::Coalesced, ShedReason::QueueFull];
+    pub const ALL: [ShedReason; 3] = [
+        ShedReason::Coalesced,
+        ShedReason::QueueFull,
+        ShedReason::Stale,
+    ];
 
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
             ShedReason::Coalesced => "coalesced",
             ShedReason::QueueFull => "queue_full",
+            ShedReason::Stale => "stale",
         }
     }
 }

@@ -159,12 +159,47 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     );
     let (connected_tx, connected_rx) = watch::channel(false);
     let (handoff, handoff_rx) = mqtt::Handoff::new(metrics.clone());
+    // The embedded broker's urgent copy, on a connection of its own.
+    let urgent_rx = if embedded.is_some() {
+        let handoff = handoff.clone().with_fastlane();
+        let (urgent_client, urgent_loop) = mqtt::client(
+            &endpoint,
+            &format!(
+                "gridwatch-{}-{}",
+                site.id,
+                crate::ingest::urgent::CLIENT_SUFFIX
+            ),
+            false,
+        );
+        let (tx, rx) = watch::channel(false);
+        supervise(
+            &health,
+            &metrics,
+            Stage::Ingest,
+            "urgent copy",
+            tokio::spawn(mqtt::run_urgent_copy(
+                urgent_client,
+                urgent_loop,
+                handoff.clone(),
+                Arc::new(tx),
+            )),
+        );
+        Some((handoff, rx))
+    } else {
+        None
+    };
+    let (handoff, urgent_rx) = match urgent_rx {
+        Some((h, rx)) => (h, Some(rx)),
+        None => (handoff, None),
+    };
+    let stall_stream = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let event_loop = tokio::spawn(mqtt::run_event_loop(
         client.clone(),
         event_loop,
         handoff,
         Arc::new(connected_tx),
         config_rx.clone(),
+        stall_stream.clone(),
     ));
     supervise(
         &health,
@@ -186,6 +221,7 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
         "broker watch",
         tokio::spawn(mirror_broker(
             connected_rx.clone(),
+            urgent_rx,
             canary_rx,
             health.clone(),
         )),
@@ -226,12 +262,16 @@ pub async fn spawn(config: Config, parts: Parts, opts: RunOptions) -> Result<(),
     supervise(&health, &metrics, Stage::Ingest, "uplink handler", handler);
     let refuse_new_mqtt = embedded.as_ref().map(|e| {
         let (refuse, mute) = (e.refuse_handle(), e.mute_handle());
+        let stall = stall_stream.clone();
         Arc::new(move |fault: crate::api::BrokerFault| {
-            let flag = match fault {
-                crate::api::BrokerFault::RefuseNew => &refuse,
-                crate::api::BrokerFault::MuteNew => &mute,
+            use crate::api::BrokerFault;
+            let (flag, on) = match fault {
+                BrokerFault::RefuseNew => (&refuse, true),
+                BrokerFault::MuteNew => (&mute, true),
+                BrokerFault::StallStream => (&stall, true),
+                BrokerFault::ResumeStream => (&stall, false),
             };
-            flag.store(true, std::sync::atomic::Ordering::Relaxed)
+            flag.store(on, std::sync::atomic::Ordering::Relaxed)
         }) as Arc<dyn Fn(crate::api::BrokerFault) + Send + Sync>
     });
     let ingress = tokio::spawn(open_ingress(
@@ -527,22 +567,32 @@ async fn forward_calls(
 /// verdict into the health registry's `broker` stage.
 async fn mirror_broker(
     mut connected: watch::Receiver<bool>,
+    mut urgent: Option<watch::Receiver<bool>>,
     mut canary: watch::Receiver<Option<String>>,
     health: Health,
 ) {
     loop {
         let up = *connected.borrow_and_update();
+        let urgent_up = urgent.as_mut().is_none_or(|u| *u.borrow_and_update());
         let deaf = canary.borrow_and_update().clone();
         health.set(
             Stage::Broker,
-            match (up, deaf) {
-                (false, _) => Err("not connected".into()),
-                (true, Some(reason)) => Err(reason),
-                (true, None) => Ok(()),
+            match (up, urgent_up, deaf) {
+                (false, _, _) => Err("not connected".into()),
+                (true, false, _) => Err("urgent copy connection down".into()),
+                (true, true, Some(reason)) => Err(reason),
+                (true, true, None) => Ok(()),
             },
         );
+        let urgent_changed = async {
+            match urgent.as_mut() {
+                Some(u) => u.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = connected.changed() => if r.is_err() { return },
+            r = urgent_changed => if r.is_err() { return },
             r = canary.changed() => if r.is_err() { return },
         }
     }

@@ -53,6 +53,23 @@ pub struct Hooks {
     /// reads or answers it (a test hook: the silent listener a wedged broker
     /// would be; the socket is closed after ten minutes).
     pub mute_new: Arc<std::sync::atomic::AtomicBool>,
+    /// A second, private copy of the publishes `classify` picks, for a
+    /// consumer that must get them even when it lags on its main filter.
+    pub urgent_copy: Option<UrgentCopy>,
+}
+
+/// gridwatch patch: the router appends a copy of each publish for which
+/// `classify(topic, payload)` holds to the log of the subscription filter
+/// `filter`, under the topic `prefix` + the original topic. That log has its
+/// own cursor: a subscriber that fell behind on (or was skipped ahead in)
+/// `sensors/#` still gets every such publish, at once and in full.
+#[derive(Clone)]
+pub struct UrgentCopy {
+    /// The exact filter the consumer subscribes, e.g. `$gridwatch/urgent/#`.
+    pub filter: String,
+    /// Put in front of the original topic, e.g. `$gridwatch/urgent/`.
+    pub prefix: String,
+    pub classify: Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>,
 }
 
 /// gridwatch patch: runs `Hooks::on_thread_exit` when dropped, which happens

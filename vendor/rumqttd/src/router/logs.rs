@@ -124,6 +124,11 @@ impl DataLog {
 
     // TODO: Currently returning a Option<Vec> instead of Option<&Vec> due to Rust borrow checker
     // limitation
+    /// gridwatch patch: the log index of a subscription filter, by its exact text.
+    pub fn native_index(&self, filter: &str) -> Option<FilterIdx> {
+        self.filter_indexes.get(filter).copied()
+    }
+
     pub fn matches(&mut self, topic: &str) -> Option<Vec<usize>> {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),

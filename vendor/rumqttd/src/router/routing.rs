@@ -102,6 +102,8 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// gridwatch patch: see [`crate::UrgentCopy`].
+    urgent_copy: Option<crate::UrgentCopy>,
 }
 
 impl Router {
@@ -143,7 +145,15 @@ impl Router {
             cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
+            urgent_copy: None,
         }
+    }
+
+    /// gridwatch patch: copies the publishes `copy.classify` picks to
+    /// `copy.filter`'s own log (see [`crate::UrgentCopy`]).
+    pub fn with_urgent_copy(mut self, copy: Option<crate::UrgentCopy>) -> Router {
+        self.urgent_copy = copy;
+        self
     }
 
     /// Gets handle to the router. This is not a public method to ensure that link
@@ -636,6 +646,7 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        self.urgent_copy.as_ref(),
                     ) {
                         Ok(_offset) => {
                             // Even if one of the data in the batch is appended to commitlog,
@@ -679,7 +690,9 @@ impl Router {
                         info!("Adding subscription on topic {}", f.path);
                         let connection = self.connections.get_mut(id).unwrap();
 
-                        if let Err(e) = validate_subscription(connection, f) {
+                        if let Err(e) =
+                            validate_subscription(connection, f, self.urgent_copy.as_ref())
+                        {
                             warn!(reason = ?e,"Subscription cannot be validated: {}", e);
 
                             disconnect = true;
@@ -847,6 +860,7 @@ impl Router {
                         &mut self.datalog,
                         &mut self.notifications,
                         &mut self.connections,
+                        self.urgent_copy.as_ref(),
                     ) {
                         Ok(_offset) => {
                             // Even if one of the data in the batch is appended to commitlog,
@@ -1149,6 +1163,7 @@ impl Router {
             properties,
             &mut self.datalog,
             &mut self.notifications,
+            self.urgent_copy.as_ref(),
             #[cfg(feature = "validate-tenant-prefix")]
             tenant_prefix,
         ) {
@@ -1212,6 +1227,7 @@ fn append_to_commitlog(
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
     connections: &mut Slab<Connection>,
+    urgent_copy: Option<&crate::UrgentCopy>,
 ) -> Result<Offset, RouterError> {
     let connection = connections.get_mut(id).unwrap();
 
@@ -1284,8 +1300,36 @@ fn append_to_commitlog(
         o = offset;
     }
 
+    append_urgent_copy(urgent_copy, topic, &publish, &properties, datalog, notifications);
+
     // error!("{:15.15}[E] {:20} topic = {}", connections[id].client_id, "no-filter", topic);
     Ok(o)
+}
+
+/// gridwatch patch: the urgent copy of a publish, in its consumer's own log
+/// (see [`crate::UrgentCopy`]); nothing before the consumer subscribed, no
+/// copy of a `$` topic (so never a copy of a copy).
+fn append_urgent_copy(
+    urgent_copy: Option<&crate::UrgentCopy>,
+    topic: &str,
+    publish: &Publish,
+    properties: &Option<PublishProperties>,
+    datalog: &mut DataLog,
+    notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
+) {
+    let Some(copy) = urgent_copy else { return };
+    if topic.starts_with('$') || !(copy.classify)(topic, &publish.payload) {
+        return;
+    }
+    let Some(log) = datalog
+        .native_index(&copy.filter)
+        .and_then(|idx| datalog.native.get_mut(idx))
+    else {
+        return;
+    };
+    let mut urgent = publish.clone();
+    urgent.topic = bytes::Bytes::from(format!("{}{topic}", copy.prefix));
+    log.append((urgent, properties.clone()).into(), notifications);
 }
 
 fn append_will_message(
@@ -1293,6 +1337,7 @@ fn append_will_message(
     properties: Option<PublishProperties>,
     datalog: &mut DataLog,
     notifications: &mut VecDeque<(ConnectionId, DataRequest)>,
+    urgent_copy: Option<&crate::UrgentCopy>,
     #[cfg(feature = "validate-tenant-prefix")] tenant_prefix: Option<String>,
 ) -> Result<Offset, RouterError> {
     // TODO: broker should properly send the disconnect packet!
@@ -1349,6 +1394,8 @@ fn append_will_message(
 
         o = offset;
     }
+
+    append_urgent_copy(urgent_copy, topic, &publish, &properties, datalog, notifications);
 
     Ok(o)
 }
@@ -1740,6 +1787,7 @@ fn print_status(router: &mut Router, metrics: Print) {
 fn validate_subscription(
     connection: &mut Connection,
     filter: &protocol::Filter,
+    urgent_copy: Option<&crate::UrgentCopy>,
 ) -> Result<(), RouterError> {
     trace!(
         "validate subscription = {}, tenant = {:?}",
@@ -1754,7 +1802,10 @@ fn validate_subscription(
         }
     }
 
-    if filter.path.starts_with('$') && !filter.path.starts_with("$share") {
+    // gridwatch patch: the urgent copy's filter is a `$` filter on purpose
+    // (no device topic matches it, no device can publish into it).
+    let urgent = urgent_copy.is_some_and(|u| u.filter == filter.path);
+    if filter.path.starts_with('$') && !filter.path.starts_with("$share") && !urgent {
         return Err(RouterError::InvalidFilterPrefix(filter.path.to_owned()));
     }
 

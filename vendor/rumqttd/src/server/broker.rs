@@ -81,7 +81,8 @@ impl Broker {
     pub fn with_hooks(config: Config, hooks: Hooks) -> Broker {
         let config = Arc::new(config);
         let router_config = config.router.clone();
-        let router: Router = Router::new(config.id, router_config);
+        let router: Router =
+            Router::new(config.id, router_config).with_urgent_copy(hooks.urgent_copy.clone());
         let on_exit = hooks.on_thread_exit.clone();
 
         // Setup cluster if cluster settings are configured.
