@@ -339,6 +339,101 @@ async fn sse_announces_the_alarm_a_reading_raised() {
     );
 }
 
+/// Another officer's shelf reaches every open board at once (the Devices view
+/// redraws on it), and so does its lifting; `me` says who may shelve.
+#[tokio::test]
+async fn sse_announces_a_shelf_and_its_lifting() {
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .start()
+        .await;
+    let me = gw.api().get_json("/api/v1/me").await;
+    assert_eq!(me["can_shelve"], true, "a duty officer may shelve: {me}");
+    let mut r = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", gw.base_url()))
+        .bearer_auth(DUTY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut buf = String::new();
+    next_event(&mut r, &mut buf, |e, _| e == "ready").await;
+
+    let (status, shelf) = gw
+        .api()
+        .post_raw(
+            &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            &json!({ "by": "e2e-duty", "for": "2h", "reason": "故障反复上报" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{shelf}");
+    let (_, data) = next_event(&mut r, &mut buf, |e, _| e == "shelf").await;
+    let change: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(change["device_id"], SMOKE_KITCHEN, "{change}");
+    assert_eq!(change["event"], "shelf.put", "{change}");
+
+    let lifted = client()
+        .delete(format!(
+            "{}/api/v1/devices/{SMOKE_KITCHEN}/shelve",
+            gw.base_url()
+        ))
+        .bearer_auth(DUTY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status().as_u16(), 200);
+    let (_, data) = next_event(&mut r, &mut buf, |e, _| e == "shelf").await;
+    let change: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(change["device_id"], SMOKE_KITCHEN, "{change}");
+    assert_eq!(change["event"], "shelf.lifted", "{change}");
+}
+
+/// The operator's board shows shelves but offers no shelve buttons
+/// (`can_shelve` false), and the API refuses the operator with a reason.
+#[tokio::test]
+async fn an_operator_sees_shelves_but_may_not_shelve() {
+    const OPERATOR_TOKEN: &str = "e2e-operator-token-5556667778";
+    let http = HttpSink::start().await;
+    let gw = Gateway::builder()
+        .webhook_url(http.url("/alarm"))
+        .extra_toml(format!(
+            "[[http.tokens]]\nname = \"e2e-operator\"\nrole = \"operator\"\ntoken = \"{OPERATOR_TOKEN}\"\n"
+        ))
+        .start()
+        .await;
+    let op = gridwatch_e2e::Api::new(gw.base_url().to_string(), OPERATOR_TOKEN.to_string());
+    let me = op.get_json("/api/v1/me").await;
+    assert_eq!(me["can_shelve"], false, "{me}");
+    let (status, r) = op
+        .post_raw(
+            &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            &json!({ "by": "e2e-operator", "for": "2h", "reason": "test" }),
+        )
+        .await;
+    assert_eq!(status, 403, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("duty officer")),
+        "the refusal says who may: {r}"
+    );
+    assert_eq!(op.get_json("/api/v1/shelves").await["shelves"], json!([]));
+    // A shelf another officer put is visible to the operator.
+    let (status, _) = gw
+        .api()
+        .post_raw(
+            &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
+            &json!({ "by": "e2e-duty", "for": "2h", "reason": "故障反复上报" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        op.get_json("/api/v1/shelves").await["shelves"][0]["device_id"],
+        SMOKE_KITCHEN
+    );
+}
+
 #[tokio::test]
 async fn board_in_headless_chromium() {
     use gridwatch_e2e::browser::{browser_dir, output_dir, skip_browser_test};
@@ -409,6 +504,10 @@ async fn board_in_headless_chromium() {
     assert_eq!(a["resolution"]["cause"], "cooking");
     assert_eq!(a["verification"]["by"], "e2e-director");
     assert!(out.join("board.png").exists());
+    // Shelved and lifted again from the Devices view: nothing is left on the shelf.
+    assert_eq!(result["shelved"], "rcm-3-2-db");
+    let shelves = gw.api().get_json("/api/v1/shelves").await;
+    assert_eq!(shelves["shelves"], json!([]), "{shelves}");
     // The 发送测试 click reached the son's mailbox as a marked test message.
     assert!(
         smtp.messages_to("zhang.son@example.org")
@@ -772,6 +871,15 @@ async fn a_shelved_detector_fault_is_recorded_not_sent_its_smoke_still_is_and_th
     }
     assert_eq!(api.get_json("/api/v1/shelves").await["shelves"], json!([]));
 
+    // Every open board hears when the shelf ends by itself.
+    let mut events = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", gw.base_url()))
+        .bearer_auth(DUTY_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    next_event(&mut events, &mut buf, |e, _| e == "ready").await;
     let (status, shelf) = api
         .post_raw(
             &format!("/api/v1/devices/{SMOKE_KITCHEN}/shelve"),
@@ -848,6 +956,12 @@ async fn a_shelved_detector_fault_is_recorded_not_sent_its_smoke_still_is_and_th
         "{unshelved} before {until}"
     );
     assert_eq!(api.get_json("/api/v1/shelves").await["shelves"], json!([]));
+    let (_, data) = next_event(&mut events, &mut buf, |e, d| {
+        e == "shelf" && d.contains("shelf.ended")
+    })
+    .await;
+    let ended: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(ended["device_id"], SMOKE_KITCHEN, "{ended}");
 }
 
 #[tokio::test]

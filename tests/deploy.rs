@@ -567,6 +567,16 @@ async fn backup_of_running_daemon_restores_open_alarms_and_pending_notifications
     })
     .await;
 
+    // A shelved device on A: B must hold it back until the same moment.
+    let (status, shelf) = a
+        .api()
+        .post_raw(
+            "/api/v1/devices/smk-3-2-501-b/shelve",
+            &serde_json::json!({ "by": "e2e-duty", "for": "8h", "reason": "故障反复上报，待更换" }),
+        )
+        .await;
+    assert_eq!(status, 200, "shelve on A: {shelf}");
+
     // Offline backup refuses a store locked by the running daemon, and says what to do.
     let work = temp_dir();
     let file = work.path().join("gridwatch.backup.jsonl");
@@ -646,6 +656,12 @@ async fn backup_of_running_daemon_restores_open_alarms_and_pending_notifications
         .map(|x| x["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(open, vec![alarm_id.clone()], "B has A's open alarm");
+    let shelves = b.api().get_json("/api/v1/shelves").await;
+    assert_eq!(
+        shelves["shelves"],
+        serde_json::json!([shelf]),
+        "B keeps A's shelf, with its expiry, reason and officer"
+    );
     // A's pending emails are sent by B.
     let mails = wait_until("B sends A's pending emails", WAIT, POLL, || {
         let m = sink.messages();

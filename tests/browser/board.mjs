@@ -7,7 +7,10 @@
 // reading arrives over MQTT (mosquitto_pub) and the alarm appears without a
 // reload, ack marks the fire brigade's role acked, resolve moves it to
 // "awaiting verification" — where the duty officer gets no verify button and
-// a director does. Prints `RESULT {json}` for the Rust side to check via the API.
+// a director does. In the Devices view the officer shelves a device (搁置),
+// sees the API's refusal of a blank reason, sees it marked shelved (also on
+// the director's open board, live), then lifts it. Prints `RESULT {json}`
+// for the Rust side to check via the API.
 
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
@@ -48,6 +51,15 @@ const browser = await chromium.launch({
 
 async function loggedIn(token, viewport) {
   const ctx = await browser.newContext({ viewport, locale: "zh-CN", timezoneId: "Asia/Shanghai" });
+  // Count the shelf notices the board's own SSE listener receives, so the
+  // live update is told apart from the Devices view's 10 s redraw.
+  await ctx.addInitScript(() => {
+    window.__shelfEvents = 0;
+    const add = EventSource.prototype.addEventListener;
+    EventSource.prototype.addEventListener = function (type, fn, o) {
+      return add.call(this, type, type === "shelf" ? (e) => { window.__shelfEvents += 1; fn(e); } : fn, o);
+    };
+  });
   const page = await ctx.newPage();
   page.on("pageerror", (e) => { console.error(`[page error] ${e.message}`); process.exitCode = 1; });
   await page.goto(BASE + "/");
@@ -57,6 +69,9 @@ async function loggedIn(token, viewport) {
   await page.locator("#live[data-live='1']").waitFor({ timeout: WAIT });
   return { ctx, page };
 }
+
+// The device shelved and lifted from the Devices view (the residual-current monitor that is silent).
+const SHELVED = "rcm-3-2-db";
 
 const card = (page, id) => page.locator(`article[data-alarm-id='${id}']`);
 
@@ -78,6 +93,13 @@ try {
     AudioContext.prototype.createOscillator = function () { window.__tones += 1; return make.call(this); };
   });
   step("logged in as duty officer");
+  // What the page's own files weigh on the wire (measured, never asserted; docs/benchmarks.md).
+  const weights = await page.evaluate(() => [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
+    .map((e) => ({ path: new URL(e.name).pathname, transfer: e.transferSize, body: e.encodedBodySize }))
+    .filter((e, i, all) => ["/", "/board/app.js", "/board/app.css", "/board/gb26875.js", "/board/labels.json"].includes(e.path)
+      && all.findIndex((x) => x.path === e.path) === i));
+  const sum = (k) => weights.reduce((n, e) => n + e[k], 0);
+  console.log(`[board] page bytes: ${sum("transfer")} transferred, ${sum("body")} body (${weights.map((e) => `${e.path} ${e.transfer}/${e.body}`).join(", ")})`);
 
   // --- a smoke reading arrives: the alarm appears live
   smoke("smk-3-2-501-k", 0.21);
@@ -154,6 +176,12 @@ try {
   const overflow = await pp.evaluate(() => document.documentElement.scrollWidth - 390);
   check(overflow <= 1, `no sideways scrolling on a phone (overflow ${overflow}px)`);
   await pp.screenshot({ path: join(OUT, "board-phone.png"), fullPage: true });
+  await pp.click(".tab[data-view=devices]");
+  await pp.locator("tr[data-device-id] [data-action=shelve-device]").first().click();
+  await pp.locator("#devices form.shelve-form").waitFor({ timeout: WAIT });
+  const devOverflow = await pp.evaluate(() => document.documentElement.scrollWidth - 390);
+  await pp.screenshot({ path: join(OUT, "board-phone-devices.png"), fullPage: true });
+  check(devOverflow <= 1, `the Devices view with a shelve form open fits a phone (overflow ${devOverflow}px)`);
   await phone.close();
   step("phone layout in English fits the screen");
 
@@ -229,10 +257,63 @@ try {
   step("resolved; awaiting verification; duty officer cannot verify");
 
   // --- devices and households views
+  // A director's board is open on the Devices view too: it must follow the shelf live.
+  const director = await loggedIn(env("DIRECTOR_TOKEN"), { width: 1280, height: 900 });
+  await director.page.click(".tab[data-view=devices]");
+  const dirRow = (s) => director.page.locator(`tr[data-device-id='${SHELVED}'][data-shelved='${s}']`);
+  await dirRow("no").waitFor({ timeout: WAIT });
   await page.click(".tab[data-view=devices]");
   await page.locator("tr[data-device-id='smk-3-2-501-k'] td.on").waitFor({ timeout: WAIT });
   check((await page.locator("tr[data-device-id='smk-3-2-501-k']").innerText()).includes("76%"), "battery shown");
   check(await page.locator("tr[data-device-id='rcm-3-2-db'] td.off").count() === 1, "a silent device shows offline");
+
+  // --- 搁置 from the Devices view: the form says a shelf holds back device-health notices only
+  const devRow = page.locator(`tr[data-device-id='${SHELVED}']`);
+  const shelvesNow = () => page.evaluate(async () => (await (await fetch("/api/v1/shelves")).json()).shelves);
+  await devRow.locator("[data-action=shelve-device]").click();
+  const form = devRow.locator("form.shelve-form");
+  await form.waitFor({ timeout: WAIT });
+  const note = await form.locator(".shelf-note").innerText();
+  for (const want of ["故障", "防拆", "低电量", "离线", "烟感", "电气", "永不搁置"]) check(note.includes(want), `the shelf note names ${want}: ${note}`);
+  await form.locator("select[name=for]").selectOption("8h");
+  // A blank reason: the API refuses and the row shows its words; nothing is shelved.
+  await form.locator("input[name=reason]").fill("   ");
+  await form.locator("button[type=submit]").click();
+  await devRow.locator(".shelf-error", { hasText: "reason is required" }).waitFor({ timeout: WAIT });
+  check((await shelvesNow()).length === 0, "a refused shelve stores nothing");
+  // What is typed survives a redraw (live change or the 10 s tick), and the cursor stays in it.
+  await form.locator("input[name=reason]").fill("漏保离线");
+  await page.evaluate(() => renderView());
+  await page.waitForFunction(() => document.activeElement?.name === "reason" && document.activeElement.value === "漏保离线",
+    null, { timeout: WAIT });
+  check(await form.locator("select[name=for]").inputValue() === "8h", "the chosen duration survives a redraw");
+  const reasonText = "漏保离线反复报警，待电工更换";
+  await form.locator("input[name=reason]").fill(reasonText);
+  await form.locator("button[type=submit]").click();
+  await page.locator(`tr[data-device-id='${SHELVED}'][data-shelved='yes']`).waitFor({ timeout: WAIT });
+  const shelvedText = await devRow.innerText();
+  check(shelvedText.includes("已搁置至") && shelvedText.includes(reasonText) && shelvedText.includes("e2e-duty"),
+    `the row says until when, by whom and why: ${shelvedText}`);
+  check(await devRow.locator(".shelf-error").count() === 0, "the refusal is gone after a good shelve");
+  const listed = (await shelvesNow()).find((x) => x.device_id === SHELVED);
+  check(listed && listed.reason === reasonText && listed.until - listed.at === 8 * 3600e3, `GET /api/v1/shelves: ${JSON.stringify(listed)}`);
+  await dirRow("yes").waitFor({ timeout: WAIT });
+  check(await director.page.evaluate(() => window.__shelfEvents) > 0, "the director's board heard the shelf over SSE");
+  await page.screenshot({ path: join(OUT, "board-devices-shelved.png"), fullPage: true });
+  step(`shelved ${SHELVED} for 8h from the Devices view; the director's board followed live`);
+
+  // --- the same row in English
+  await page.locator("#app .lang-toggle").click();
+  await devRow.locator("[data-action=unshelve]", { hasText: "Lift shelf" }).waitFor({ timeout: WAIT });
+  check((await devRow.innerText()).includes("Shelved until"), `English row: ${await devRow.innerText()}`);
+  await page.locator("#app .lang-toggle").click();
+
+  // --- 解除搁置 from the same view: the API no longer lists it, the director sees it lifted
+  await devRow.locator("[data-action=unshelve]", { hasText: "解除搁置" }).click();
+  await page.locator(`tr[data-device-id='${SHELVED}'][data-shelved='no'] [data-action=shelve-device]`).waitFor({ timeout: WAIT });
+  check(!(await shelvesNow()).some((x) => x.device_id === SHELVED), "lifted: GET /api/v1/shelves no longer lists it");
+  await dirRow("no").waitFor({ timeout: WAIT });
+  step(`lifted the shelf of ${SHELVED}`);
   await page.click(".tab[data-view=households]");
   await page.locator("[data-household-id='h-3-2-501']", { hasText: "张伟" }).waitFor({ timeout: WAIT });
   await page.screenshot({ path: join(OUT, "board-households.png"), fullPage: true });
@@ -240,7 +321,7 @@ try {
   step("devices and households views");
 
   // --- a director closes the loop
-  const director = await loggedIn(env("DIRECTOR_TOKEN"), { width: 1280, height: 900 });
+  await director.page.click(".tab[data-view=alarms]");
   const verify = director.page.locator(`#resolved article[data-alarm-id='${firstId}'] [data-action=verify]`);
   await verify.click();
   await director.page.locator(`article[data-alarm-id='${firstId}']`).waitFor({ state: "detached", timeout: WAIT });
@@ -293,7 +374,7 @@ try {
   await page.locator("#login-form").waitFor({ state: "visible", timeout: WAIT });
   step("logout");
 
-  console.log(`RESULT ${JSON.stringify({ first: firstId, second: secondId })}`);
+  console.log(`RESULT ${JSON.stringify({ first: firstId, second: secondId, shelved: SHELVED })}`);
 } finally {
   await browser.close();
 }

@@ -6,6 +6,10 @@
 //! the alarm through the API, so the stored record stays the one truth and a
 //! client that lagged (the channel is bounded and drops the oldest notices)
 //! simply refetches the whole list.
+//!
+//! Shelves are announced on the same channel (`shelf.put`, `shelf.lifted`,
+//! `shelf.ended` with the device id): the board's Devices view shows them,
+//! and another officer's shelf must appear there without a reload.
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -19,8 +23,18 @@ pub struct AlarmChange {
     pub alarm_id: String,
     /// The alarm event (`alarm.raised`, `alarm.acked`, …), `updated` for a
     /// change without an event (a repeat reading), or `delivery` for a
-    /// notification that was sent or failed.
+    /// notification that was sent or failed; `shelf.*` for a shelf change
+    /// (then `alarm_id` is empty and `device_id` says which device).
     pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+}
+
+impl AlarmChange {
+    /// Whether this notice is about a device's shelf rather than an alarm.
+    pub fn is_shelf(&self) -> bool {
+        self.device_id.is_some()
+    }
 }
 
 /// The sending side, cloned into the alarms stage, the sender and the API.
@@ -48,6 +62,17 @@ impl Changes {
         let _ = self.tx.send(AlarmChange {
             alarm_id: alarm_id.to_string(),
             event: event.to_string(),
+            device_id: None,
+        });
+    }
+
+    /// Announces that a device was shelved (`shelf.put`), its shelf lifted
+    /// (`shelf.lifted`) or expired (`shelf.ended`).
+    pub fn publish_shelf(&self, device_id: &str, event: &str) {
+        let _ = self.tx.send(AlarmChange {
+            alarm_id: String::new(),
+            event: event.to_string(),
+            device_id: Some(device_id.to_string()),
         });
     }
 
@@ -71,7 +96,8 @@ mod tests {
             rx.try_recv().unwrap(),
             AlarmChange {
                 alarm_id: "a1".into(),
-                event: "alarm.acked".into()
+                event: "alarm.acked".into(),
+                device_id: None,
             }
         );
         for i in 0..CAPACITY + 1 {

@@ -587,6 +587,7 @@ impl AlarmsStage {
                 self.store.put_shelf(&s).await.map_err(store_err)?;
                 tracing::info!(device, until = %crate::model::rfc3339_ms(s.until), by = %s.by, reason = %s.reason, "device shelved");
                 self.shelves.put(s.clone());
+                self.changes.publish_shelf(device, "shelf.put");
                 Ok(Some(s))
             }
             None => {
@@ -601,6 +602,7 @@ impl AlarmsStage {
                         by: String::new(),
                         at: 0,
                     });
+                    self.changes.publish_shelf(device, "shelf.lifted");
                 }
                 Ok(None)
             }
@@ -621,6 +623,7 @@ impl AlarmsStage {
                 if let Err(e) = self.store.remove_shelf(&s.device_id).await {
                     tracing::error!(error = %e, device = %s.device_id, "cannot remove expired shelf");
                 }
+                self.changes.publish_shelf(&s.device_id, "shelf.ended");
             }
             let held: Vec<String> = self
                 .book

@@ -7,6 +7,7 @@
 //! {"tree":"alarms","key":"<base64>","json":{…alarm record…}}
 //! {"tree":"outbox","key":"<base64>","json":{…pending notification…}}
 //! {"tree":"deliveries","key":"<base64>","json":{…}}
+//! {"tree":"shelves","key":"<base64>","json":{…shelf: device, until, reason, by…}}
 //! {"tree":"meta","key":"<base64>","b64":"<base64>"}
 //! {"end":true,"records":42}
 //! ```
@@ -29,11 +30,15 @@ use std::path::{Path, PathBuf};
 /// Format version written in the header.
 pub const FORMAT: u32 = 1;
 
-/// Trees in dump order, and whether their values are JSON.
-const TREES: [(&str, bool); 4] = [
+/// Trees in dump order, and whether their values are JSON. Shelves are
+/// here so a restored box keeps holding back what the officer shelved, until
+/// the same expiry (a backup without them would send a known-faulty device's
+/// alerts to everyone again).
+const TREES: [(&str, bool); 5] = [
     ("alarms", true),
     ("outbox", true),
     ("deliveries", true),
+    ("shelves", true),
     ("meta", false),
 ];
 
@@ -81,6 +86,7 @@ pub struct Counts {
     pub alarms: u64,
     pub outbox: u64,
     pub deliveries: u64,
+    pub shelves: u64,
     pub meta: u64,
 }
 
@@ -90,25 +96,28 @@ impl Counts {
             "alarms" => self.alarms += 1,
             "outbox" => self.outbox += 1,
             "deliveries" => self.deliveries += 1,
+            "shelves" => self.shelves += 1,
             _ => self.meta += 1,
         }
     }
 
     /// Total records.
     pub fn total(&self) -> u64 {
-        self.alarms + self.outbox + self.deliveries + self.meta
+        self.alarms + self.outbox + self.deliveries + self.shelves + self.meta
     }
 }
 
 impl Store {
-    fn tree_named(&self, name: &str) -> Option<&sled::Tree> {
-        match name {
-            "alarms" => Some(&self.alarms),
-            "outbox" => Some(&self.outbox),
-            "deliveries" => Some(&self.deliveries),
-            "meta" => Some(&self.meta),
+    /// A backed-up tree by name (a `sled::Tree` is a cheap handle).
+    fn tree_named(&self, name: &str) -> Result<Option<sled::Tree>, StoreError> {
+        Ok(match name {
+            "alarms" => Some(self.alarms.clone()),
+            "outbox" => Some(self.outbox.clone()),
+            "deliveries" => Some(self.deliveries.clone()),
+            "shelves" => Some(self.shelves_tree()?),
+            "meta" => Some(self.meta.clone()),
             _ => None,
-        }
+        })
     }
 
     /// Writes every record as JSON Lines. Safe while the daemon runs: each
@@ -125,7 +134,7 @@ impl Store {
         out.write_all(b"\n")?;
         let mut counts = Counts::default();
         for (name, is_json) in TREES {
-            let Some(tree) = self.tree_named(name) else {
+            let Some(tree) = self.tree_named(name)? else {
                 continue;
             };
             for kv in tree.iter() {
@@ -223,7 +232,7 @@ impl Store {
             }
             let rec: Record = serde_json::from_str(&l).map_err(|e| bad(i, e.to_string()))?;
             let tree = self
-                .tree_named(&rec.tree)
+                .tree_named(&rec.tree)?
                 .ok_or_else(|| bad(i, format!("unknown tree {:?}", rec.tree)))?;
             let key = B64
                 .decode(&rec.key)
@@ -372,6 +381,32 @@ mod tests {
         assert_eq!(r, c);
         let (back, _) = Store::open(&into).unwrap();
         assert_eq!(back.secret("ack-link-key").unwrap(), key);
+    }
+
+    #[tokio::test]
+    async fn round_trip_keeps_shelves_with_their_expiry() {
+        let (_d, s) = store_with_meta();
+        let shelf = crate::alarms::Shelf {
+            device_id: "smk-3-2-501-k".into(),
+            until: 1_900_000_000_000,
+            reason: "故障反复上报，待更换".into(),
+            by: "duty-119".into(),
+            at: 1_899_990_000_000,
+        };
+        s.put_shelf(&shelf).await.unwrap();
+        let mut buf = Vec::new();
+        let c = s.backup_to(&mut buf).unwrap();
+        assert_eq!(c.shelves, 1, "{c:?}");
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(
+            text.lines().any(|l| l.contains(r#""tree":"shelves""#)),
+            "{text}"
+        );
+        let target = tempfile::tempdir().unwrap();
+        let into = target.path().join("restored");
+        assert_eq!(Store::restore_from(&buf[..], &into).unwrap(), c);
+        let (back, _) = Store::open(&into).unwrap();
+        assert_eq!(back.shelves().unwrap(), vec![shelf]);
     }
 
     #[test]

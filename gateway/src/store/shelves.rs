@@ -5,7 +5,7 @@ use super::{decode, sled_err, Store, StoreError};
 use crate::alarms::Shelf;
 
 impl Store {
-    fn shelves_tree(&self) -> Result<sled::Tree, StoreError> {
+    pub(super) fn shelves_tree(&self) -> Result<sled::Tree, StoreError> {
         self.db.open_tree("shelves").map_err(sled_err("open tree"))
     }
 

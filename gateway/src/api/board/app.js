@@ -37,7 +37,10 @@ const STR = {
     close: "关闭", detail: "详情", silence: "消音联动", shelve: "搁置设备…", mute_alarm: "此警静音", unmute_alarm: "恢复声音",
     muted_until: "静音至", timeline: "处置记录", readings: "最近1小时读数", no_readings: "暂无读数（仅在内存中保留1小时）",
     done_silence: "已向联动报警器发送消音指令", done_shelve: "设备已搁置", shelve_for: "搁置时长", shelve_reason: "搁置原因（必填）",
-    shelved_until: "已搁置至", no_building: "未标注楼栋", building_suffix: "幢", page: "页", total: "共", no_history: "没有符合条件的报警",
+    shelved_until: "已搁置至", shelf: "搁置", shelve_device: "搁置…", unshelve: "解除搁置", done_unshelve: "已解除搁置",
+    shelve_refused: "搁置被拒绝", unshelve_refused: "解除搁置被拒绝",
+    shelf_note: "搁置只暂缓本设备的设备状态类通知（故障、防拆、低电量、离线），报警照常记录和显示；烟感、温度、电气报警永不搁置，照常立即发出。到期自动解除，最长 7 天。",
+    durations: { "2h": "2小时", "8h": "8小时", "24h": "24小时", "3d": "3天" }, no_building: "未标注楼栋", building_suffix: "幢", page: "页", total: "共", no_history: "没有符合条件的报警",
     notify_on: "桌面通知已开启", notify_denied: "浏览器拒绝了桌面通知",
     tl: { call: "电话", opened: "报警", escalated: "升级通知", repeat: "重复", cleared: "传感器恢复", acked: "确认", resolved: "处置完毕", verified: "核查关闭",
       reopened: "重新报警", reminder: "提醒", suppressed: "限流未发", silenced: "消音联动", shelved: "设备搁置，未派发", unshelved: "搁置结束，补发",
@@ -71,7 +74,10 @@ const STR = {
     close: "Close", detail: "Details", silence: "Silence sounders", shelve: "Shelve device…", mute_alarm: "Mute this alarm", unmute_alarm: "Unmute",
     muted_until: "Muted until", timeline: "Timeline", readings: "Readings, last hour", no_readings: "No readings (kept in memory for one hour)",
     done_silence: "Silence sent to the linked sounders", done_shelve: "Device shelved", shelve_for: "For", shelve_reason: "Reason (required)",
-    shelved_until: "Shelved until", no_building: "no building", building_suffix: "", page: "page", total: "total", no_history: "No alarms match",
+    shelved_until: "Shelved until", shelf: "Shelf", shelve_device: "Shelve…", unshelve: "Lift shelf", done_unshelve: "Shelf lifted",
+    shelve_refused: "Shelving refused", unshelve_refused: "Lifting refused",
+    shelf_note: "A shelf holds back only this device's health notices (fault, tamper, low battery, offline); they are still recorded and shown. Smoke, temperature and electrical alarms are never shelved and go out at once. It ends by itself, after 7 days at most.",
+    durations: { "2h": "2 h", "8h": "8 h", "24h": "24 h", "3d": "3 days" }, no_building: "no building", building_suffix: "", page: "page", total: "total", no_history: "No alarms match",
     notify_on: "Desktop notifications on", notify_denied: "The browser refused notifications",
     tl: { call: "call", opened: "opened", escalated: "escalated", repeat: "repeat", cleared: "sensor normal", acked: "acked", resolved: "resolved", verified: "verified",
       reopened: "reopened", reminder: "reminder", suppressed: "held back (rate limit)", silenced: "sounders silenced", shelved: "shelved, not dispatched",
@@ -94,6 +100,8 @@ const state = {
   speak: localStorage.getItem("gw.speak") === "1",
   cat: "all", plan: null, shelves: [], shelving: null, drawer: null, hist: { page: 1, total: 0 },
   me: null, labels: null, open: [], resolved: [], seen: null, fresh: new Set(),
+  // Devices view: the device whose shelve form is open; the API's last refusal per device.
+  shelvingDevice: null, shelfErrors: {},
   view: "alarms", source: null, refreshTimer: null, resolving: null, busy: new Set(),
   // 发送测试 per contact id: "sending", { answers } or { error }; kept across re-renders.
   tests: {},
@@ -261,24 +269,57 @@ function shelfOf(device) {
   return state.shelves.find((x) => x.device_id === device && x.until > Date.now());
 }
 
-function shelveForm(a) {
-  const dur = h("select", { name: "for", "aria-label": T("shelve_for") },
-    ["1h", "8h", "24h", "3d"].map((d) => h("option", { value: d }, d)));
-  const reason = h("input", { name: "reason", placeholder: T("shelve_reason"), maxlength: "500", required: true });
-  return h("form", { class: "resolve-form shelve-form", onsubmit: async (e) => {
+// What an officer has typed into a shelve form (by device) survives live
+// re-renders, like the resolve drafts below.
+const shelfDrafts = new Map();
+
+// The shelve form, on a health alarm's card and in a Devices row. The API's
+// refusal is kept by device and shown beside the form's place, not only in a
+// toast that fades.
+function shelveForm(device, close) {
+  const draft = shelfDrafts.get(device) || { for: "2h", reason: "" };
+  shelfDrafts.set(device, draft);
+  const dur = h("select", { name: "for", "aria-label": T("shelve_for"), onchange: (e) => { draft.for = e.target.value; } },
+    Object.entries(T("durations")).map(([v, label]) => h("option", { value: v }, label)));
+  dur.value = draft.for;
+  const reason = h("input", { name: "reason", placeholder: T("shelve_reason"), maxlength: "500", required: true,
+    oninput: (e) => { draft.reason = e.target.value; } });
+  reason.value = draft.reason;
+  return h("form", { class: "resolve-form shelve-form", "data-device-id": device, onsubmit: async (e) => {
     e.preventDefault();
-    state.shelving = null;
+    delete state.shelfErrors[device];
     try {
-      await api("POST", `/api/v1/devices/${encodeURIComponent(a.device_id)}/shelve`, { by: byValue(), for: dur.value, reason: reason.value.trim() });
+      await api("POST", `/api/v1/devices/${encodeURIComponent(device)}/shelve`, { by: byValue(), for: dur.value, reason: reason.value.trim() });
+      shelfDrafts.delete(device);
+      close();
       toast(T("done_shelve"));
     } catch (err) {
       if (err instanceof Unauthorized) return showLogin();
-      toast(err.message, true);
+      state.shelfErrors[device] = `${T("shelve_refused")}: ${err.message}`;
+      toast(state.shelfErrors[device], true);
     }
     await refresh();
   } }, h("label", {}, `${T("shelve_for")} `, dur), reason,
   h("button", { class: "btn btn-primary", type: "submit" }, T("submit")),
-  h("button", { class: "btn", type: "button", onclick: () => { state.shelving = null; render(); } }, T("cancel")));
+  h("button", { class: "btn", type: "button", onclick: () => { shelfDrafts.delete(device); delete state.shelfErrors[device]; close(); render(); } }, T("cancel")),
+  h("p", { class: "meta shelf-note" }, T("shelf_note")));
+}
+
+async function unshelve(device) {
+  delete state.shelfErrors[device];
+  state.busy.add(`dev:${device}`);
+  render();
+  try {
+    await api("DELETE", `/api/v1/devices/${encodeURIComponent(device)}/shelve`);
+    toast(T("done_unshelve"));
+  } catch (err) {
+    if (err instanceof Unauthorized) return showLogin();
+    state.shelfErrors[device] = `${T("unshelve_refused")}: ${err.message}`;
+    toast(state.shelfErrors[device], true);
+  } finally {
+    state.busy.delete(`dev:${device}`);
+  }
+  await refresh();
 }
 
 // What an officer has typed into a resolve form survives live re-renders
@@ -336,7 +377,7 @@ function alarmCard(a) {
       res ? h("div", { class: "meta" }, `${T("resolved_by")}: ${STR[state.lang].causes[res.cause] ?? res.cause} · ${actorName(a, res.by)} ${clock(res.at)}${res.note ? ` · ${res.note}` : ""}`) : "",
       h("div", { class: "meta" }, `${a.device_id} · ${a.household?.grid_name ?? ""} · ${a.id}`)),
     rolesTable(a),
-    state.resolving === a.id ? resolveForm(a) : state.shelving === a.id ? shelveForm(a) : h("div", { class: "actions" }, actionButtons(a)));
+    state.resolving === a.id ? resolveForm(a) : state.shelving === a.id ? shelveForm(a.device_id, () => { state.shelving = null; }) : h("div", { class: "actions" }, actionButtons(a)));
 }
 
 function inCat(a) { return state.cat === "all" || CATEGORY[a.kind] === state.cat; }
@@ -521,21 +562,46 @@ async function openDrawer(id) {
 function closeDrawer() { state.drawer = null; $("#drawer").hidden = true; }
 
 // ---------- devices and households ----------
+// The shelf cell of a device row: whether it is shelved (until, by whom,
+// why), 搁置 / 解除搁置 for the roles the API lets act, the form, the refusal.
+function shelfCell(d) {
+  const sh = shelfOf(d.id);
+  const can = state.me?.can_shelve;
+  const busy = state.busy.has(`dev:${d.id}`);
+  const err = state.shelfErrors[d.id];
+  return h("td", { class: "shelf-cell" },
+    sh ? [h("span", { class: "pill shelved" }, `${T("shelved_until")} ${clock(sh.until)}`),
+      h("div", { class: "meta shelf-who" }, `${actorName({}, sh.by)} · ${sh.reason}`)] : "",
+    state.shelvingDevice === d.id ? shelveForm(d.id, () => { state.shelvingDevice = null; })
+      : can ? (sh
+        ? h("button", { class: "btn btn-small", "data-action": "unshelve", disabled: busy, onclick: () => unshelve(d.id) }, T("unshelve"))
+        : h("button", { class: "btn btn-small", "data-action": "shelve-device", disabled: busy,
+          onclick: () => { state.shelvingDevice = d.id; delete state.shelfErrors[d.id]; render(); } }, T("shelve_device")))
+        : "",
+    err ? h("p", { class: "error shelf-error", role: "alert" }, err) : "");
+}
+
 async function renderDevices() {
-  const { devices } = await api("GET", "/api/v1/devices");
+  const [{ devices }, { shelves }] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/shelves")]);
+  state.shelves = shelves;
   const dk = STR[state.lang].dkinds;
+  // A redraw (live change, 10 s tick) must not take the cursor out of the shelve form.
+  const focused = document.activeElement?.closest?.("#devices .shelve-form") ? document.activeElement.name : null;
   $("#devices").replaceChildren(...devices.map((d) => {
     const vals = Object.entries(d.values || {}).filter(([k]) => k !== "battery_pct" && k !== "rssi_dbm")
       .map(([k, v]) => `${num(v)} ${METRIC_UNITS[k] ?? ""}`).join(" · ");
     const bat = d.values?.battery_pct;
-    return h("tr", { "data-device-id": d.id },
+    return h("tr", { "data-device-id": d.id, "data-shelved": shelfOf(d.id) ? "yes" : "no" },
       h("td", {}, h("b", {}, dk[d.kind] ?? d.kind), h("div", { class: "meta" }, d.id)),
       h("td", {}, `${d.address ?? d.household_id} `, h("span", { class: "meta" }, d.location)),
       h("td", { class: d.online ? "on" : "off" }, d.online ? `● ${T("online")}` : `○ ${T("offline")}`),
       h("td", {}, vals || "–", (d.flags || []).length ? h("div", { class: "meta" }, d.flags.join(", ")) : ""),
       h("td", { class: bat != null && bat < 20 ? "low" : "" }, bat != null ? `${num(bat)}%` : "–"),
-      h("td", {}, d.last_seen ? `${age(Date.parse(d.last_seen))} ${T("ago")}` : T("never")));
+      h("td", {}, d.last_seen ? `${age(Date.parse(d.last_seen))} ${T("ago")}` : T("never")),
+      shelfCell(d));
   }));
+  const again = focused && $(`#devices .shelve-form [name='${focused}']`);
+  if (again) { again.focus(); if (again.tagName === "INPUT") again.setSelectionRange(again.value.length, again.value.length); }
 }
 
 // 发送测试: a director or operator sends a marked test message to one contact
@@ -739,6 +805,8 @@ function connect() {
   const live = (on) => { const l = $("#live"); l.className = `live ${on ? "on" : "off"}`; l.title = T(on ? "live_on" : "live_off"); l.dataset.live = on ? "1" : "0"; };
   es.addEventListener("ready", () => { live(true); refresh(); });
   es.addEventListener("alarm", scheduleRefresh);
+  // Another officer shelved or lifted a device: the Devices view and the cards' pills follow.
+  es.addEventListener("shelf", scheduleRefresh);
   es.addEventListener("resync", refresh);
   es.onerror = () => {
     live(false);

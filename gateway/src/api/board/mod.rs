@@ -185,6 +185,8 @@ async fn me(c: Caller, State(s): State<ApiState>, headers: HeaderMap) -> Json<se
         "can_ack": acts,
         "can_resolve": acts,
         "can_verify": matches!(c.role, ApiRole::Director | ApiRole::GridWorker),
+        // Same rule as the shelve endpoint (controls.rs): everyone but the operator.
+        "can_shelve": acts,
         "acting_as": acting_as(&cfg, c.role),
         "plan": cfg.gateway.site.plan_svg.is_some(),
         // Set when the store was found damaged since start (the banner).
@@ -215,12 +217,13 @@ async fn plan(_c: Caller, State(s): State<ApiState>) -> Response {
     }
 }
 
-/// One SSE event for a change notice, or a `resync` when this client fell behind.
+/// One SSE event for a change notice (`alarm`, or `shelf` for a device's
+/// shelf), or a `resync` when this client fell behind.
 fn sse_event(r: Result<AlarmChange, RecvError>) -> Option<Event> {
     match r {
         Ok(change) => Some(
             Event::default()
-                .event("alarm")
+                .event(if change.is_shelf() { "shelf" } else { "alarm" })
                 .data(serde_json::to_string(&change).unwrap_or_default()),
         ),
         Err(RecvError::Lagged(n)) => Some(Event::default().event("resync").data(n.to_string())),
