@@ -141,6 +141,12 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // gridwatch patch: a cache, not a registry: it grew by
+                    // every topic ever published (a client making up topics
+                    // grew it without bound). Start over past 64k topics.
+                    if self.publish_filters.len() >= 65_536 {
+                        self.publish_filters.clear();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 

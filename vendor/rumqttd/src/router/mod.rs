@@ -349,14 +349,12 @@ pub struct IncomingMeter {
 }
 
 impl IncomingMeter {
+    /// gridwatch patch: counts the total only. The per-topic map took a
+    /// `String` per publish and grew with every topic a connection ever used
+    /// (a vendor gateway relaying thousands of devices, or a client making up
+    /// topics, without bound); nothing reads it here.
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
-        };
-        meter.count += 1;
-        meter.size += publish.len();
-
+        std::str::from_utf8(&publish.topic)?;
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();
 

@@ -263,7 +263,8 @@ impl Router {
     }
 
     fn events(&mut self, id: ConnectionId, data: Event) {
-        let span = tracing::error_span!("[>] incoming", connection_id = id);
+        // gridwatch patch: was error_span!, entered for every router event.
+        let span = tracing::trace_span!("[>] incoming", connection_id = id);
         let _guard = span.enter();
 
         match data {
@@ -589,7 +590,10 @@ impl Router {
         for packet in packets.drain(0..) {
             match packet {
                 Packet::Publish(publish, properties) => {
-                    let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
+                    // gridwatch patch: was error_span!, so with any log level
+                    // on every publish paid a span and a Debug of its topic
+                    // (about 5% of the broker's CPU at 60 000 publishes/s).
+                    let span = tracing::trace_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
                     let _guard = span.enter();
 
                     let qos = publish.qos;
