@@ -266,7 +266,7 @@ fn mqtt(src: &Source, m: &MqttConfig, rep: &mut Report) {
         rep.errors.push(src.error_at(
             &[K("mqtt"), K("broker_buffer_mib")],
             format!(
-                "mqtt broker_buffer_mib = {} is outside 1..=1024 (MiB of recent uplinks the embedded broker keeps; 16 is the default)",
+                "mqtt broker_buffer_mib = {} is outside 1..=1024 (MiB of recent uplinks the embedded broker keeps; 4 is the default)",
                 m.broker_buffer_mib
             ),
         ));

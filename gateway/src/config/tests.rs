@@ -955,7 +955,7 @@ fn mqtt_users_need_argon2_hashes_and_tls_needs_files() {
 #[test]
 fn broker_buffer_defaults_to_16_mib_and_refuses_zero() {
     let cfg = Files::valid().load().unwrap();
-    assert_eq!(cfg.gateway.mqtt.broker_buffer_mib, 16);
+    assert_eq!(cfg.gateway.mqtt.broker_buffer_mib, 4);
     let small = Files::valid()
         .edit(
             "gateway.toml",

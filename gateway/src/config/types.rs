@@ -223,8 +223,10 @@ fn default_device_burst() -> f64 {
     30.0
 }
 
+/// 4 MiB: ~2 s of backlog at 20 000 readings/s, ~45 s at 1 000/s. What a
+/// skip loses is telemetry only: alarms have the broker's urgent copy.
 fn default_broker_buffer_mib() -> u32 {
-    16
+    4
 }
 
 impl Default for MqttConfig {

@@ -61,7 +61,7 @@ impl Buffer {
 
 impl Default for Buffer {
     fn default() -> Buffer {
-        Buffer::from_mib(16)
+        Buffer::from_mib(4)
     }
 }
 
@@ -333,7 +333,7 @@ mod tests {
         let default = broker_config(addr, addr, &Security::default(), Buffer::default());
         assert_eq!(
             default.router.max_segment_size * default.router.max_segment_count,
-            16 * 1024 * 1024
+            4 * 1024 * 1024
         );
     }
 
