@@ -276,6 +276,13 @@ impl<T> CoalescingQueue<T> {
 
     /// The next item, waiting until there is one. One consumer; cancel-safe.
     pub async fn recv(&self) -> T {
+        // Counts against the task's cooperative budget: with telemetry always
+        // waiting this returned at once, forever, so the consuming task never
+        // yielded. Its own priority lane (a tokio channel, which does count)
+        // then stayed Pending once the budget was spent, and the tasks queued
+        // on its worker (alarms stage, sender, the urgent copy's reader)
+        // starved: ~100 ms per alarm at saturation.
+        tokio::task::coop::consume_budget().await;
         loop {
             if let Some(item) = self.lock().pop() {
                 return item;
@@ -535,5 +542,24 @@ mod tests {
         q.push_reading(reading("c", 0.0));
         let d = ShedCounts::of(&metrics).since(before).expect("shed");
         assert_eq!((d.coalesced, d.queue_full), (1, 0));
+    }
+
+    /// A reader that always finds telemetry waiting must still give its
+    /// worker back now and then, or its own priority lane and every task
+    /// queued behind it starve (measured: ~100 ms per alarm at saturation).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_reader_of_a_never_empty_queue_still_lets_other_tasks_run() {
+        let q = TelemetryQueue::new(16, usize::MAX, Metrics::new());
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+        for i in 0..100_000u32 {
+            q.push_reading(reading(&format!("d{}", i % 8), 0.01));
+            q.recv().await;
+            if ran.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+        }
+        panic!("the other task never ran: recv never yielded the worker");
     }
 }
