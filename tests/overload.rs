@@ -77,6 +77,7 @@ async fn a_telemetry_flood_is_shed_and_every_alarm_is_dispatched() {
         broker: BrokerMode::Embedded,
         connections: 4,
         inflight: 200,
+        alarm_connection: false,
     };
     let (sent, _, alarms) = play_load(&rig.bins, &spec, rig.mqtt_port, rig.dir.path()).await;
     let wanted: BTreeSet<String> = alarms.iter().map(|(d, _)| d.clone()).collect();

@@ -281,6 +281,10 @@ struct LoadCmd {
     /// Unacknowledged QoS 1 publishes per connection.
     #[arg(long, default_value_t = 100)]
     inflight: u16,
+    /// Send the alarm readings on a connection of their own, as a detector
+    /// has, instead of among the telemetry of the shared connections.
+    #[arg(long)]
+    alarm_connection: bool,
     /// Write a registry.toml naming the simulated devices (docs/contract.md §2).
     #[arg(long)]
     registry_out: Option<PathBuf>,
@@ -429,6 +433,7 @@ async fn load(cmd: LoadCmd) -> anyhow::Result<()> {
         prefix: cmd.prefix,
         alarm_kind: cmd.alarm_kind,
         inflight: cmd.inflight,
+        alarm_connection: cmd.alarm_connection,
         registry_out: cmd.registry_out,
         registry_only: cmd.registry_only,
         alarms_out: cmd.alarms_out,

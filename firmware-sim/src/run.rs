@@ -258,6 +258,8 @@ pub struct LoadOptions {
     pub prefix: String,
     pub alarm_kind: AlarmKind,
     pub inflight: u16,
+    /// Alarm readings on a connection of their own.
+    pub alarm_connection: bool,
     pub registry_out: Option<PathBuf>,
     /// Write the registry and stop, without connecting.
     pub registry_only: bool,
@@ -297,6 +299,14 @@ pub async fn run_load(
         cfg.queue = usize::from(opts.inflight).max(100) * 4;
         publishers.push(Publisher::connect(&opts.mqtt, cfg).await?);
     }
+    let alarm_publisher = if opts.alarm_connection {
+        let mut cfg = PublisherConfig::new(format!("{}-alarms", opts.client_id));
+        cfg.inflight = opts.inflight;
+        cfg.queue = usize::from(opts.inflight).max(100) * 4;
+        Some(Arc::new(Publisher::connect(&opts.mqtt, cfg).await?))
+    } else {
+        None
+    };
     let _ = writeln!(
         out,
         "load: {} readings at {}/s for {:.1}s over {} devices, {} connections",
@@ -315,7 +325,10 @@ pub async fn run_load(
             let prefix = Arc::clone(&prefix);
             let kind = opts.alarm_kind;
             let c = u32::try_from(c).unwrap_or(u32::MAX);
-            tokio::spawn(async move { run_connection(plan, c, &prefix, kind, p, start).await })
+            let alarms = alarm_publisher.clone();
+            tokio::spawn(
+                async move { run_connection(plan, c, &prefix, kind, (p, alarms), start).await },
+            )
         })
         .collect();
     let mut alarms: Vec<(String, i64)> = Vec::new();
@@ -328,6 +341,12 @@ pub async fn run_load(
     let send_elapsed = start.elapsed();
     let mut counts = Counts::default();
     let mut first_err = None;
+    if let Some(a) = alarm_publisher {
+        match Arc::try_unwrap(a) {
+            Ok(a) => publishers.push(a),
+            Err(_) => first_err = Some(MqttError::Closed("alarm connection still shared".into())),
+        }
+    }
     for p in publishers {
         match p.finish(ACK_DEADLINE).await {
             Ok(c) => {
@@ -381,7 +400,7 @@ async fn run_connection(
     c: u32,
     prefix: &str,
     kind: AlarmKind,
-    publisher: Publisher,
+    (publisher, alarm_publisher): (Publisher, Option<Arc<Publisher>>),
     start: Instant,
 ) -> Result<(Publisher, Vec<(String, i64)>), RunError> {
     let mut rng = StdRng::from_entropy();
@@ -395,9 +414,11 @@ async fn run_connection(
         let ts = now_ms();
         let alarm = plan.is_alarm(k);
         let payload = load_payload(kind, alarm, rng.gen_range(20..=60), ts);
-        publisher
-            .publish(reading_topic(&id), payload.to_json())
-            .await?;
+        let via = match (&alarm_publisher, alarm) {
+            (Some(a), true) => a.as_ref(),
+            _ => &publisher,
+        };
+        via.publish(reading_topic(&id), payload.to_json()).await?;
         if alarm {
             alarms.push((id, ts));
         }

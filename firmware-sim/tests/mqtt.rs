@@ -592,3 +592,40 @@ async fn dropped_connection_is_resumed_without_losing_readings() {
         seen.len()
     );
 }
+
+/// `--alarm-connection`: the alarm readings go out on a connection of their
+/// own (a detector's), the rest as before; nothing is lost either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_with_an_alarm_connection_sends_everything() {
+    let broker = start_broker();
+    let (_sub, mut rx) = subscribe(broker).await;
+    let out = run_sim(&[
+        "load",
+        "--devices",
+        "10",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--mqtt",
+        &broker.to_string(),
+        "--alarm-every",
+        "50",
+        "--alarm-connection",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("published 200, acked 200"), "{stdout}");
+    assert!(stdout.contains("alarm readings 4"), "{stdout}");
+    let seen = collect(&mut rx, 200).await;
+    let alarms = seen
+        .iter()
+        .filter(|m| String::from_utf8_lossy(&m.payload).contains("smoke_alarm"))
+        .count();
+    assert_eq!((seen.len(), alarms), (200, 4));
+}

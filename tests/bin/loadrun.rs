@@ -30,6 +30,7 @@ struct Args {
     brokers: Vec<BrokerMode>,
     connections: u32,
     inflight: u16,
+    alarm_connection: bool,
     debug: bool,
     scale: Vec<u32>,
     recovery: Option<u32>,
@@ -40,6 +41,7 @@ struct Args {
 const USAGE: &str =
     "usage: loadrun [--rates R1,R2,..] [--duration S] [--devices N] [--alarms-per-sec A]
                [--broker embedded|mosquitto|both] [--connections C] [--inflight W]
+               [--alarm-connection own|shared]
                [--scale N1,N2,..] [--recovery DEVICES] [--debug]
                [--compare nodered] [--durability ALARMS]
   --rates       offered readings/s, one run each (default 1000,5000,20000); 0 rates = none
@@ -47,6 +49,8 @@ const USAGE: &str =
   --devices     simulated devices (default 10007, prime: each alarm on its own device)
   --alarms-per-sec  smoke alarm readings per second in the load (default 20)
   --broker      embedded (default), mosquitto (external, started here) or both
+  --alarm-connection  own: alarm readings on a connection of their own, as a
+                detector has; shared (default): behind the telemetry of the shared connections
   --scale       also time start→ready and RSS with these numbers of registered devices
   --recovery    also kill -9 with DEVICES×4 pending webhooks and time ready and drain
   --compare nodered  also run every rate through Mosquitto + Node-RED (bench/nodered/,
@@ -64,6 +68,7 @@ fn parse_args() -> anyhow::Result<Args> {
         brokers: vec![BrokerMode::Embedded],
         connections: 4,
         inflight: 100,
+        alarm_connection: false,
         debug: false,
         scale: Vec::new(),
         recovery: None,
@@ -100,6 +105,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--alarms-per-sec" => a.alarms_per_sec = value.parse().context("--alarms-per-sec")?,
             "--connections" => a.connections = value.parse().context("--connections")?,
             "--inflight" => a.inflight = value.parse().context("--inflight")?,
+            "--alarm-connection" => match value.as_str() {
+                "own" => a.alarm_connection = true,
+                "shared" => a.alarm_connection = false,
+                other => bail!("--alarm-connection {other:?}: own or shared"),
+            },
             "--scale" => a.scale = list(&value)?.into_iter().map(|n| n as u32).collect(),
             "--recovery" => a.recovery = Some(value.parse().context("--recovery")?),
             "--durability" => a.durability = value.parse().context("--durability")?,
@@ -161,6 +171,7 @@ fn spec(args: &Args, rate: f64, broker: BrokerMode) -> LoadSpec {
         broker,
         connections: args.connections,
         inflight: args.inflight,
+        alarm_connection: args.alarm_connection,
     }
 }
 

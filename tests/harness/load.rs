@@ -72,6 +72,9 @@ pub struct LoadSpec {
     pub connections: u32,
     /// `firmware-sim --inflight`.
     pub inflight: u16,
+    /// `firmware-sim --alarm-connection`: alarms on a connection of their
+    /// own (as a detector has) instead of behind the shared connections' telemetry.
+    pub alarm_connection: bool,
 }
 
 /// One line of the table.
@@ -625,6 +628,7 @@ pub async fn play_load(
         .args(["--alarm-kind", "smoke"])
         .args(["--connections", &spec.connections.to_string()])
         .args(["--inflight", &spec.inflight.to_string()])
+        .args(spec.alarm_connection.then_some("--alarm-connection"))
         .arg("--alarms-out")
         .arg(&alarms_path)
         .output()

@@ -493,6 +493,7 @@ pub async fn run_durability(bins: &Bins, target: Target, alarms: u32) -> Durabil
         broker: load::BrokerMode::Mosquitto,
         connections: 1,
         inflight: 100,
+        alarm_connection: false,
     };
     let (_, _, sent) = play_load(bins, &spec, mqtt_port, dir.path()).await;
 
