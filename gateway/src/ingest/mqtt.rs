@@ -171,10 +171,7 @@ impl Handoff {
             self.telemetry.supersede(&p.topic);
             return self.urgent.send(p).await.is_ok();
         }
-        if self
-            .fastlane()
-            .is_some_and(|mut f| f.stale(&p.topic, Instant::now()))
-        {
+        if self.fastlane().is_some_and(|mut f| f.stale(&p.topic)) {
             self.metrics.shed(overload::ShedReason::Stale);
             return true;
         }
