@@ -279,6 +279,36 @@ async fn scenario_publishes_exactly_its_readings() {
     assert_eq!(recorded, got);
 }
 
+/// `firmware-sim load` of 10 devices at 200 readings/s for 1 s, every 50th
+/// an alarm, plus `extra`; checks it published and had acked all 200 and
+/// sent 4 alarm readings.
+async fn small_load(broker: SocketAddr, extra: &[&str]) {
+    let broker = broker.to_string();
+    let mut args = vec![
+        "load",
+        "--devices",
+        "10",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--mqtt",
+        &broker,
+        "--alarm-every",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    let out = run_sim(&args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("published 200, acked 200"), "{stdout}");
+    assert!(stdout.contains("alarm readings 4"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_sends_rate_times_duration_readings() {
     let broker = start_broker();
@@ -288,33 +318,17 @@ async fn load_sends_rate_times_duration_readings() {
     let registry = dir.path().join("registry.toml");
 
     let before = now_ms();
-    let out = run_sim(&[
-        "load",
-        "--devices",
-        "10",
-        "--rate",
-        "200",
-        "--duration",
-        "1",
-        "--mqtt",
-        &broker.to_string(),
-        "--alarm-every",
-        "50",
-        "--alarms-out",
-        alarms.to_str().unwrap(),
-        "--registry-out",
-        registry.to_str().unwrap(),
-    ])
+    small_load(
+        broker,
+        &[
+            "--alarms-out",
+            alarms.to_str().unwrap(),
+            "--registry-out",
+            registry.to_str().unwrap(),
+        ],
+    )
     .await;
     let after = now_ms();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("published 200, acked 200"), "{stdout}");
-    assert!(stdout.contains("alarm readings 4"), "{stdout}");
 
     let seen = collect(&mut rx, 200).await;
     assert_eq!(seen.len(), 200);
@@ -599,29 +613,7 @@ async fn dropped_connection_is_resumed_without_losing_readings() {
 async fn load_with_an_alarm_connection_sends_everything() {
     let broker = start_broker();
     let (_sub, mut rx) = subscribe(broker).await;
-    let out = run_sim(&[
-        "load",
-        "--devices",
-        "10",
-        "--rate",
-        "200",
-        "--duration",
-        "1",
-        "--mqtt",
-        &broker.to_string(),
-        "--alarm-every",
-        "50",
-        "--alarm-connection",
-    ])
-    .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("published 200, acked 200"), "{stdout}");
-    assert!(stdout.contains("alarm readings 4"), "{stdout}");
+    small_load(broker, &["--alarm-connection"]).await;
     let seen = collect(&mut rx, 200).await;
     let alarms = seen
         .iter()
