@@ -21,8 +21,10 @@
 //! too. The `S` marker is appended after sled's flush returned; records
 //! before it must be in sled, records after it may or may not be (sled
 //! writes in the background too). Appends go straight to the OS (one
-//! `write` per record, no user-space buffer), so they survive `kill -9`;
-//! the marker is followed by `fdatasync`, which is what a power cut needs.
+//! `write` per record, no user-space buffer), so they survive `kill -9`.
+//! For a power cut, a flush runs `fdatasync` on the journal at the same time
+//! as sled's own flush (one disk wait, not two in a row), and appends the
+//! marker once both returned; the marker rides on the next sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -30,7 +32,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const MAGIC: &[u8; 4] = b"GWJ1";
 const HEADER_LEN: usize = 16;
@@ -299,7 +301,8 @@ pub struct Journal {
 }
 
 struct Tail {
-    file: File,
+    /// Shared so a sync can run outside the lock while appends go on.
+    file: Arc<File>,
     records: u64,
     synced: u64,
     bytes: u64,
@@ -342,7 +345,7 @@ fn write_snapshot(path: &Path, ops: &[Op]) -> Result<(u64, Tail), JournalError> 
     Ok((
         id,
         Tail {
-            file,
+            file: Arc::new(file),
             records,
             synced: records,
             bytes: len,
@@ -418,7 +421,7 @@ impl Journal {
         }
         let rec = batch(ops);
         let mut t = self.file.lock().map_err(|_| JournalError::Poisoned)?;
-        if let Err(source) = t.file.write_all(&rec) {
+        if let Err(source) = (&*t.file).write_all(&rec) {
             t.broken = Some(source.to_string());
             return Err(JournalError::Io {
                 path: self.path.clone(),
@@ -438,18 +441,35 @@ impl Journal {
         (self.id(), records)
     }
 
-    /// Marks everything before `pos` as on sled's disk and syncs the file.
+    /// Makes every record before `pos` durable (`fdatasync`), without
+    /// holding the lock: appends go on meanwhile, and the store runs this at
+    /// the same time as sled's own flush rather than after it.
+    pub fn sync(&self, pos: (u64, u64)) -> Result<(), JournalError> {
+        let (id, upto) = pos;
+        let file = {
+            let t = self.file.lock().map_err(|_| JournalError::Poisoned)?;
+            if t.synced >= upto || id != self.id() {
+                return Ok(());
+            }
+            t.file.clone()
+        };
+        file.sync_data().map_err(|source| self.broke(source))
+    }
+
+    /// Marks everything before `pos` as on sled's disk. Called once sled's
+    /// flush and [`Journal::sync`] of the same position both returned. The
+    /// marker itself is not synced: it reaches the disk with the next sync,
+    /// and a marker lost in a power cut only leaves more records unchecked.
     /// A position of a file since replaced by [`Journal::rewrite`] is ignored
     /// (the snapshot was synced whole).
-    pub fn synced(&self, pos: (u64, u64)) -> Result<(), JournalError> {
+    pub fn mark_synced(&self, pos: (u64, u64)) -> Result<(), JournalError> {
         let (id, upto) = pos;
         let mut t = self.file.lock().map_err(|_| JournalError::Poisoned)?;
         if t.synced >= upto || id != self.id() {
             return Ok(());
         }
         let rec = synced(upto);
-        let res = t.file.write_all(&rec).and_then(|_| t.file.sync_data());
-        if let Err(source) = res {
+        if let Err(source) = (&*t.file).write_all(&rec) {
             t.broken = Some(source.to_string());
             return Err(JournalError::Io {
                 path: self.path.clone(),
@@ -460,6 +480,17 @@ impl Journal {
         t.bytes += rec.len() as u64;
         t.synced = upto;
         Ok(())
+    }
+
+    /// Records a failed sync as the journal's breakage.
+    fn broke(&self, source: std::io::Error) -> JournalError {
+        if let Ok(mut t) = self.file.lock() {
+            t.broken = Some(source.to_string());
+        }
+        JournalError::Io {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Why the journal stopped mirroring the store, if it did.
@@ -487,7 +518,8 @@ mod tests {
         let j = Journal::create(&p, &[put(0, "a", "1")]).unwrap();
         j.append(&[put(0, "a", "2"), put(1, "k", "x")]).unwrap();
         let pos = j.position();
-        j.synced(pos).unwrap();
+        j.sync(pos).unwrap();
+        j.mark_synced(pos).unwrap();
         j.append(&[Op {
             tree: 1,
             key: b"k".to_vec(),
@@ -502,6 +534,33 @@ mod tests {
         assert_eq!(r.state.get(&(0, b"a".to_vec())), Some(&b"2".to_vec()));
         assert!(!r.state.contains_key(&(1, b"k".to_vec())));
         assert_eq!(r.history[&(1, b"k".to_vec())].len(), 2);
+    }
+
+    #[test]
+    fn flushes_that_finish_out_of_order_never_move_the_marker_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("data.journal");
+        let j = Journal::create(&p, &[put(0, "a", "1")]).unwrap();
+        j.append(&[put(0, "b", "2")]).unwrap();
+        let early = j.position();
+        j.append(&[put(0, "c", "3")]).unwrap();
+        let late = j.position();
+        j.sync(late).unwrap();
+        j.sync(early).unwrap();
+        j.mark_synced(late).unwrap();
+        j.mark_synced(early).unwrap();
+        // An append while another flush's sync may be running goes on.
+        j.append(&[put(0, "d", "4")]).unwrap();
+        let r = read(&p).unwrap().unwrap();
+        assert!(r.damage.is_none(), "{:?}", r.damage);
+        assert_eq!(r.synced_upto, late.1);
+        assert_eq!(r.records, late.1 + 2, "one marker, then the last append");
+        // A position of a replaced file is ignored, not marked in the new one.
+        j.rewrite(&[put(0, "a", "1")]).unwrap();
+        j.sync(late).unwrap();
+        j.mark_synced(late).unwrap();
+        let r = read(&p).unwrap().unwrap();
+        assert_eq!(r.records, 2, "snapshot and its own marker only");
     }
 
     #[test]

@@ -291,20 +291,32 @@ impl Store {
             .map(|e| format!("journal append failed: {e}"))
     }
 
-    /// Waits until everything written so far is on disk.
-    /// The journal is marked and synced after sled's flush returned.
+    /// Waits until everything written so far is on disk: sled's flush and
+    /// the journal's sync run at the same time, and the journal is marked
+    /// once both returned.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let upto = self.journal.as_ref().map(|j| (j.clone(), j.position()));
-        self.db.flush_async().await.map_err(sled_err("flush"))?;
-        if let Some((j, upto)) = upto {
-            let res = tokio::task::spawn_blocking(move || j.synced(upto)).await;
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "STORE JOURNAL SYNC FAILED: the store's independent record is incomplete")
-                }
-                Err(e) => tracing::error!(error = %e, "journal sync task failed"),
+        let Some(j) = self.journal.clone() else {
+            self.db.flush_async().await.map_err(sled_err("flush"))?;
+            return Ok(());
+        };
+        let pos = j.position();
+        let syncing = {
+            let j = j.clone();
+            tokio::task::spawn_blocking(move || j.sync(pos))
+        };
+        let flushed = self.db.flush_async().await;
+        let synced = syncing.await;
+        flushed.map_err(sled_err("flush"))?;
+        let res = match synced {
+            Ok(Ok(())) => j.mark_synced(pos),
+            Ok(Err(e)) => Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "journal sync task failed");
+                return Ok(());
             }
+        };
+        if let Err(e) = res {
+            tracing::error!(error = %e, "STORE JOURNAL SYNC FAILED: the store's independent record is incomplete");
         }
         Ok(())
     }
