@@ -52,6 +52,9 @@ pub struct Config {
     households: HashMap<String, usize>,
     contacts: HashMap<String, usize>,
     grids: HashMap<String, usize>,
+    /// Devices of each household, in registry order: linked sounders are
+    /// looked up per alarm, and a compound can hold ten thousand devices.
+    household_devices: HashMap<String, Vec<usize>>,
 }
 
 /// One problem in a config file, with its position when known.
@@ -292,6 +295,13 @@ impl Config {
             households: index(registry.households.iter().map(|h| &h.id)),
             contacts: index(registry.contacts.iter().map(|c| &c.id)),
             grids: index(registry.grids.iter().map(|g| &g.id)),
+            household_devices: registry.devices.iter().enumerate().fold(
+                HashMap::new(),
+                |mut m: HashMap<String, Vec<usize>>, (i, d)| {
+                    m.entry(d.household.clone()).or_default().push(i);
+                    m
+                },
+            ),
             gateway,
             registry,
             rules,
@@ -332,6 +342,15 @@ impl Config {
         self.contacts
             .get(id)
             .and_then(|&i| self.registry.contacts.get(i))
+    }
+
+    /// The devices installed in a household, in registry order.
+    pub fn household_devices(&self, household_id: &str) -> impl Iterator<Item = &Device> {
+        self.household_devices
+            .get(household_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.registry.devices.get(i))
     }
 
     /// A grid by id.

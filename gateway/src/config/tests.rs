@@ -1156,3 +1156,21 @@ fn gb26875_bad_values_are_errors_at_their_line() {
     );
     bad.expect("registry.toml", "ten-2", "zone-position");
 }
+
+#[test]
+fn household_devices_lists_each_homes_devices_in_registry_order() {
+    let cfg = Files::valid()
+        .edit(
+            "registry.toml",
+            "[[contacts]]\nid = \"c-a\"",
+            "[[devices]]\nid = \"d2\"\nkind = \"smoke\"\nhousehold = \"h2\"\n\n\
+             [[devices]]\nid = \"d3\"\nkind = \"smoke\"\nhousehold = \"h1\"\n\n\
+             [[contacts]]\nid = \"c-a\"",
+        )
+        .load()
+        .unwrap();
+    let ids = |h: &str| -> Vec<String> { cfg.household_devices(h).map(|d| d.id.clone()).collect() };
+    assert_eq!(ids("h1"), ["d1", "rcm1", "d3"]);
+    assert_eq!(ids("h2"), ["d2"]);
+    assert!(ids("nowhere").is_empty());
+}

@@ -480,19 +480,18 @@ impl Sounders {
         let mut homes: Vec<&str> = vec![alarm.household_id.as_str()];
         if cfg.routing.linkage.neighbours {
             if let Some(h) = cfg.household(&alarm.household_id) {
-                homes.extend(h.neighbours.iter().map(String::as_str));
+                for n in &h.neighbours {
+                    if !homes.contains(&n.as_str()) {
+                        homes.push(n);
+                    }
+                }
             }
         }
         Sounders {
-            linked: cfg
-                .registry
-                .devices
+            linked: homes
                 .iter()
-                .filter(|d| {
-                    homes.contains(&d.household.as_str())
-                        && smoke(d.kind)
-                        && d.id != alarm.device_id
-                })
+                .flat_map(|h| cfg.household_devices(h))
+                .filter(|d| smoke(d.kind) && d.id != alarm.device_id)
                 .map(|d| d.id.clone())
                 .collect(),
             own: cfg.device(&alarm.device_id).is_some_and(|d| smoke(d.kind)),
@@ -795,6 +794,76 @@ mod tests {
         a.severity = Severity::Critical;
         a.kind = AlarmKind::ResidualCurrent;
         assert!(sounder_commands(&s, &a, 5, &mut counter()).is_empty());
+    }
+
+    /// A compound of three homes in a row (h2 neighbours h1 and h3) with
+    /// smoke, combo and leakage devices, loaded like the daemon loads it.
+    fn row_of_homes(neighbours: bool) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "gateway.toml",
+                "registry = \"registry.toml\"\nrules = \"rules.toml\"\nrouting = \"routing.toml\"\n\
+                 [site]\nid = \"s\"\nname = \"S\"\n[mqtt]\nlisten = \"127.0.0.1:1883\"\n\
+                 [http]\nlisten = \"127.0.0.1:8080\"\n[channels.console]\nenabled = true\n"
+                    .to_string(),
+            ),
+            ("rules.toml", "[heartbeat]\nmqtt = \"5m\"\n".to_string()),
+            (
+                "routing.toml",
+                format!(
+                    "[roles]\ngrid_worker = [\"console\"]\n[[route]]\nkinds = [\"smoke\"]\n\
+                     severities = [\"critical\"]\nnotify = [\"grid_worker\"]\n\
+                     [linkage]\nneighbours = {neighbours}\n"
+                ),
+            ),
+            ("registry.toml", {
+                let mut r = String::from(
+                    "[[grids]]\nid = \"g\"\nname = \"G\"\ngrid_workers = [\"c\"]\n\
+                     [[contacts]]\nid = \"c\"\nname = \"C\"\n",
+                );
+                for (h, n) in [("h1", "\"h2\""), ("h2", "\"h1\", \"h3\""), ("h3", "\"h2\"")] {
+                    r += &format!(
+                        "[[households]]\nid = \"{h}\"\naddress = \"{h}\"\ngrid = \"g\"\nneighbours = [{n}]\n"
+                    );
+                }
+                for (id, kind, h) in [
+                    ("smk-1", "smoke", "h1"),
+                    ("rcm-1", "residual_current", "h1"),
+                    ("smk-2", "smoke", "h2"),
+                    ("cmb-2", "combo", "h2"),
+                    ("smk-2b", "smoke", "h2"),
+                    ("smk-3", "smoke", "h3"),
+                ] {
+                    r += &format!("[[devices]]\nid = \"{id}\"\nkind = \"{kind}\"\nhousehold = \"{h}\"\n");
+                }
+                r
+            }),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let cfg = Config::load_with_env(&dir.path().join("gateway.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, cfg)
+    }
+
+    #[test]
+    fn linked_sounders_are_the_other_smoke_detectors_of_the_home_and_its_neighbours() {
+        let mut a = alarm();
+        a.device_id = "smk-2".into();
+        a.household_id = "h2".into();
+        let (_d, cfg) = row_of_homes(true);
+        let s = Sounders::of(&cfg, &a);
+        assert_eq!(s.linked, ["cmb-2", "smk-2b", "smk-1", "smk-3"]);
+        assert!(s.own);
+        let (_d, cfg) = row_of_homes(false);
+        assert_eq!(Sounders::of(&cfg, &a).linked, ["cmb-2", "smk-2b"]);
+        a.device_id = "rcm-1".into();
+        a.household_id = "h1".into();
+        let s = Sounders::of(&cfg, &a);
+        assert_eq!(s.linked, ["smk-1"]);
+        assert!(!s.own);
     }
 
     // --- properties over generated households ---------------------------
