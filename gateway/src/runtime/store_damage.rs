@@ -51,6 +51,12 @@ pub async fn raise(signals: &mpsc::Sender<Signal>, signal: Option<Signal>) {
 /// Announces what [`crate::store::Store::open`] found. Silent when nothing.
 pub fn announce_open(report: &OpenReport, metrics: &Metrics, health: &Health) {
     announce(&report.damage, report.recovery.as_ref(), metrics, health);
+    if report.tail_applied > 0 {
+        tracing::warn!(
+            keys = report.tail_applied,
+            "store caught up from its journal: writes made just before the last stop had not reached sled's disk"
+        );
+    }
     if let Some(aside) = &report.journal_aside {
         tracing::error!(moved_to = %aside.display(), "damaged store journal kept aside for inspection; a new journal was written from the store");
     }

@@ -105,6 +105,9 @@ pub struct OpenReport {
     pub recovery: Option<Recovery>,
     /// Where a damaged or foreign journal was moved.
     pub journal_aside: Option<PathBuf>,
+    /// Keys written back from the journal's tail: writes a crash (kill -9,
+    /// power cut) cut off before sled had them. Recovery, not damage.
+    pub tail_applied: usize,
 }
 
 impl Store {
@@ -183,7 +186,12 @@ impl Store {
             Err(e) => return Err(e),
         };
         let mut store = match store {
-            Ok(s) => s,
+            Ok(s) => {
+                if let Some(r) = &replay {
+                    report.tail_applied = s.apply_tail(r)?;
+                }
+                s
+            }
             Err(old) => {
                 let aside = integrity::aside_path(path, "broken");
                 let (salvage_from, aside) = match old {
