@@ -110,6 +110,19 @@ pub struct OpenReport {
     pub tail_applied: usize,
 }
 
+/// A flush the alarm path waited long for is said in the log: on an SD card
+/// it is the first sign of a wearing or throttled disk.
+fn note_slow_flush(sled: std::time::Duration, journal: std::time::Duration) {
+    const SLOW: std::time::Duration = std::time::Duration::from_millis(100);
+    if sled.max(journal) >= SLOW {
+        tracing::warn!(
+            sled_ms = sled.as_millis() as u64,
+            journal_ms = journal.as_millis() as u64,
+            "slow store flush: every alarm waits for it before it is sent"
+        );
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store and checks it against its journal.
     ///
@@ -308,12 +321,20 @@ impl Store {
             return Ok(());
         };
         let pos = j.position();
+        let started = std::time::Instant::now();
         let syncing = {
             let j = j.clone();
-            tokio::task::spawn_blocking(move || j.sync(pos))
+            tokio::task::spawn_blocking(move || {
+                let r = j.sync(pos);
+                (r, started.elapsed())
+            })
         };
         let flushed = self.db.flush_async().await;
-        let synced = syncing.await;
+        let sled_took = started.elapsed();
+        let synced = syncing.await.map(|(r, took)| {
+            note_slow_flush(sled_took, took);
+            r
+        });
         flushed.map_err(sled_err("flush"))?;
         let res = match synced {
             Ok(Ok(())) => j.mark_synced(pos),
@@ -563,3 +584,54 @@ mod security;
 mod shelves;
 mod voice_calls;
 pub use security::{AuditEntry, PurgeReport};
+
+#[cfg(test)]
+mod tests {
+    use super::note_slow_flush;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(sled_ms: u64, journal_ms: u64) -> String {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            note_slow_flush(
+                Duration::from_millis(sled_ms),
+                Duration::from_millis(journal_ms),
+            )
+        });
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn a_flush_the_alarm_path_waited_long_for_is_logged_with_both_parts() {
+        let line = logged(3, 150);
+        assert!(
+            line.contains("WARN") && line.contains("slow store flush"),
+            "{line}"
+        );
+        assert!(
+            line.contains("sled_ms=3") && line.contains("journal_ms=150"),
+            "{line}"
+        );
+        assert_eq!(logged(40, 2), "");
+    }
+}
