@@ -604,7 +604,17 @@ pub async fn run_once(bins: &Bins, spec: &LoadSpec) -> Row {
     if let Some(m) = mosquitto.as_mut() {
         m.kill9();
     }
+    report_slow_flushes(&dir.path().join("gridwatch.log"), spec.rate);
     row
+}
+
+/// Repeats the gateway's slow-store-flush warnings on stderr: a disk that
+/// stalled during a run explains a latency tail the table alone cannot.
+fn report_slow_flushes(log: &Path, rate: f64) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines().filter(|l| l.contains("slow store flush")) {
+        eprintln!("loadrun: at {rate}/s the gateway logged: {line}");
+    }
 }
 
 /// Plays `firmware-sim load` at `spec` against the broker on `mqtt_port`;
