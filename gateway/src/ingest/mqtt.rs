@@ -408,7 +408,7 @@ impl DeviceRates {
         } else {
             &mut self.normal
         };
-        l.try_take(&device_id.to_string(), now)
+        l.try_take(device_id, now)
     }
 
     /// Follows a config reload.

@@ -136,6 +136,35 @@ pub struct Coalescer<T> {
     max_bytes: usize,
 }
 
+/// An item that names the key it coalesces under.
+pub trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for Reading {
+    fn key(&self) -> &str {
+        &self.device_id
+    }
+}
+
+/// Puts `item` in a waiting key's slot, unless that passes `max_bytes`.
+fn replace<T>(
+    bytes: &mut usize,
+    max_bytes: usize,
+    slot: &mut Entry<T>,
+    item: T,
+    weight: usize,
+) -> Push {
+    let total = *bytes - slot.weight + weight;
+    if total > max_bytes {
+        return Push::Full;
+    }
+    slot.item = item;
+    slot.weight = weight;
+    *bytes = total;
+    Push::Coalesced
+}
+
 impl<T> Coalescer<T> {
     /// An empty queue holding at most `max_keys` keys (at least one) and
     /// `max_bytes` of item weight.
@@ -153,23 +182,32 @@ impl<T> Coalescer<T> {
     /// Queues `item` (weighing `weight` bytes) as `key`'s latest.
     pub fn push(&mut self, key: &str, item: T, weight: usize) -> Push {
         if let Some(slot) = self.latest.get_mut(key) {
-            let bytes = self.bytes - slot.weight + weight;
-            if bytes > self.max_bytes {
-                return Push::Full;
-            }
-            slot.item = item;
-            slot.weight = weight;
-            self.bytes = bytes;
-            return Push::Coalesced;
+            return replace(&mut self.bytes, self.max_bytes, slot, item, weight);
         }
+        self.insert(key.to_string(), item, weight)
+    }
+
+    /// [`Coalescer::push`] under the item's own key: a device already waiting
+    /// (the common case in a storm) costs no key copy.
+    pub fn push_item(&mut self, item: T, weight: usize) -> Push
+    where
+        T: Keyed,
+    {
+        if let Some(slot) = self.latest.get_mut(item.key()) {
+            return replace(&mut self.bytes, self.max_bytes, slot, item, weight);
+        }
+        let key = item.key().to_string();
+        self.insert(key, item, weight)
+    }
+
+    fn insert(&mut self, key: String, item: T, weight: usize) -> Push {
         if self.latest.len() >= self.max_keys || self.bytes + weight > self.max_bytes {
             return Push::Full;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.latest
-            .insert(key.to_string(), Entry { item, weight, seq });
-        self.order.push_back((key.to_string(), seq));
+        self.order.push_back((key.clone(), seq));
+        self.latest.insert(key, Entry { item, weight, seq });
         self.bytes += weight;
         Push::Queued
     }
@@ -177,8 +215,9 @@ impl<T> Coalescer<T> {
     /// The longest-waiting key's latest item.
     pub fn pop(&mut self) -> Option<T> {
         while let Some((key, seq)) = self.order.pop_front() {
-            if self.latest.get(&key).is_some_and(|e| e.seq == seq) {
-                if let Some(e) = self.latest.remove(&key) {
+            if let std::collections::hash_map::Entry::Occupied(e) = self.latest.entry(key) {
+                if e.get().seq == seq {
+                    let e = e.remove();
                     self.bytes -= e.weight;
                     return Some(e.item);
                 }
@@ -258,6 +297,11 @@ impl<T> CoalescingQueue<T> {
     /// refuses is counted as shed.
     pub fn push(&self, key: &str, item: T, weight: usize) -> Push {
         let outcome = self.lock().push(key, item, weight);
+        self.count(outcome)
+    }
+
+    /// Wakes the consumer for a new key, counts what was shed.
+    fn count(&self, outcome: Push) -> Push {
         match outcome {
             Push::Queued => self.ready.notify_one(),
             Push::Coalesced => self.metrics.shed(ShedReason::Coalesced),
@@ -307,8 +351,8 @@ impl<T> CoalescingQueue<T> {
 impl CoalescingQueue<Reading> {
     /// Queues a parsed telemetry reading under its device.
     pub fn push_reading(&self, reading: Reading) -> Push {
-        let device = reading.device_id.clone();
-        self.push(&device, reading, 1)
+        let outcome = self.lock().push_item(reading, 1);
+        self.count(outcome)
     }
 }
 

@@ -2,6 +2,7 @@
 //! IP for failed API logins, device id for ingest). Time is passed in (epoch
 //! ms), so the logic is tested without a clock.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -92,24 +93,33 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
         self.rate = rate;
     }
 
-    fn bucket(&mut self, key: &K, now: i64) -> &mut Bucket {
-        if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
+    /// Makes room for one more key: drops full buckets, else forgets all.
+    fn make_room(&mut self, now: i64) {
+        if self.buckets.len() >= self.max_keys {
             let rate = self.rate;
             self.buckets.retain(|_, b| !b.is_full(rate, now));
             if self.buckets.len() >= self.max_keys {
                 self.buckets.clear();
             }
         }
-        let rate = self.rate;
-        self.buckets
-            .entry(key.clone())
-            .or_insert_with(|| Bucket::full(rate, now))
     }
 
-    /// Takes a token for `key`; false when its bucket is empty.
-    pub fn try_take(&mut self, key: &K, now: i64) -> bool {
+    /// Takes a token for `key`; false when its bucket is empty. A key seen
+    /// before costs one lookup and no allocation (it runs per reading).
+    pub fn try_take<Q>(&mut self, key: &Q, now: i64) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let rate = self.rate;
-        self.bucket(key, now).try_take(rate, now)
+        if let Some(b) = self.buckets.get_mut(key) {
+            return b.try_take(rate, now);
+        }
+        self.make_room(now);
+        self.buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| Bucket::full(rate, now))
+            .try_take(rate, now)
     }
 
     /// Whether `key` has a token left, without taking one (keys never seen have).
