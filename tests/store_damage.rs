@@ -610,3 +610,87 @@ async fn kill9_alone_is_not_reported_as_damage() {
     }
     gw.stop().await;
 }
+
+/// A disk that stalls or fails does not hold an alarm back: past `[storage]
+/// flush_wait` its notifications go out, and that is said (log, metric,
+/// `/readyz` for a failure). The alarms are still there after a `kill -9`
+/// taken while the stalled flush had not yet run: the journal has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_failing_disk_does_not_hold_an_alarm_back() {
+    let http = HttpSink::start().await;
+    let director = HttpSink::start().await;
+    let mut gw = Gateway::builder()
+        .webhook_url(http.url("/fire119"))
+        .extra_toml(director_hook(&director))
+        .fixture_file("registry.toml", registry())
+        .fixture_file("routing.toml", ROUTING)
+        .fixture_file("rules.toml", "")
+        .run_arg("--test-hooks")
+        .start()
+        .await;
+    let hook = |path: &'static str| {
+        let api = gw.api();
+        async move {
+            let (status, body) = api.post_raw(path, &serde_json::Value::Null).await;
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+    };
+    let delivered = |device: &'static str| {
+        let http = &http;
+        move || async move {
+            http.requests_to("/fire119").iter().any(|r| {
+                r.json
+                    .as_ref()
+                    .is_some_and(|j| j["alarm"]["device_id"] == device)
+            })
+        }
+    };
+    let unconfirmed = |reason: &'static str| {
+        let api = gw.api();
+        async move {
+            api.metric_value("gridwatch_store_unconfirmed_total", &[("reason", reason)])
+                .await
+                .unwrap_or(0.0)
+        }
+    };
+    let smoke = json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string();
+
+    // The disk stalls for far longer than the test waits.
+    hook("/test/store/stall-flush?ms=600000").await;
+    mosquitto_pub(gw.mqtt_port(), "sensors/smk-00/reading", smoke.clone()).await;
+    wait_until_async(
+        "the alarm out while the disk stalls",
+        Duration::from_secs(20),
+        POLL,
+        delivered("smk-00"),
+    )
+    .await;
+    assert!(unconfirmed("slow").await >= 1.0, "{}", logs(&gw));
+    assert!(
+        logs(&gw).contains("store flush still running"),
+        "{}",
+        logs(&gw)
+    );
+
+    // The disk fails.
+    hook("/test/store/fail-flush").await;
+    mosquitto_pub(gw.mqtt_port(), "sensors/smk-01/reading", smoke).await;
+    wait_until_async(
+        "the alarm out while the disk fails",
+        Duration::from_secs(20),
+        POLL,
+        delivered("smk-01"),
+    )
+    .await;
+    assert!(unconfirmed("failed").await >= 1.0, "{}", logs(&gw));
+    let (status, body) = gw.api().get_raw("/readyz", false).await;
+    assert_eq!(status, 200, "degraded, still serving: {body}");
+    assert!(body.contains("a flush failed"), "{body}");
+
+    hook("/test/store/clear").await;
+    let before = open_ids(&gw).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    gw.kill9();
+    gw.restart().await;
+    assert_eq!(open_ids(&gw).await, before, "{}", logs(&gw));
+}

@@ -125,6 +125,9 @@ pub struct Metrics {
     pub store_damage_total: IntCounterVec,
     /// Scheduled backups by outcome (`ok` written and verified, `failed`).
     pub store_backups_total: IntCounterVec,
+    /// Alarm notifications handed on before the disk confirmed their record,
+    /// by why (`slow`: past `[storage] flush_wait`, `failed`: the flush erred).
+    pub store_unconfirmed_total: IntCounterVec,
     /// Skips of the embedded broker's backlog (readings lost), from its log; synced on scrape.
     pub broker_skips_total: IntCounter,
     pub notifications_suppressed_total: IntCounterVec,
@@ -335,6 +338,14 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("static metric"),
+            store_unconfirmed_total: IntCounterVec::new(
+                Opts::new(
+                    "gridwatch_store_unconfirmed_total",
+                    "Alarm changes whose notifications went out before the disk confirmed them, by reason: slow (past storage.flush_wait) or failed (the flush returned an error)",
+                ),
+                &["reason"],
+            )
+            .expect("static metric"),
             broker_skips_total: IntCounter::new(
                 "gridwatch_broker_skips_total",
                 "Times gridwatch's subscription fell out of the embedded broker's backlog (mqtt.broker_buffer_mib) and readings were skipped",
@@ -463,6 +474,7 @@ impl Metrics {
             Box::new(self.store_recovered_total.clone()),
             Box::new(self.store_damage_total.clone()),
             Box::new(self.store_backups_total.clone()),
+            Box::new(self.store_unconfirmed_total.clone()),
             Box::new(self.broker_skips_total.clone()),
             Box::new(self.notifications_suppressed_total.clone()),
             Box::new(self.stage_failures_total.clone()),
@@ -531,6 +543,9 @@ impl Metrics {
         }
         for outcome in ["ok", "failed"] {
             self.store_backups_total.with_label_values(&[outcome]);
+        }
+        for reason in ["slow", "failed"] {
+            self.store_unconfirmed_total.with_label_values(&[reason]);
         }
         for kind in crate::store::DamageKind::ALL {
             self.store_damage_total.with_label_values(&[kind.as_str()]);

@@ -82,6 +82,8 @@ pub struct AlarmsStage {
     to_sender: mpsc::Sender<Vec<Pending>>,
     limiter: crate::dispatch::limit::Limiter,
     health: crate::health::Health,
+    /// The store was marked degraded for a failed flush (once: it is history).
+    flush_failure_said: bool,
     changes: super::Changes,
     shelves: Shelves,
 }
@@ -116,6 +118,7 @@ impl AlarmsStage {
             to_sender,
             limiter: Default::default(),
             health: crate::health::Health::new(),
+            flush_failure_said: false,
             changes: super::Changes::new(),
             shelves,
         })
@@ -394,7 +397,8 @@ impl AlarmsStage {
             .filter_map(|id| self.book.get(id).cloned())
             .collect();
         let pending = self.store.commit(&alarms, outgoing)?;
-        self.store.flush().await?;
+        self.make_durable(cfg.gateway.storage.flush_wait.std())
+            .await;
         let handed = now_ms();
         for h in happened {
             if let (EventKind::Raised, Some(r)) = (h.t.event, h.received) {
@@ -408,6 +412,39 @@ impl AlarmsStage {
             tracing::error!("sender stopped; notifications stay in the outbox for the next start");
         }
         Ok(())
+    }
+
+    /// Flushes the store, waiting at most `wait`. The flush goes on by itself
+    /// past that; a slow or failed one is logged and counted, and the
+    /// notifications go out regardless: the commit is already in the
+    /// journal, which the kernel holds across a crash of this process and
+    /// the next start replays, so only a power cut in that window could
+    /// lose it, while a held alarm is lost for sure when the disk dies.
+    async fn make_durable(&mut self, wait: std::time::Duration) {
+        let store = self.store.clone();
+        let mut flush = tokio::spawn(async move { store.flush().await });
+        let (reason, detail) = match tokio::time::timeout(wait, &mut flush).await {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(e))) => ("failed", e.to_string()),
+            Ok(Err(e)) => ("failed", e.to_string()),
+            Err(_) => ("slow", format!("no answer within {wait:?}")),
+        };
+        self.metrics
+            .store_unconfirmed_total
+            .with_label_values(&[reason])
+            .inc();
+        if reason == "failed" {
+            tracing::error!(error = %detail, "STORE FLUSH FAILED: alarm notifications go out without the disk's confirmation");
+            if !self.flush_failure_said {
+                self.flush_failure_said = true;
+                self.health.degrade(
+                    crate::health::Stage::Store,
+                    format!("a flush failed ({detail}); alarms go out unconfirmed by the disk"),
+                );
+            }
+        } else {
+            tracing::warn!(%detail, "store flush still running: alarm notifications go out before the disk confirmed them");
+        }
     }
 
     /// Tells the board what changed, once the change is safely stored.

@@ -102,6 +102,7 @@ pub fn router(state: ApiState) -> Router {
         router
             .route("/test/wedge/:stage", post(wedge))
             .route("/test/broker/:fault", post(refuse_new_mqtt))
+            .route("/test/store/:fault", post(store_fault))
     } else {
         router
     };
@@ -200,6 +201,39 @@ async fn refuse_new_mqtt(
     })?;
     tracing::warn!(?fault, "test hook: embedded broker fault");
     hook(fault);
+    Ok(Json(json!({ "fault": format!("{fault:?}") })))
+}
+
+/// Test hook (only with `--test-hooks`): `POST /test/store/stall-flush?ms=N`
+/// makes every flush wait until N ms from now (a disk that stalls),
+/// `/test/store/fail-flush` makes them fail, `/test/store/clear` ends both.
+async fn store_fault(
+    State(s): State<ApiState>,
+    Path(fault): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::store::FlushFault;
+    let fault = match fault.as_str() {
+        "stall-flush" => {
+            let ms = q
+                .get("ms")
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError(StatusCode::BAD_REQUEST, "stall-flush needs ?ms=N".into())
+                })?;
+            FlushFault::Stall(std::time::Duration::from_millis(ms))
+        }
+        "fail-flush" => FlushFault::Fail,
+        "clear" => FlushFault::Clear,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no store fault {other:?} (stall-flush, fail-flush, clear)"),
+            ))
+        }
+    };
+    tracing::warn!(?fault, "test hook: store flush fault");
+    s.store.inject_flush_fault(fault);
     Ok(Json(json!({ "fault": format!("{fault:?}") })))
 }
 

@@ -101,6 +101,16 @@ fn housekeeping(src: &Source, gw: &GatewayFile, rep: &mut Report) {
             ),
         ));
     }
+    let wait = gw.storage.flush_wait.std();
+    if wait < std::time::Duration::from_millis(10) || wait > std::time::Duration::from_secs(10) {
+        rep.errors.push(src.error_at(
+            &[K("storage"), K("flush_wait")],
+            format!(
+                "storage flush_wait = \"{}\" must be between 10ms and 10s: it is how long an alarm may wait for the disk",
+                gw.storage.flush_wait
+            ),
+        ));
+    }
     if gw.storage.scrub_every.std() < std::time::Duration::from_secs(1) {
         rep.errors.push(src.error_at(
             &[K("storage"), K("scrub_every")],

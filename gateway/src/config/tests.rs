@@ -1174,3 +1174,24 @@ fn household_devices_lists_each_homes_devices_in_registry_order() {
     assert_eq!(ids("h2"), ["d2"]);
     assert!(ids("nowhere").is_empty());
 }
+
+#[test]
+fn a_flush_wait_outside_10ms_to_10s_is_refused_at_its_line() {
+    for bad in ["5ms", "11s"] {
+        let f = Files::valid().edit(
+            "gateway.toml",
+            "[mqtt]",
+            &format!("[storage]\nflush_wait = \"{bad}\"\n\n[mqtt]"),
+        );
+        f.expect("gateway.toml", "flush_wait", "between 10ms and 10s");
+    }
+    let ok = Files::valid().edit(
+        "gateway.toml",
+        "[mqtt]",
+        "[storage]\nflush_wait = \"1s\"\n\n[mqtt]",
+    );
+    assert_eq!(
+        ok.load().unwrap().gateway.storage.flush_wait.std(),
+        std::time::Duration::from_secs(1)
+    );
+}

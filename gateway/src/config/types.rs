@@ -80,6 +80,13 @@ pub struct StorageConfig {
     /// How many scheduled backups are kept (oldest removed first).
     #[serde(default = "default_backup_keep")]
     pub backup_keep: usize,
+    /// How long an alarm's notifications wait for the disk to confirm its
+    /// record. Past it they go out anyway, said in the log and counted: a
+    /// stalled or failing disk must not hold an alarm back. The record is
+    /// already in the journal (kept across a crash of the process); only a
+    /// power cut in that window could lose it.
+    #[serde(default = "default_flush_wait")]
+    pub flush_wait: Dur,
 }
 
 impl Default for StorageConfig {
@@ -91,8 +98,13 @@ impl Default for StorageConfig {
             backup_every: None,
             backup_dir: default_backup_dir(),
             backup_keep: default_backup_keep(),
+            flush_wait: default_flush_wait(),
         }
     }
+}
+
+fn default_flush_wait() -> Dur {
+    Dur::from_millis(250)
 }
 
 fn default_scrub_every() -> Dur {

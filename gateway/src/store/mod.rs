@@ -92,6 +92,28 @@ pub struct Store {
     /// The independent record; `None` only for operator commands run on a
     /// store that has none yet.
     journal: Option<Arc<Journal>>,
+    /// Faults a test may put on flushes (`--test-hooks` only); shared by clones.
+    faults: Arc<FlushFaults>,
+}
+
+/// A stalled or failing disk, as far as [`Store::flush`] can tell.
+#[derive(Debug, Default)]
+struct FlushFaults {
+    /// Flushes wait until this time (ms since the epoch).
+    stall_until: std::sync::atomic::AtomicI64,
+    /// Flushes fail.
+    fail: std::sync::atomic::AtomicBool,
+}
+
+/// A fault to put on the store's flushes (test hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushFault {
+    /// Flushes wait until this long from now (a disk that stalls).
+    Stall(std::time::Duration),
+    /// Every flush fails.
+    Fail,
+    /// Flushes behave again.
+    Clear,
 }
 
 /// What `open` found and had to do to give a usable store.
@@ -285,6 +307,7 @@ impl Store {
             meta: tree("meta")?,
             db,
             journal: None,
+            faults: Arc::default(),
         })
     }
 
@@ -316,6 +339,7 @@ impl Store {
     /// the journal's sync run at the same time, and the journal is marked
     /// once both returned.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.injected_fault().await?;
         let Some(j) = self.journal.clone() else {
             self.db.flush_async().await.map_err(sled_err("flush"))?;
             return Ok(());
@@ -346,6 +370,38 @@ impl Store {
         };
         if let Err(e) = res {
             tracing::error!(error = %e, "STORE JOURNAL SYNC FAILED: the store's independent record is incomplete");
+        }
+        Ok(())
+    }
+
+    /// Puts `fault` on every flush from now on (test hook: a stalled or
+    /// failing disk without a broken disk).
+    pub fn inject_flush_fault(&self, fault: FlushFault) {
+        use std::sync::atomic::Ordering::SeqCst;
+        match fault {
+            FlushFault::Stall(d) => {
+                let until = crate::model::now_ms() + d.as_millis() as i64;
+                self.faults.stall_until.store(until, SeqCst);
+            }
+            FlushFault::Fail => self.faults.fail.store(true, SeqCst),
+            FlushFault::Clear => {
+                self.faults.stall_until.store(0, SeqCst);
+                self.faults.fail.store(false, SeqCst);
+            }
+        }
+    }
+
+    async fn injected_fault(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.faults.fail.load(SeqCst) {
+            return Err(StoreError::Sled {
+                op: "flush",
+                source: sled::Error::Io(std::io::Error::other("injected by a test hook")),
+            });
+        }
+        let wait = self.faults.stall_until.load(SeqCst) - crate::model::now_ms();
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
         }
         Ok(())
     }
