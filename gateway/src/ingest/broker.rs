@@ -245,6 +245,21 @@ impl Embedded {
     }
 }
 
+/// Whether `addr` can be bound, found by binding it *without listening*: a
+/// listener, however brief, takes in a detector that dials the instant the
+/// port opens and then resets it when dropped, the reading lost.
+fn check_free(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As every listener here binds (SO_REUSEADDR): a port whose last
+    // connections are in TIME_WAIT is free.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)
+}
+
 /// Starts the broker with logins, TLS and MQTT 5 as `sec` says, keeping
 /// `buffer` of recent uplinks; `on_exit` runs when any broker thread ends.
 /// Returns once the internal listener accepts connections.
@@ -260,7 +275,7 @@ pub fn start_secured(
     // Fail clearly when a port is taken, instead of connecting to someone else's broker.
     let extra = [sec.tls.as_ref().map(|t| t.0), sec.v5];
     for a in std::iter::once(addr).chain(extra.into_iter().flatten()) {
-        drop(TcpListener::bind(a).map_err(|source| BrokerError::Bind { addr: a, source })?);
+        check_free(a).map_err(|source| BrokerError::Bind { addr: a, source })?;
     }
     let internal = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -407,6 +422,41 @@ mod tests {
     /// With Nagle's algorithm on, the broker's small writes to a subscriber
     /// waited for the peer's delayed ACK (40 ms on Linux): alarms left in
     /// bursts 20-60 ms late under steady traffic.
+    #[test]
+    fn checking_that_a_port_is_free_never_lets_a_client_in() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Dialers outnumbering the cores preempt the check between its
+        // bind and its close: a listener there, however brief, lets one in.
+        let stop = Arc::new(AtomicBool::new(false));
+        let dialers: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut got_in = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if TcpStream::connect(addr).is_ok() {
+                            got_in += 1;
+                        }
+                    }
+                    got_in
+                })
+            })
+            .collect();
+        for _ in 0..20_000 {
+            check_free(addr).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let got_in: i32 = dialers.into_iter().map(|d| d.join().unwrap()).sum();
+        assert_eq!(got_in, 0, "clients got into the port check");
+        let _taken = TcpListener::bind(addr).unwrap();
+        assert!(check_free(addr).is_err(), "a taken port is not free");
+    }
+
     #[test]
     fn the_broker_sends_at_once_on_every_accepted_connection() {
         let port = TcpListener::bind("127.0.0.1:0")
