@@ -16,7 +16,8 @@
 //! same open alarms.
 
 use gridwatch_e2e::{
-    gridwatch_bin, mosquitto_pub, wait_until_async, Gateway, HttpBehaviour, HttpSink, POLL,
+    gridwatch_bin, mosquitto_pub, wait_until_async, Gateway, GatewayBuilder, HttpBehaviour,
+    HttpSink, POLL,
 };
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -106,6 +107,17 @@ fn director_hook(sink: &HttpSink) -> String {
          \n[[http.tokens]]\nname = \"e2e-director\"\nrole = \"director\"\ntoken = \"{DIRECTOR_TOKEN}\"\n",
         sink.url("/director")
     )
+}
+
+/// The compound of these tests: the fire station's webhook on `http`, the
+/// director's on `director`.
+fn damage_compound(http: &HttpSink, director: &HttpSink) -> GatewayBuilder {
+    Gateway::builder()
+        .webhook_url(http.url("/fire119"))
+        .extra_toml(director_hook(director))
+        .fixture_file("registry.toml", registry())
+        .fixture_file("routing.toml", ROUTING)
+        .fixture_file("rules.toml", "")
 }
 
 /// Verifies alarms (the closed loop's last step).
@@ -259,14 +271,7 @@ async fn damaged_store_files_never_lose_an_alarm_silently() {
         let http = HttpSink::start().await;
         http.set_behaviour(HttpBehaviour::Status(500));
         let director = HttpSink::start().await;
-        let mut gw = Gateway::builder()
-            .webhook_url(http.url("/fire119"))
-            .extra_toml(director_hook(&director))
-            .fixture_file("registry.toml", registry())
-            .fixture_file("routing.toml", ROUTING)
-            .fixture_file("rules.toml", "")
-            .start()
-            .await;
+        let mut gw = damage_compound(&http, &director).start().await;
         for i in 0..ALARMS {
             let body = json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string();
             mosquitto_pub(gw.mqtt_port(), &format!("sensors/smk-{i:02}/reading"), body).await;
@@ -438,12 +443,7 @@ async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
     let http = HttpSink::start().await;
     http.set_behaviour(HttpBehaviour::Status(500));
     let director = HttpSink::start().await;
-    let mut gw = Gateway::builder()
-        .webhook_url(http.url("/fire119"))
-        .extra_toml(director_hook(&director))
-        .fixture_file("registry.toml", registry())
-        .fixture_file("routing.toml", ROUTING)
-        .fixture_file("rules.toml", "")
+    let mut gw = damage_compound(&http, &director)
         .extra_toml("")
         .start()
         .await;
@@ -531,12 +531,7 @@ async fn a_scheduled_backup_restores_on_a_fresh_data_dir() {
         "restore failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut gw2 = Gateway::builder()
-        .webhook_url(http.url("/fire119"))
-        .extra_toml(director_hook(&director))
-        .fixture_file("registry.toml", registry())
-        .fixture_file("routing.toml", ROUTING)
-        .fixture_file("rules.toml", "")
+    let mut gw2 = damage_compound(&http, &director)
         .storage_path(&restored)
         .start()
         .await;
@@ -562,14 +557,7 @@ async fn kill9_alone_is_not_reported_as_damage() {
     let http = HttpSink::start().await;
     http.set_behaviour(HttpBehaviour::Status(500));
     let director = HttpSink::start().await;
-    let mut gw = Gateway::builder()
-        .webhook_url(http.url("/fire119"))
-        .extra_toml(director_hook(&director))
-        .fixture_file("registry.toml", registry())
-        .fixture_file("routing.toml", ROUTING)
-        .fixture_file("rules.toml", "")
-        .start()
-        .await;
+    let mut gw = damage_compound(&http, &director).start().await;
     for round in 0..5 {
         let body = json!({"values": {"smoke_db_m": 0.3}, "flags": ["smoke_alarm"]}).to_string();
         mosquitto_pub(
@@ -619,12 +607,7 @@ async fn kill9_alone_is_not_reported_as_damage() {
 async fn a_stalled_or_failing_disk_does_not_hold_an_alarm_back() {
     let http = HttpSink::start().await;
     let director = HttpSink::start().await;
-    let mut gw = Gateway::builder()
-        .webhook_url(http.url("/fire119"))
-        .extra_toml(director_hook(&director))
-        .fixture_file("registry.toml", registry())
-        .fixture_file("routing.toml", ROUTING)
-        .fixture_file("rules.toml", "")
+    let mut gw = damage_compound(&http, &director)
         .run_arg("--test-hooks")
         .start()
         .await;
