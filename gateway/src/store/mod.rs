@@ -140,7 +140,7 @@ fn note_slow_flush(sled: std::time::Duration, journal: std::time::Duration) {
         tracing::warn!(
             sled_ms = sled.as_millis() as u64,
             journal_ms = journal.as_millis() as u64,
-            "slow store flush: every alarm waits for it before it is sent"
+            "slow store flush: alarms wait for it, up to storage.flush_wait, before they are sent"
         );
     }
 }
