@@ -430,6 +430,11 @@ mod tests {
             .unwrap()
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Held bound, never listening: no other test's port-0 listener can
+        // take this port while the check runs on it.
+        let guard = tokio::net::TcpSocket::new_v4().unwrap();
+        guard.set_reuseaddr(true).unwrap();
+        guard.bind(addr).unwrap();
         // Dialers outnumbering the cores preempt the check between its
         // bind and its close: a listener there, however brief, lets one in.
         let stop = Arc::new(AtomicBool::new(false));
@@ -453,6 +458,7 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let got_in: i32 = dialers.into_iter().map(|d| d.join().unwrap()).sum();
         assert_eq!(got_in, 0, "clients got into the port check");
+        drop(guard);
         let _taken = TcpListener::bind(addr).unwrap();
         assert!(check_free(addr).is_err(), "a taken port is not free");
     }
