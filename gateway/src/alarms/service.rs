@@ -423,27 +423,27 @@ impl AlarmsStage {
     async fn make_durable(&mut self, wait: std::time::Duration) {
         let store = self.store.clone();
         let mut flush = tokio::spawn(async move { store.flush().await });
-        let (reason, detail) = match tokio::time::timeout(wait, &mut flush).await {
+        // `None`: still running after `wait`; `Some`: it failed, and why.
+        let failure = match tokio::time::timeout(wait, &mut flush).await {
             Ok(Ok(Ok(()))) => return,
-            Ok(Ok(Err(e))) => ("failed", e.to_string()),
-            Ok(Err(e)) => ("failed", e.to_string()),
-            Err(_) => ("slow", format!("no answer within {wait:?}")),
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => None,
         };
-        self.metrics
-            .store_unconfirmed_total
-            .with_label_values(&[reason])
-            .inc();
-        if reason == "failed" {
-            tracing::error!(error = %detail, "STORE FLUSH FAILED: alarm notifications go out without the disk's confirmation");
-            if !self.flush_failure_said {
-                self.flush_failure_said = true;
-                self.health.degrade(
-                    crate::health::Stage::Store,
-                    format!("a flush failed ({detail}); alarms go out unconfirmed by the disk"),
-                );
-            }
-        } else {
-            tracing::warn!(%detail, "store flush still running: alarm notifications go out before the disk confirmed them");
+        let unconfirmed = &self.metrics.store_unconfirmed_total;
+        let Some(detail) = failure else {
+            unconfirmed.with_label_values(&["slow"]).inc();
+            tracing::warn!(?wait, "store flush still running: alarm notifications go out before the disk confirmed them");
+            return;
+        };
+        unconfirmed.with_label_values(&["failed"]).inc();
+        tracing::error!(error = %detail, "STORE FLUSH FAILED: alarm notifications go out without the disk's confirmation");
+        if !self.flush_failure_said {
+            self.flush_failure_said = true;
+            self.health.degrade(
+                crate::health::Stage::Store,
+                format!("a flush failed ({detail}); alarms go out unconfirmed by the disk"),
+            );
         }
     }
 
